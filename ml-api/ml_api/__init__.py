@@ -1,0 +1,1 @@
+"""The HTTP API: accepts uploads, enqueues detections and serves their results."""

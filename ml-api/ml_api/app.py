@@ -1,0 +1,72 @@
+"""The API application factory; serve with ``uvicorn ml_api.app:create_app --factory``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from redis import asyncio as aioredis
+
+from ml_api.errors import install_error_handlers
+from ml_api.middleware import BodySizeLimit, SecurityHeaders
+from ml_api.queue import TaskQueue
+from ml_api.ratelimit import RateLimiter
+from ml_api.routes import detections, health
+from ml_common.apikeys import ApiKeyStore
+from ml_common.logs import configure_logging
+from ml_common.settings import Settings, get_settings
+from ml_common.storage import Storage
+
+MULTIPART_SLACK = 64 * 1024
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    configure_logging(settings.log_level)
+    redis = aioredis.Redis.from_url(
+        str(settings.result_backend),
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        health_check_interval=10,
+        retry_on_timeout=True,
+    )
+    queue = TaskQueue(settings)
+    app.state.redis = redis
+    app.state.queue = queue
+    app.state.limiter = RateLimiter(redis, settings.rate_limit_per_minute)
+    try:
+        yield
+    finally:
+        await redis.aclose()
+        queue.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="mlprod object detection API",
+        version="1.0.0",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.storage = Storage(settings.storage_dir)
+    app.state.api_keys = ApiKeyStore(settings.api_keys_path)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(detections.router, prefix="/api/v1")
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,70 @@
+"""Everything a route needs from outside reaches it through these dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis import asyncio as aioredis
+
+from ml_api.queue import TaskQueue
+from ml_api.ratelimit import RateLimiter
+from ml_api.results import ResultReader
+from ml_common.apikeys import ApiKey, ApiKeyStore
+from ml_common.errors import NotAuthenticated
+from ml_common.settings import Settings
+from ml_common.storage import Storage
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from `mlprod api-key create`")
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+def get_queue(request: Request) -> TaskQueue:
+    queue: TaskQueue = request.app.state.queue
+    return queue
+
+
+def get_redis(request: Request) -> aioredis.Redis:
+    redis: aioredis.Redis = request.app.state.redis
+    return redis
+
+
+def get_results(request: Request) -> ResultReader:
+    return ResultReader(get_redis(request))
+
+
+def get_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.limiter
+    return limiter
+
+
+def get_api_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiKey:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated("send an API key as 'Authorization: Bearer <key>'")
+    keys: ApiKeyStore = request.app.state.api_keys
+    key = keys.check(credentials.credentials)
+    if key is None:
+        raise NotAuthenticated("the API key is not valid (unknown or revoked)")
+    return key
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+SubmitDep = Annotated[TaskQueue, Depends(get_queue)]
+RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+ResultsDep = Annotated[ResultReader, Depends(get_results)]
+ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
+LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]

@@ -1,0 +1,93 @@
+"""The one mapping from domain errors to HTTP responses, and the handlers that apply it."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ml_common import errors
+from ml_common.schemas import ErrorOut
+
+logger = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.MLProdError], int] = {
+    errors.NotAuthenticated: 401,
+    errors.TaskNotFound: 404,
+    errors.TaskNotFinished: 409,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMedia: 415,
+    errors.InvalidImage: 422,
+    errors.ImageTooLarge: 422,
+    errors.RateLimited: 429,
+    errors.QueueUnavailable: 503,
+    errors.BackendUnavailable: 503,
+    errors.DetectorUnavailable: 503,
+}
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorOut(code=code, detail=detail).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.MLProdError)
+    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.NotAuthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, errors.RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if status == 503:
+        headers["Retry-After"] = "5"
+    return error_response(status, exc.code, exc.detail, headers)
+
+
+def _describe(err: dict[str, object]) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "path", "query", "header")]
+    where = ".".join(loc) or "request"
+    if err.get("type") == "missing":
+        return f"'{where}' is required"
+    return f"'{where}': {err.get('msg')}"
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail = "; ".join(_describe(dict(e)) for e in exc.errors()) or "invalid request"
+    return error_response(422, "validation_error", detail)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "an internal error occurred; it was logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.MLProdError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

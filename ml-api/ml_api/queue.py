@@ -1,0 +1,50 @@
+"""The API's side of the task queue: a Celery producer that only sends tasks."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+
+from ml_common.celery_config import celery_config
+from ml_common.errors import QueueUnavailable
+from ml_common.settings import Settings
+from ml_common.tasks import DETECT_TASK, DetectPayload
+
+logger = logging.getLogger(__name__)
+
+
+class TaskQueue:
+    """Sends detect tasks; never waits on results (the API reads those from Redis itself)."""
+
+    def __init__(self, settings: Settings) -> None:
+        config = celery_config(settings)
+        # No result backend here: Celery's Redis backend would subscribe to every sent task.
+        config["result_backend"] = None
+        self._celery = Celery("mlprod-api", set_as_current=False)
+        self._celery.conf.update(config)
+        self._queue = settings.queue_name
+
+    def submit(self, task_id: str, payload: DetectPayload) -> None:
+        """Publish the task; raises QueueUnavailable when the broker cannot take it."""
+        try:
+            self._celery.send_task(
+                DETECT_TASK, kwargs=dict(payload), task_id=task_id, queue=self._queue
+            )
+        except (OperationalError, KombuError, OSError) as exc:
+            logger.warning("enqueue failed: %s", exc, extra={"task_id": task_id})
+            raise QueueUnavailable(
+                "the task queue is unreachable right now; nothing was stored, try again shortly"
+            ) from exc
+
+    def ping(self) -> None:
+        """Raise QueueUnavailable unless the broker accepts a connection."""
+        try:
+            with self._celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+        except (OperationalError, KombuError, OSError) as exc:
+            raise QueueUnavailable(f"broker unreachable: {exc}") from exc
+
+    def close(self) -> None:
+        self._celery.close()

@@ -1,0 +1,167 @@
+"""/api/v1/detections: submit an image, read its status, result, annotated image and events."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Response, UploadFile
+from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from ml_api.deps import (
+    ApiKeyDep,
+    LimiterDep,
+    RedisDep,
+    ResultsDep,
+    SettingsDep,
+    StorageDep,
+    SubmitDep,
+)
+from ml_api.results import links_for
+from ml_common import records
+from ml_common.errors import BackendUnavailable, MLProdError, PayloadTooLarge, TaskNotFinished
+from ml_common.images import inspect_image
+from ml_common.schemas import ErrorOut, TaskCreated, TaskState, TaskStatus
+from ml_common.tasks import DetectPayload
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/detections", tags=["detections"])
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut} for code in (401, 404, 422, 429, 503)
+}
+UPLOAD_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut} for code in (401, 413, 415, 422, 429, 503)
+}
+TaskId = Annotated[uuid.UUID, "a task id as returned by POST /api/v1/detections"]
+
+
+@router.post("", status_code=202, responses=UPLOAD_ERRORS)
+async def create_detection(
+    file: Annotated[UploadFile, File(description="a JPEG, PNG, WebP, BMP or GIF image")],
+    response: Response,
+    key: ApiKeyDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    queue: SubmitDep,
+    redis: RedisDep,
+    limiter: LimiterDep,
+) -> TaskCreated:
+    """Accept an image and queue it for detection; poll or stream the returned links."""
+    await limiter.hit(key.key_id, "upload")
+    data = await file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"the upload exceeds the limit of {settings.max_upload_bytes} bytes")
+    info = await run_in_threadpool(inspect_image, data, settings.max_image_pixels)
+
+    task_id = str(uuid.uuid4())
+    upload_key = storage.upload_key(task_id, info.ext)
+    created_at = records.now_iso()
+    await run_in_threadpool(storage.write, upload_key, data)
+    try:
+        await _create_record(
+            redis, task_id, key.key_id, upload_key, created_at, settings.result_expires_s
+        )
+        await run_in_threadpool(
+            queue.submit, task_id, DetectPayload(upload_key=upload_key, created_at=created_at)
+        )
+    except MLProdError:
+        # nothing half-done stays behind: the client gets no task id, so no file or record
+        await run_in_threadpool(storage.delete, upload_key)
+        await _delete_record(redis, task_id)
+        raise
+    logger.info(
+        "queued %s (%s, %d bytes)", task_id, info.format, len(data), extra={"task_id": task_id}
+    )
+    links = links_for(task_id)
+    response.headers["Location"] = links.self
+    return TaskCreated(task_id=task_id, status=TaskState.queued, links=links)
+
+
+async def _create_record(
+    redis: RedisDep, task_id: str, owner: str, upload_key: str, created_at: str, ttl_s: int
+) -> None:
+    name = records.record_key(task_id)
+    mapping = {records.OWNER: owner, records.UPLOAD_KEY: upload_key, records.CREATED_AT: created_at}
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(name, mapping=mapping)
+            pipe.expire(name, ttl_s)
+            await pipe.execute()
+    except RedisError as exc:
+        raise BackendUnavailable("the result store is unreachable; nothing was stored") from exc
+
+
+async def _delete_record(redis: RedisDep, task_id: str) -> None:
+    try:
+        await redis.delete(records.record_key(task_id))
+    except RedisError:
+        logger.warning("could not remove the record of unqueued task", extra={"task_id": task_id})
+
+
+@router.get("/{task_id}", responses=ERRORS)
+async def get_detection(
+    task_id: uuid.UUID,
+    key: ApiKeyDep,
+    results: ResultsDep,
+    wait: Annotated[
+        float, Query(ge=0, le=60, description="seconds to wait for the task to finish")
+    ] = 0,
+) -> TaskStatus:
+    """The task's state, timestamps, and its result or error once finished."""
+    statuses = [s async for s in results.updates(str(task_id), key.key_id, timeout_s=wait)]
+    return statuses[-1]
+
+
+@router.get(
+    "/{task_id}/image",
+    responses={**ERRORS, 409: {"model": ErrorOut}, 200: {"content": {"image/jpeg": {}}}},
+    response_class=Response,
+)
+async def get_detection_image(
+    task_id: uuid.UUID, key: ApiKeyDep, results: ResultsDep, storage: StorageDep
+) -> Response:
+    """The image with the detected boxes and labels drawn on it (JPEG)."""
+    status = await results.status(str(task_id), key.key_id)
+    if status.status is not TaskState.succeeded:
+        raise TaskNotFinished(f"task {task_id} is {status.status.value}, not succeeded")
+    record = await results.record(str(task_id), key.key_id)
+    data = await run_in_threadpool(storage.read, record[records.ANNOTATED_KEY])
+    return Response(
+        data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+    )
+
+
+@router.get(
+    "/{task_id}/events",
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamingResponse,
+)
+async def stream_detection_events(
+    task_id: uuid.UUID,
+    key: ApiKeyDep,
+    results: ResultsDep,
+    timeout: Annotated[float, Query(gt=0, le=600)] = 300,
+) -> StreamingResponse:
+    """Server-sent events: one `status` event per state change, ending with the final one."""
+    updates = results.updates(str(task_id), key.key_id, timeout_s=timeout)
+    first = await anext(updates)  # 404/503 surface as errors before the stream starts
+
+    async def events() -> AsyncIterator[str]:
+        yield f"event: status\ndata: {first.model_dump_json()}\n\n"
+        try:
+            async for status in updates:
+                yield f"event: status\ndata: {status.model_dump_json()}\n\n"
+        except BackendUnavailable as exc:
+            error = ErrorOut(code=exc.code, detail=exc.detail)
+            yield f"event: error\ndata: {error.model_dump_json()}\n\n"
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

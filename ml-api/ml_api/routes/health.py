@@ -1,0 +1,45 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from ml_api.deps import RedisDep, SubmitDep
+from ml_common.errors import QueueUnavailable
+from ml_common.schemas import Health
+
+router = APIRouter(tags=["health"])
+READY_PATTERN = "mlprod:ready:*"
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", responses={503: {"model": Health}})
+async def readyz(queue: SubmitDep, redis: RedisDep) -> JSONResponse:
+    """Broker and result store reachable, and at least one worker has its model loaded."""
+    checks: dict[str, str] = {}
+    try:
+        await run_in_threadpool(queue.ping)
+        checks["broker"] = "ok"
+    except QueueUnavailable as exc:
+        checks["broker"] = exc.detail
+    try:
+        await redis.ping()
+        checks["result_backend"] = "ok"
+        workers = [k async for k in redis.scan_iter(match=READY_PATTERN, count=100)]
+        checks["workers"] = f"{len(workers)} ready" if workers else "no worker with a loaded model"
+    except RedisError as exc:
+        checks["result_backend"] = f"unreachable: {exc}"
+        checks["workers"] = "unknown"
+    ready = all(v == "ok" for k, v in checks.items() if k != "workers") and checks[
+        "workers"
+    ].endswith("ready")
+    body = Health(status="ready" if ready else "not ready", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

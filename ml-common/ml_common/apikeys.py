@@ -1,0 +1,95 @@
+"""API keys: random bearer tokens, stored only as SHA-256 digests in a JSON file.
+
+The keys are 256-bit random tokens, so a fast digest is enough (no password stretching is
+needed against guessing); the file is written atomically with mode 0600 and re-read when it
+changes, so a revoked key stops working without restarting the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ml_common.records import now_iso
+
+KEY_PREFIX = "mlp_"
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    name: str
+    created_at: str
+
+
+class ApiKeyStore:
+    """Create, revoke and check keys kept in one file on shared storage."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mtime: float | None = None
+        self._keys: dict[str, dict[str, str]] = {}
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            self._mtime, self._keys = None, {}
+            return self._keys
+        if mtime != self._mtime:
+            data = json.loads(self.path.read_text())
+            self._keys = dict(data.get("keys", {}))
+            self._mtime = mtime
+        return self._keys
+
+    def _save(self, keys: dict[str, dict[str, str]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".api-keys-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"keys": keys}, fh, indent=2, sort_keys=True)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+        self._mtime = None
+
+    def create(self, name: str) -> tuple[str, ApiKey]:
+        """Make a new key; the plain key is returned once and never stored."""
+        if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError("a key name is 1-64 letters, digits, '-' or '_'")
+        keys = dict(self._load())
+        if any(entry["name"] == name for entry in keys.values()):
+            raise ValueError(f"a key named {name!r} exists already; revoke it first")
+        plain = KEY_PREFIX + secrets.token_urlsafe(32)
+        hashed = digest(plain)
+        keys[hashed] = {"name": name, "created_at": now_iso()}
+        self._save(keys)
+        return plain, ApiKey(hashed[:16], name, keys[hashed]["created_at"])
+
+    def revoke(self, name: str) -> bool:
+        keys = dict(self._load())
+        kept = {h: e for h, e in keys.items() if e["name"] != name}
+        if len(kept) == len(keys):
+            return False
+        self._save(kept)
+        return True
+
+    def list(self) -> list[ApiKey]:
+        return [ApiKey(h[:16], e["name"], e["created_at"]) for h, e in self._load().items()]
+
+    def check(self, key: str) -> ApiKey | None:
+        """The key's record when `key` is valid, else None (compared in constant time)."""
+        hashed = digest(key)
+        found: ApiKey | None = None
+        for stored, entry in self._load().items():
+            if hmac.compare_digest(stored, hashed):
+                found = ApiKey(stored[:16], entry["name"], entry["created_at"])
+        return found

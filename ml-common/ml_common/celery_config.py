@@ -1,0 +1,56 @@
+"""Celery configuration built from Settings, shared by the worker and the API's producer.
+
+Plain dicts only: importing this module does not import Celery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ml_common.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Everything both sides of the queue must agree on."""
+    return {
+        "broker_url": str(settings.broker_url),
+        "result_backend": str(settings.result_backend),
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_default_queue": settings.queue_name,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "result_expires": settings.result_expires_s,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        # a worker process loads TensorFlow and the model before its first task
+        "worker_proc_alive_timeout": 180,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": settings.enqueue_timeout_s,
+        "broker_heartbeat": 30,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0.1,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        # an unacked task on a Redis/Valkey broker comes back after this many seconds
+        "broker_transport_options": {
+            "visibility_timeout": int(settings.task_time_limit_s * 2 + 60),
+            "socket_timeout": settings.enqueue_timeout_s,
+            "socket_connect_timeout": settings.enqueue_timeout_s,
+        },
+        "redis_socket_timeout": 5.0,
+        "redis_socket_connect_timeout": 3.0,
+        "redis_retry_on_timeout": True,
+        "redis_backend_health_check_interval": 10,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_ignore_result": False,
+    }

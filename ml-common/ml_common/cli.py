@@ -1,0 +1,62 @@
+"""The `mlprod` command: API keys and storage clean-up."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ml_common.apikeys import ApiKeyStore
+from ml_common.logs import configure_logging
+from ml_common.settings import get_settings
+from ml_common.storage import Storage
+
+logger = logging.getLogger("mlprod")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlprod", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    keys = sub.add_parser("api-key", help="create, list or revoke API keys")
+    key_sub = keys.add_subparsers(dest="action", required=True)
+    key_sub.add_parser("create", help="create a key; it is shown once").add_argument("name")
+    key_sub.add_parser("revoke", help="revoke a key by name").add_argument("name")
+    key_sub.add_parser("list", help="list key names (never the keys)")
+    clean = sub.add_parser("cleanup", help="delete stored images older than the retention")
+    clean.add_argument("--days", type=int, help="override ML_RETENTION_DAYS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    out = sys.stdout
+    if args.command == "api-key":
+        store = ApiKeyStore(settings.api_keys_path)
+        if args.action == "create":
+            try:
+                plain, key = store.create(args.name)
+            except ValueError as exc:
+                logger.error("%s", exc)
+                return 2
+            out.write(f"{plain}\n")
+            logger.info("created API key %r (id %s); it is shown only once", key.name, key.key_id)
+        elif args.action == "revoke":
+            if not store.revoke(args.name):
+                logger.error("no API key named %r", args.name)
+                return 1
+            logger.info("revoked API key %r", args.name)
+        else:
+            for key in store.list():
+                out.write(f"{key.name}\t{key.key_id}\t{key.created_at}\n")
+        return 0
+    days = args.days or settings.retention_days
+    removed = Storage(settings.storage_dir).purge_older_than(days)
+    logger.info("removed %d stored files older than %d days", removed, days)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

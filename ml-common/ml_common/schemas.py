@@ -1,0 +1,96 @@
+"""Pydantic models for everything that crosses a process boundary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TaskState(str, Enum):
+    queued = "queued"
+    started = "started"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class Box(BaseModel):
+    """An axis-aligned box; pixels in `box`, 0..1 fractions of the image in `box_normalized`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+
+class Detection(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    class_id: int = Field(ge=0)
+    score: float = Field(ge=0.0, le=1.0)
+    box: Box
+    box_normalized: Box
+
+
+class StageTimings(BaseModel):
+    """Milliseconds spent in each stage of one task, measured where the stage ran."""
+
+    queue_wait_ms: float | None = None
+    decode_ms: float | None = None
+    inference_ms: float | None = None
+    postprocess_ms: float | None = None
+    annotate_ms: float | None = None
+
+
+class DetectionResult(BaseModel):
+    width: int
+    height: int
+    model_name: str
+    model_version: str
+    inference_ms: float
+    detections: list[Detection]
+    timings: StageTimings = StageTimings()
+
+
+class Links(BaseModel):
+    self: str
+    image: str
+    events: str
+
+
+class TaskCreated(BaseModel):
+    task_id: str
+    status: TaskState
+    links: Links
+
+
+class TaskError(BaseModel):
+    type: str
+    message: str
+
+
+class TaskStatus(BaseModel):
+    task_id: str
+    status: TaskState
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: DetectionResult | None = None
+    error: TaskError | None = None
+    links: Links
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    code: str
+    detail: str
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}

@@ -1,0 +1,77 @@
+"""The one Settings object for every mlprod process, read from ML_* variables and .env."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AnyUrl, Field, SecretStr, UrlConstraints, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BrokerUrl = Annotated[
+    AnyUrl, UrlConstraints(allowed_schemes=["amqp", "amqps", "pyamqp", "redis", "rediss", "memory"])
+]
+RedisUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["redis", "rediss", "unix"])]
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev-secret-change-me"})
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the API, the worker and the web client."""
+
+    model_config = SettingsConfigDict(env_prefix="ML_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    broker_url: BrokerUrl = AnyUrl("amqp://guest:guest@localhost:5672//")
+    result_backend: RedisUrl = AnyUrl("redis://localhost:6379/0")
+    storage_dir: Path = REPO_ROOT / "ml-storages"
+    model_dir: Path = REPO_ROOT / "ml-storages" / "models" / "nanodet-g-416"
+    detector: Literal["nanodet", "tf_od_api", "fake"] = "nanodet"
+    score_threshold: float = Field(0.3, ge=0.0, le=1.0)
+    iou_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    max_detections: int = Field(100, ge=1, le=1000)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    result_expires_s: int = Field(7 * 24 * 3600, ge=60)
+    retention_days: int = Field(7, ge=1)
+    task_soft_time_limit_s: float = Field(60.0, gt=0)
+    task_time_limit_s: float = Field(90.0, gt=0)
+    enqueue_timeout_s: float = Field(3.0, gt=0)
+    queue_name: str = "detections"
+    secret_key: SecretStr = SecretStr("dev-secret-change-me")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    intra_op_threads: int = Field(0, ge=0, description="0 lets TensorFlow choose")
+    api_keys_file: Path | None = None
+    cors_origins: list[str] = []
+    rate_limit_per_minute: int = Field(600, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if (
+            self.environment == "production"
+            and self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS
+        ):
+            raise ValueError("ML_SECRET_KEY must be set to a real secret in production")
+        if self.task_time_limit_s <= self.task_soft_time_limit_s:
+            raise ValueError("ML_TASK_TIME_LIMIT_S must exceed ML_TASK_SOFT_TIME_LIMIT_S")
+        return self
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.storage_dir / "upload"
+
+    @property
+    def annotated_dir(self) -> Path:
+        return self.storage_dir / "object-detection"
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.api_keys_file or self.storage_dir / "api-keys.json"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
