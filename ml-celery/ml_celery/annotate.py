@@ -1,0 +1,53 @@
+"""Draw detections onto an image: one colour per class, labelled with the score."""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from ml_common.schemas import Detection
+
+_GOLDEN_RATIO = 0.618033988749895
+
+
+def class_colour(class_id: int) -> tuple[int, int, int]:
+    """A saturated RGB colour per class; neighbouring ids get far-apart hues."""
+    hue = (class_id * _GOLDEN_RATIO) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return round(red * 255), round(green * 255), round(blue * 255)
+
+
+def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on `background` (by its luma)."""
+    red, green, blue = background
+    return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 140 else (255, 255, 255)
+
+
+def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Image.Image:
+    """A copy of the RGB `image` with a box and a "label score" tag for each detection."""
+    annotated = image.convert("RGB")  # always a copy, so the caller's image stays untouched
+    draw = ImageDraw.Draw(annotated)
+    short_side = min(annotated.size)
+    line_width = max(2, short_side // 200)
+    font = ImageFont.load_default(size=max(12, short_side // 40))
+    for detection in sorted(detections, key=lambda d: d.score):
+        colour = class_colour(detection.class_id)
+        box = detection.box
+        draw.rectangle(
+            (box.x_min, box.y_min, box.x_max, box.y_max), outline=colour, width=line_width
+        )
+        caption = f"{detection.label} {detection.score:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
+        tag_w, tag_h = right - left + 2 * line_width, bottom - top + 2 * line_width
+        tag_x = min(max(box.x_min, 0), max(annotated.width - tag_w, 0))
+        tag_y = box.y_min - tag_h if box.y_min >= tag_h else box.y_min
+        draw.rectangle((tag_x, tag_y, tag_x + tag_w, tag_y + tag_h), fill=colour)
+        draw.text(
+            (tag_x + line_width - left, tag_y + line_width - top),
+            caption,
+            fill=text_colour(colour),
+            font=font,
+        )
+    return annotated

@@ -1,0 +1,1 @@
+"""Object detectors: the Detector protocol, NanoDet pre/post-processing and model loading."""

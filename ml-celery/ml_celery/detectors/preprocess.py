@@ -1,0 +1,88 @@
+"""Image -> network input for NanoDet: resize, BGR mean/std normalisation, NCHW (numpy only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+ResizeMode = Literal["letterbox", "stretch"]
+
+# NanoDet's training config (OpenCV images, so BGR order)
+BGR_MEAN = np.array([103.53, 116.28, 123.675], dtype=np.float32)
+BGR_STD = np.array([57.375, 57.12, 58.395], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the original image lies in the network input: input = original * scale + pad."""
+
+    width: int
+    height: int
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+
+    def to_original(self, boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Map (N, 4) x_min, y_min, x_max, y_max boxes from input pixels to original pixels."""
+        pad = np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], dtype=np.float32)
+        scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y], np.float32)
+        return ((boxes - pad) / scale).astype(np.float32)
+
+    def to_input(self, boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The inverse of `to_original`."""
+        pad = np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], dtype=np.float32)
+        scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y], np.float32)
+        return (boxes * scale + pad).astype(np.float32)
+
+
+def letterbox_geometry(width: int, height: int, size: int) -> Geometry:
+    """Scale to fit `size` x `size` keeping the aspect ratio, centred, like NanoDet's keep_ratio."""
+    scale = min(size / width, size / height)
+    resized_w, resized_h = round(width * scale), round(height * scale)
+    return Geometry(
+        width=width,
+        height=height,
+        scale_x=resized_w / width,
+        scale_y=resized_h / height,
+        pad_x=float((size - resized_w) // 2),
+        pad_y=float((size - resized_h) // 2),
+    )
+
+
+def stretch_geometry(width: int, height: int, size: int) -> Geometry:
+    return Geometry(width, height, size / width, size / height, 0.0, 0.0)
+
+
+def resize_image(
+    image: Image.Image, size: int, mode: ResizeMode
+) -> tuple[npt.NDArray[np.uint8], Geometry]:
+    """An RGB `size` x `size` uint8 array of `image` (black borders when letterboxed)."""
+    make_geometry = letterbox_geometry if mode == "letterbox" else stretch_geometry
+    geometry = make_geometry(image.width, image.height, size)
+    resized_w = round(image.width * geometry.scale_x)
+    resized_h = round(image.height * geometry.scale_y)
+    resized = image.convert("RGB").resize((resized_w, resized_h), Image.Resampling.BILINEAR)
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    x0, y0 = int(geometry.pad_x), int(geometry.pad_y)
+    canvas[y0 : y0 + resized_h, x0 : x0 + resized_w] = np.asarray(resized)
+    return canvas, geometry
+
+
+def normalize_bgr_nchw(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """(H, W, 3) RGB uint8 -> (1, 3, H, W) float32 BGR, mean/std normalised."""
+    bgr = rgb[..., ::-1].astype(np.float32)
+    normalized = (bgr - BGR_MEAN) / BGR_STD
+    return np.ascontiguousarray(normalized.transpose(2, 0, 1)[np.newaxis])
+
+
+def preprocess(
+    image: Image.Image, size: int = 416, mode: ResizeMode = "letterbox"
+) -> tuple[npt.NDArray[np.float32], Geometry]:
+    """The NanoDet input tensor for `image` and the geometry that maps boxes back."""
+    rgb, geometry = resize_image(image, size, mode)
+    return normalize_bgr_nchw(rgb), geometry

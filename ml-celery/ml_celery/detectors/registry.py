@@ -1,0 +1,72 @@
+"""Pick and load the configured detector, once per process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from ml_celery.detectors.base import Detector
+from ml_common.errors import DetectorUnavailable
+from ml_common.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_detectors: dict[tuple[object, ...], Detector] = {}
+
+
+def _cache_key(settings: Settings) -> tuple[object, ...]:
+    return (
+        settings.detector,
+        settings.model_dir.resolve(),
+        settings.score_threshold,
+        settings.iou_threshold,
+        settings.max_detections,
+        settings.intra_op_threads,
+    )
+
+
+def _require_model(model_dir: Path) -> None:
+    if not (model_dir / "saved_model.pb").is_file():
+        raise DetectorUnavailable(
+            f"no SavedModel in {model_dir}: run `make model` to download and convert it"
+        )
+
+
+def build_detector(settings: Settings) -> Detector:
+    """A new detector as `settings` describe it (loads the model: seconds)."""
+    if settings.detector == "fake":
+        from ml_celery.detectors.fake import FakeDetector
+
+        return FakeDetector()
+    _require_model(settings.model_dir)
+    if settings.detector == "nanodet":
+        from ml_celery.detectors.tensorflow import NanoDetDetector
+
+        return NanoDetDetector(
+            settings.model_dir,
+            score_threshold=settings.score_threshold,
+            iou_threshold=settings.iou_threshold,
+            max_detections=settings.max_detections,
+            intra_op_threads=settings.intra_op_threads,
+        )
+    from ml_celery.detectors.tensorflow import TFODAPIDetector
+
+    return TFODAPIDetector(
+        settings.model_dir,
+        score_threshold=settings.score_threshold,
+        max_detections=settings.max_detections,
+        intra_op_threads=settings.intra_op_threads,
+    )
+
+
+def load_detector(settings: Settings | None = None) -> Detector:
+    """The process's detector for `settings`, built on first use and reused after."""
+    settings = settings or get_settings()
+    key = _cache_key(settings)
+    with _lock:
+        if key not in _detectors:
+            logger.info("loading detector %s from %s", settings.detector, settings.model_dir)
+            _detectors[key] = build_detector(settings)
+        return _detectors[key]

@@ -1,0 +1,149 @@
+"""TensorFlow-backed detectors; TensorFlow is imported only when one is built."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from ml_celery.detectors.base import DetectionOutput, read_model_info
+from ml_celery.detectors.coco import COCO_80_LABELS, COCO_91_TO_80
+from ml_celery.detectors.postprocess import postprocess, to_detections
+from ml_celery.detectors.preprocess import Geometry, ResizeMode, preprocess
+from ml_common.schemas import Detection
+
+logger = logging.getLogger(__name__)
+
+NANODET_INPUT = "input_1"
+NANODET_CLS_OUTPUTS = ("cls_8", "cls_16", "cls_32")
+NANODET_REG_OUTPUTS = ("reg_8", "reg_16", "reg_32")
+
+
+def import_tensorflow(intra_op_threads: int = 0) -> Any:
+    """Import TensorFlow, limiting its intra-op thread pool when `intra_op_threads` > 0."""
+    import tensorflow as tf
+
+    if intra_op_threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        except RuntimeError:  # the runtime is already up in this process; the old value stays
+            logger.warning("TensorFlow already initialised; intra_op_threads ignored")
+    return tf
+
+
+def _elapsed_ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class NanoDetDetector:
+    """NanoDet-g (416 x 416, COCO-80) from the SavedModel that prepare_model writes."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        score_threshold: float = 0.3,
+        iou_threshold: float = 0.5,
+        max_detections: int = 100,
+        intra_op_threads: int = 0,
+        resize_mode: ResizeMode = "stretch",
+    ) -> None:
+        tf = import_tensorflow(intra_op_threads)
+        self._tf = tf
+        self._model = tf.saved_model.load(str(model_dir))  # keeps the signature's graph alive
+        self._infer: Callable[..., dict[str, Any]] = self._model.signatures["serving_default"]
+        input_spec = self._infer.structured_input_signature[1][NANODET_INPUT]
+        self.input_size = int(input_spec.shape[-1])
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self.resize_mode: ResizeMode = resize_mode
+        info = read_model_info(model_dir)
+        self.name, self.version = info.name, info.version
+
+    def infer(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]:
+        """Raw head outputs for a (1, 3, size, size) input, batch axis dropped."""
+        outputs = self._infer(**{NANODET_INPUT: self._tf.constant(batch)})
+        return {name: tensor.numpy()[0] for name, tensor in outputs.items()}
+
+    def detect(self, image: Image.Image) -> DetectionOutput:
+        start = time.perf_counter()
+        batch, geometry = preprocess(image, self.input_size, self.resize_mode)
+        preprocess_ms, start = _elapsed_ms(start), time.perf_counter()
+        outputs = self.infer(batch)
+        inference_ms, start = _elapsed_ms(start), time.perf_counter()
+        detections = postprocess(
+            [outputs[name] for name in NANODET_CLS_OUTPUTS],
+            [outputs[name] for name in NANODET_REG_OUTPUTS],
+            geometry,
+            COCO_80_LABELS,
+            input_size=self.input_size,
+            score_threshold=self.score_threshold,
+            iou_threshold=self.iou_threshold,
+            max_detections=self.max_detections,
+        )
+        return DetectionOutput(detections, preprocess_ms, inference_ms, _elapsed_ms(start))
+
+    def warm_up(self) -> None:
+        self.infer(np.zeros((1, 3, self.input_size, self.input_size), dtype=np.float32))
+
+
+class TFODAPIDetector:
+    """A TF2 Object Detection API SavedModel trained on COCO (uint8 NHWC input).
+
+    Its `detection_classes` are 1-based ids of the 91-id COCO space; the ten ids COCO never used
+    (and anything else outside COCO-80) are dropped, the rest mapped to COCO_80_LABELS by
+    `COCO_91_TO_80`. Boxes come normalised as (ymin, xmin, ymax, xmax); NMS is the model's own.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        score_threshold: float = 0.3,
+        max_detections: int = 100,
+        intra_op_threads: int = 0,
+    ) -> None:
+        tf = import_tensorflow(intra_op_threads)
+        self._tf = tf
+        self._model = tf.saved_model.load(str(model_dir))
+        self._infer: Callable[..., dict[str, Any]] = self._model.signatures["serving_default"]
+        (self._input_name,) = self._infer.structured_input_signature[1]
+        self.score_threshold = score_threshold
+        self.max_detections = max_detections
+        info = read_model_info(model_dir)
+        self.name, self.version = info.name, info.version
+
+    def detect(self, image: Image.Image) -> DetectionOutput:
+        start = time.perf_counter()
+        batch = np.asarray(image.convert("RGB"), dtype=np.uint8)[np.newaxis]
+        preprocess_ms, start = _elapsed_ms(start), time.perf_counter()
+        outputs = self._infer(**{self._input_name: self._tf.constant(batch)})
+        arrays = {name: tensor.numpy()[0] for name, tensor in outputs.items()}
+        inference_ms, start = _elapsed_ms(start), time.perf_counter()
+        detections = self._to_detections(arrays, image.width, image.height)
+        return DetectionOutput(detections, preprocess_ms, inference_ms, _elapsed_ms(start))
+
+    def _to_detections(
+        self, arrays: dict[str, npt.NDArray[Any]], width: int, height: int
+    ) -> list[Detection]:
+        count = int(arrays["num_detections"]) if "num_detections" in arrays else None
+        scores = arrays["detection_scores"][:count].astype(np.float32)
+        coco_ids = np.rint(arrays["detection_classes"][:count]).astype(np.int64)
+        class_ids = np.array([COCO_91_TO_80.get(int(i), -1) for i in coco_ids], dtype=np.int64)
+        keep = np.flatnonzero((scores >= self.score_threshold) & (class_ids >= 0))
+        keep = keep[np.argsort(-scores[keep], kind="stable")][: self.max_detections]
+        y_min, x_min, y_max, x_max = arrays["detection_boxes"][:count][keep].astype(np.float32).T
+        boxes = np.stack([x_min * width, y_min * height, x_max * width, y_max * height], axis=1)
+        identity = Geometry(width, height, 1.0, 1.0, 0.0, 0.0)
+        return to_detections(boxes, scores[keep], class_ids[keep], identity, COCO_80_LABELS)
+
+    def warm_up(self) -> None:
+        dummy = self._tf.zeros((1, 64, 64, 3), dtype=self._tf.uint8)
+        self._infer(**{self._input_name: dummy})
