@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AnyUrl, Field, SecretStr, UrlConstraints, model_validator
+from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, UrlConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BrokerUrl = Annotated[
@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     cors_origins: list[str] = []
     rate_limit_per_minute: int = Field(600, ge=1)
+    # web client (ml_client): how it reaches the API, who may sign in, its session cookie
+    client_api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    client_api_key: SecretStr | None = None
+    client_users: SecretStr | None = Field(None, description="name:$argon2id$..., comma-separated")
+    client_users_file: Path | None = None
+    client_cookie_secure: bool = False
+    client_session_max_age_s: int = Field(8 * 3600, ge=60)
+    client_login_max_failures: int = Field(5, ge=1)
+    client_login_window_s: int = Field(900, ge=1)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
@@ -69,6 +78,10 @@ class Settings(BaseSettings):
     @property
     def api_keys_path(self) -> Path:
         return self.api_keys_file or self.storage_dir / "api-keys.json"
+
+    @property
+    def client_users_path(self) -> Path:
+        return self.client_users_file or self.storage_dir / "web-users"
 
 
 @functools.cache
