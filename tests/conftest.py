@@ -1,0 +1,151 @@
+"""Shared fixtures: settings, sample photos, API keys, and the live stack of real processes."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ml_common.apikeys import ApiKeyStore
+from ml_common.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from devstack import Stack  # noqa: E402
+
+REQUIRE_SERVICES = os.environ.get("ML_REQUIRE_SERVICES") == "1"
+MODEL_DIR = Path(os.environ.get("ML_MODEL_DIR", ROOT / "ml-storages/models/nanodet-g-416"))
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a prerequisite is missing locally; fail instead under ML_REQUIRE_SERVICES=1."""
+    if condition:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (ML_REQUIRE_SERVICES=1 forbids skipping)")
+    pytest.skip(reason)
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def photo(name: str) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)())
+
+
+def encode(img: Image.Image, fmt: str = "JPEG", **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpeg() -> bytes:
+    return encode(photo("astronaut"), quality=92)
+
+
+@pytest.fixture
+def image_bytes() -> bytes:
+    return encode(Image.new("RGB", (64, 48), (200, 30, 30)))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        storage_dir=tmp_path / "storage",
+        detector="fake",
+        model_dir=MODEL_DIR,
+    )
+
+
+@dataclass
+class LiveStack:
+    """A running worker + API on real broker and result backend, and a valid API key."""
+
+    stack: Stack
+    settings: Settings
+    api_key: str
+    backend: str
+
+    @property
+    def api_url(self) -> str:
+        return self.stack.api_url
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.api_key}"}
+
+    def new_key(self, name: str) -> str:
+        plain, _ = ApiKeyStore(self.settings.api_keys_path).create(name)
+        return plain
+
+
+def _stack_env(backend: str, storage: Path, queue: str) -> dict[str, str]:
+    env = {
+        "ML_ENVIRONMENT": "development",
+        "ML_STORAGE_DIR": str(storage),
+        "ML_MODEL_DIR": str(MODEL_DIR),
+        "ML_QUEUE_NAME": queue,
+        "ML_LOG_LEVEL": "INFO",
+        "ML_TASK_SOFT_TIME_LIMIT_S": "30",
+        "ML_TASK_TIME_LIMIT_S": "45",
+    }
+    if backend == "rabbitmq-redis":
+        env["ML_BROKER_URL"] = "amqp://guest:guest@localhost:5672//"
+        env["ML_RESULT_BACKEND"] = "redis://localhost:6379/2"
+    return env
+
+
+@pytest.fixture(scope="session", params=["rabbitmq-redis", "valkey"])
+def live_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveStack]:
+    backend: str = request.param
+    need(MODEL_DIR.is_dir(), f"no converted model at {MODEL_DIR}: run `make model`")
+    if backend == "rabbitmq-redis":
+        need(reachable("localhost", 5672), "RabbitMQ is not running on localhost:5672")
+        need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    base = tmp_path_factory.mktemp(f"stack-{backend}")
+    queue = f"detections-test-{uuid.uuid4().hex[:8]}"
+    stack = Stack(_stack_env(backend, base / "storage", queue), base / "logs")
+    if backend == "valkey":
+        stack.start_embedded_backend()
+    settings = Settings(_env_file=None, **_settings_kwargs(stack.env))  # type: ignore[call-arg]
+    plain, _ = ApiKeyStore(settings.api_keys_path).create("tests")
+    try:
+        stack.start_worker()
+        stack.start_api()
+        stack.wait_ready()
+        yield LiveStack(stack, settings, plain, backend)
+    finally:
+        stack.stop()
+        _delete_queue(settings)
+
+
+def _settings_kwargs(env: dict[str, str]) -> dict[str, str]:
+    return {k.removeprefix("ML_").lower(): v for k, v in env.items() if k.startswith("ML_")}
+
+
+def _delete_queue(settings: Settings) -> None:
+    if not str(settings.broker_url).startswith("amqp"):
+        return
+    from kombu import Connection, Queue
+
+    with Connection(str(settings.broker_url), connect_timeout=2) as conn:
+        Queue(settings.queue_name, channel=conn.channel()).delete()

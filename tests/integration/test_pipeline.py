@@ -1,0 +1,184 @@
+"""End to end through real processes: HTTP upload -> broker -> worker + model -> Redis -> HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from celery import Celery
+from PIL import Image
+
+from ml_common import records
+from ml_common.celery_config import celery_config
+from ml_common.storage import Storage
+from ml_common.tasks import DETECT_TASK
+from tests.conftest import LiveStack, encode, photo
+
+pytestmark = pytest.mark.integration
+
+
+def submit(
+    live: LiveStack, data: bytes, name: str = "photo.jpg", ctype: str = "image/jpeg"
+) -> httpx.Response:
+    return httpx.post(
+        f"{live.api_url}/api/v1/detections",
+        files={"file": (name, data, ctype)},
+        headers=live.headers(),
+        timeout=30,
+    )
+
+
+def wait_final(live: LiveStack, task_id: str, timeout_s: float = 90) -> dict[str, Any]:
+    waited = 0.0
+    while waited < timeout_s:
+        r = httpx.get(
+            f"{live.api_url}/api/v1/detections/{task_id}",
+            params={"wait": 30},
+            headers=live.headers(),
+            timeout=40,
+        )
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        if body["status"] in ("succeeded", "failed"):
+            return body
+        waited += 30
+    raise AssertionError(f"task {task_id} not final after {timeout_s}s: {body}")
+
+
+def labels(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The best detection per label."""
+    best: dict[str, dict[str, Any]] = {}
+    for det in status["result"]["detections"]:
+        if det["label"] not in best or det["score"] > best[det["label"]]["score"]:
+            best[det["label"]] = det
+    return best
+
+
+def test_ready(live_stack: LiveStack) -> None:
+    r = httpx.get(f"{live_stack.api_url}/readyz")
+    assert r.status_code == 200
+    assert r.json()["checks"]["workers"].endswith("ready")
+
+
+def test_astronaut_is_a_person_with_her_box(live_stack: LiveStack, astronaut_jpeg: bytes) -> None:
+    r = submit(live_stack, astronaut_jpeg, "astronaut.jpg")
+    assert r.status_code == 202, r.text
+    created = r.json()
+    task_id = created["task_id"]
+    assert uuid.UUID(task_id).version == 4
+    assert created["status"] == "queued"
+    assert r.headers["location"] == created["links"]["self"] == f"/api/v1/detections/{task_id}"
+
+    status = wait_final(live_stack, task_id)
+    assert status["status"] == "succeeded", status
+    result = status["result"]
+    assert (result["width"], result["height"]) == (512, 512)
+    assert result["model_name"].startswith("nanodet")
+    assert result["inference_ms"] > 0
+    person = labels(status)["person"]
+    assert person["score"] >= 0.5
+    box = person["box"]
+    # she fills the left two thirds of the photo, from her head to the bottom edge
+    assert box["x_min"] < 60 and 300 < box["x_max"] < 470
+    assert box["y_min"] < 80 and box["y_max"] > 440
+    norm = person["box_normalized"]
+    assert norm["x_max"] == pytest.approx(box["x_max"] / 512, abs=1e-3)
+    assert status["created_at"] <= status["started_at"] <= status["finished_at"]
+
+    storage = Storage(live_stack.settings.storage_dir)
+    upload = next(storage.root.glob(f"upload/*/{task_id}.jpg"))
+    assert upload.read_bytes() == astronaut_jpeg
+    assert stat.S_IMODE(upload.stat().st_mode) & 0o007 == 0, "uploads must not be world-readable"
+
+    image = httpx.get(
+        f"{live_stack.api_url}{created['links']['image']}", headers=live_stack.headers()
+    )
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/jpeg"
+    annotated = Image.open(io.BytesIO(image.content))
+    assert annotated.size == (512, 512)
+    # boxes are drawn: the annotated image differs from the upload along the person's box
+    original = Image.open(io.BytesIO(astronaut_jpeg)).convert("RGB")
+    edge = (int(box["x_min"]) + 1, int((box["y_min"] + box["y_max"]) / 2))
+    assert annotated.getpixel(edge) != original.getpixel(edge)
+
+
+def test_coffee_is_a_cup(live_stack: LiveStack) -> None:
+    r = submit(live_stack, encode(photo("coffee"), "PNG"), "coffee.png", "image/png")
+    assert r.status_code == 202, r.text
+    status = wait_final(live_stack, r.json()["task_id"])
+    assert status["status"] == "succeeded"
+    cup = labels(status)["cup"]
+    assert cup["score"] >= 0.4
+    centre_x = (cup["box"]["x_min"] + cup["box"]["x_max"]) / 2
+    assert 100 < centre_x < 500  # the cup stands in the middle of the 600x400 photo
+
+
+def test_events_stream_ends_with_the_result(live_stack: LiveStack, astronaut_jpeg: bytes) -> None:
+    task_id = submit(live_stack, astronaut_jpeg).json()["task_id"]
+    seen: list[dict[str, Any]] = []
+    with httpx.stream(
+        "GET",
+        f"{live_stack.api_url}/api/v1/detections/{task_id}/events",
+        headers=live_stack.headers(),
+        timeout=90,
+    ) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                seen.append(json.loads(line.removeprefix("data: ")))
+    states = [s["status"] for s in seen]
+    assert states[-1] == "succeeded"
+    assert states == sorted(set(states), key=["queued", "started", "succeeded"].index)
+    assert "person" in labels(seen[-1])
+
+
+def test_a_task_that_fails_in_the_worker_ends_failed(live_stack: LiveStack) -> None:
+    """A corrupt file found only by the worker: the task ends failed with a readable error."""
+    settings = live_stack.settings
+    storage = Storage(settings.storage_dir)
+    task_id = str(uuid.uuid4())
+    key = storage.upload_key(task_id, "jpg")
+    storage.write(key, encode(photo("astronaut"))[:2000])  # a truncated JPEG
+    import redis
+
+    client = redis.Redis.from_url(str(settings.result_backend))
+    client.hset(
+        records.record_key(task_id),
+        mapping={records.OWNER: _key_id(live_stack), records.UPLOAD_KEY: key,
+                 records.CREATED_AT: records.now_iso()},
+    )  # fmt: skip
+    producer = Celery(set_as_current=False)
+    producer.conf.update({**celery_config(settings), "result_backend": None})
+    producer.send_task(DETECT_TASK, kwargs={"upload_key": key, "created_at": records.now_iso()},
+                       task_id=task_id, queue=settings.queue_name)  # fmt: skip
+    status = wait_final(live_stack, task_id)
+    assert status["status"] == "failed"
+    assert status["error"]["type"] == "InvalidImage"
+    assert "truncated" in status["error"]["message"] or "decoded" in status["error"]["message"]
+    assert status["finished_at"] is not None
+    image = httpx.get(f"{live_stack.api_url}/api/v1/detections/{task_id}/image",
+                      headers=live_stack.headers())  # fmt: skip
+    assert image.status_code == 409
+    assert image.json()["code"] == "task_not_finished"
+
+
+def _key_id(live: LiveStack) -> str:
+    from ml_common.apikeys import digest
+
+    return digest(live.api_key)[:16]
+
+
+def test_another_keys_task_is_not_found(live_stack: LiveStack, astronaut_jpeg: bytes) -> None:
+    task_id = submit(live_stack, astronaut_jpeg).json()["task_id"]
+    other = live_stack.new_key(f"other-{uuid.uuid4().hex[:6]}")
+    for path in ("", "/image", "/events"):
+        r = httpx.get(f"{live_stack.api_url}/api/v1/detections/{task_id}{path}",
+                      headers=live_stack.headers(other))  # fmt: skip
+        assert r.status_code == 404, (path, r.text)
+        assert r.json()["code"] == "task_not_found"
