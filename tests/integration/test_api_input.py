@@ -171,8 +171,8 @@ def test_accepted_image_kinds(api: tuple[TestClient, dict[str, str]]) -> None:
         "gif": encode(base.convert("P"), "GIF"),
         "cmyk": encode(base.convert("CMYK"), "JPEG"),
         "alpha": encode(base.convert("RGBA"), "PNG"),
-        "grey16": encode(Image.fromarray((__import__("numpy").asarray(base.convert("L"))
-                                          .astype("uint16") * 256)), "PNG"),
+        "grey16": encode(Image.fromarray(__import__("numpy").asarray(base.convert("L"))
+                                          .astype("uint16") * 256), "PNG"),
     }  # fmt: skip
     for name, data in cases.items():
         r = post(api, {"file": (name, io.BytesIO(data), "application/octet-stream")})
