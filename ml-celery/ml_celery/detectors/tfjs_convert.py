@@ -288,3 +288,20 @@ def convert(
 def _signature_name(tensor_name: str) -> str:
     name = tensor_name[:-2] if tensor_name.endswith(":0") else tensor_name
     return name.replace(":", "_").replace("/", "_")
+
+
+def verify_saved_model(
+    export_dir: Path,
+    input_shapes: Mapping[str, Sequence[int]],
+    output_shapes: Mapping[str, Sequence[int]],
+) -> None:
+    """Run the SavedModel once on zeros; raise ValueError unless outputs are finite, as shaped."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    outputs = serve(**{name: tf.zeros(shape) for name, shape in input_shapes.items()})
+    shapes = {name: tuple(tensor.shape) for name, tensor in outputs.items()}
+    if shapes != {name: tuple(shape) for name, shape in output_shapes.items()}:
+        raise ValueError(f"{export_dir} outputs {shapes}, expected {dict(output_shapes)}")
+    if not all(np.isfinite(tensor.numpy()).all() for tensor in outputs.values()):
+        raise ValueError(f"{export_dir} gives non-finite outputs")
