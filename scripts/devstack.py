@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 logger = logging.getLogger("devstack")
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +64,7 @@ class Stack:
     api_port: int = field(default_factory=free_port)
     client_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, BinaryIO] = field(default_factory=dict)
     valkey: Any = None
 
     @property
@@ -76,7 +77,7 @@ class Stack:
 
     def _spawn(self, name: str, args: list[str], extra_env: Mapping[str, str] = {}) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as proc
+        log = self.logs[name] = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115
         env = {**os.environ, **self.env, **extra_env, "PYTHONUNBUFFERED": "1"}
         self.procs[name] = subprocess.Popen(
             args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
@@ -140,6 +141,9 @@ class Stack:
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 20) -> None:
         proc = self.procs.pop(name, None)
+        log = self.logs.pop(name, None)
+        if log is not None:
+            log.close()
         if proc is None or proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
