@@ -32,6 +32,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         socket_connect_timeout=2,
         health_check_interval=10,
         retry_on_timeout=True,
+        decode_responses=True,
     )
     queue = TaskQueue(settings)
     app.state.redis = redis

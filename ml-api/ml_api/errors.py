@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,7 +63,7 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(status, exc.code, exc.detail, headers)
 
 
-def _describe(err: dict[str, object]) -> str:
+def _describe(err: Mapping[str, Any]) -> str:
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "path", "query", "header")]
     where = ".".join(loc) or "request"
     if err.get("type") == "missing":
@@ -71,7 +73,7 @@ def _describe(err: dict[str, object]) -> str:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = "; ".join(_describe(dict(e)) for e in exc.errors()) or "invalid request"
+    detail = "; ".join(_describe(e) for e in exc.errors()) or "invalid request"
     return error_response(422, "validation_error", detail)
 
 

@@ -77,7 +77,7 @@ class ResultReader:
             raw = await self.redis.hgetall(records.record_key(task_id))
         except RedisError as exc:
             raise BackendUnavailable("the result store is unreachable; try again shortly") from exc
-        record = {k.decode(): v.decode() for k, v in raw.items()}
+        record = {str(k): str(v) for k, v in raw.items()}  # decode_responses=True
         if not record or record.get(records.OWNER) != owner:
             raise TaskNotFound(f"no task {task_id}")
         return record

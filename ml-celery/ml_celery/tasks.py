@@ -56,7 +56,7 @@ def detect(self: Task[Any, Any], upload_key: str, created_at: str) -> dict[str, 
     """Detect objects in the stored upload `upload_key`; returns a DetectionResult as JSON."""
     settings = get_settings()
     storage = Storage(settings.storage_dir)
-    task_id = self.request.id
+    task_id = str(self.request.id)
     log = {"task_id": task_id}
     queue_wait = _queue_wait_ms(created_at)
 

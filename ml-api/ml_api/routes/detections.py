@@ -86,10 +86,16 @@ async def _create_record(
     redis: RedisDep, task_id: str, owner: str, upload_key: str, created_at: str, ttl_s: int
 ) -> None:
     name = records.record_key(task_id)
-    mapping = {records.OWNER: owner, records.UPLOAD_KEY: upload_key, records.CREATED_AT: created_at}
     try:
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(name, mapping=mapping)
+            pipe.hset(
+                name,
+                mapping={
+                    records.OWNER: owner,
+                    records.UPLOAD_KEY: upload_key,
+                    records.CREATED_AT: created_at,
+                },
+            )
             pipe.expire(name, ttl_s)
             await pipe.execute()
     except RedisError as exc:
