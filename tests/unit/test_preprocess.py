@@ -1,0 +1,84 @@
+"""NanoDet input preparation: geometry, resizing, BGR normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from ml_celery.detectors.preprocess import (
+    BGR_MEAN,
+    BGR_STD,
+    letterbox_geometry,
+    normalize_bgr_nchw,
+    preprocess,
+    resize_image,
+    stretch_geometry,
+)
+
+
+def test_letterbox_geometry_fits_the_long_side_and_centres_the_short_one() -> None:
+    geometry = letterbox_geometry(600, 400, 416)
+    assert geometry.scale_x == pytest.approx(416 / 600)
+    assert geometry.scale_y == pytest.approx(277 / 400)
+    assert (geometry.pad_x, geometry.pad_y) == (0.0, 69.0)
+
+
+def test_stretch_geometry_scales_each_axis() -> None:
+    geometry = stretch_geometry(832, 208, 416)
+    assert (geometry.scale_x, geometry.scale_y, geometry.pad_x, geometry.pad_y) == (
+        0.5,
+        2.0,
+        0.0,
+        0.0,
+    )
+
+
+@given(
+    width=st.integers(1, 4000),
+    height=st.integers(1, 4000),
+    letterbox=st.booleans(),
+)
+def test_to_original_inverts_to_input(width: int, height: int, letterbox: bool) -> None:
+    make = letterbox_geometry if letterbox else stretch_geometry
+    geometry = make(width, height, 416)
+    boxes = np.array(
+        [[0, 0, width, height], [width / 3, height / 4, width / 2, height]], np.float32
+    )
+    np.testing.assert_allclose(
+        geometry.to_original(geometry.to_input(boxes)), boxes, rtol=1e-4, atol=1e-2
+    )
+
+
+def test_letterboxed_image_lies_in_the_middle_on_black() -> None:
+    rgb, geometry = resize_image(Image.new("RGB", (200, 100), (255, 255, 255)), 64, "letterbox")
+    assert rgb.shape == (64, 64, 3)
+    assert rgb.dtype == np.uint8
+    assert geometry.pad_y == 16
+    assert (rgb[:16] == 0).all()
+    assert (rgb[48:] == 0).all()
+    assert (rgb[16:48] == 255).all()
+
+
+def test_stretched_image_fills_the_input() -> None:
+    rgb, _ = resize_image(Image.new("RGB", (200, 100), (255, 255, 255)), 64, "stretch")
+    assert (rgb == 255).all()
+
+
+def test_normalisation_is_bgr_nchw() -> None:
+    rgb = np.zeros((2, 3, 3), dtype=np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 10, 20, 30  # R, G, B
+    tensor = normalize_bgr_nchw(rgb)
+    assert tensor.shape == (1, 3, 2, 3)
+    assert tensor.dtype == np.float32
+    assert tensor.flags.c_contiguous
+    expected = (np.array([30, 20, 10], np.float32) - BGR_MEAN) / BGR_STD
+    np.testing.assert_allclose(tensor[0, :, 1, 2], expected, rtol=1e-6)
+
+
+def test_preprocess_accepts_any_mode() -> None:
+    tensor, geometry = preprocess(Image.new("L", (50, 40), 128), 32, "letterbox")
+    assert tensor.shape == (1, 3, 32, 32)
+    assert (geometry.width, geometry.height) == (50, 40)
