@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -36,6 +36,7 @@ def test_stretch_geometry_scales_each_axis() -> None:
     )
 
 
+@settings(deadline=None)  # timing varies on loaded CI machines; the result does not
 @given(
     width=st.integers(1, 4000),
     height=st.integers(1, 4000),
@@ -60,6 +61,12 @@ def test_letterboxed_image_lies_in_the_middle_on_black() -> None:
     assert (rgb[:16] == 0).all()
     assert (rgb[48:] == 0).all()
     assert (rgb[16:48] == 255).all()
+
+
+def test_a_thin_strip_keeps_at_least_one_row() -> None:
+    rgb, geometry = resize_image(Image.new("RGB", (4000, 1), (255, 255, 255)), 416, "letterbox")
+    assert geometry.scale_y == 1.0
+    assert (rgb == 255).any(axis=2).sum() == 416
 
 
 def test_stretched_image_fills_the_input() -> None:

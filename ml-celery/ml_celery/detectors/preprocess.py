@@ -43,7 +43,8 @@ class Geometry:
 def letterbox_geometry(width: int, height: int, size: int) -> Geometry:
     """Scale to fit `size` x `size` keeping the aspect ratio, centred, like NanoDet's keep_ratio."""
     scale = min(size / width, size / height)
-    resized_w, resized_h = round(width * scale), round(height * scale)
+    # at least one pixel, or a 1 x 4000 strip would vanish (and its scale become 0)
+    resized_w, resized_h = max(1, round(width * scale)), max(1, round(height * scale))
     return Geometry(
         width=width,
         height=height,
