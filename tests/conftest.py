@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -95,6 +99,36 @@ class LiveStack:
         plain, _ = ApiKeyStore(self.settings.api_keys_path).create(name)
         return plain
 
+    def submit(
+        self, data: bytes, name: str = "photo.jpg", ctype: str = "image/jpeg"
+    ) -> httpx.Response:
+        return httpx.post(
+            f"{self.api_url}/api/v1/detections",
+            files={"file": (name, data, ctype)},
+            headers=self.headers(),
+            timeout=30,
+        )
+
+    def status(self, task_id: str, wait: float = 0) -> httpx.Response:
+        return httpx.get(
+            f"{self.api_url}/api/v1/detections/{task_id}",
+            params={"wait": wait},
+            headers=self.headers(),
+            timeout=wait + 10,
+        )
+
+    def wait_final(self, task_id: str, timeout_s: float = 120) -> dict[str, Any]:
+        """Long-poll until the task succeeded or failed."""
+        deadline = time.monotonic() + timeout_s
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            r = self.status(task_id, wait=min(30, max(deadline - time.monotonic(), 0)))
+            assert r.status_code == 200, r.text
+            body = r.json()
+            if body["status"] in ("succeeded", "failed"):
+                return body
+        raise AssertionError(f"task {task_id} not final after {timeout_s}s: {body}")
+
 
 def _stack_env(backend: str, storage: Path, queue: str) -> dict[str, str]:
     env = {
@@ -112,18 +146,18 @@ def _stack_env(backend: str, storage: Path, queue: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session", params=["rabbitmq-redis", "valkey"])
-def live_stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def launch_stack(
+    backend: str, base: Path, env: dict[str, str] | None = None, concurrency: int = 1
 ) -> Iterator[LiveStack]:
-    backend: str = request.param
+    """Start a worker and the API on `backend` ("rabbitmq-redis" or "valkey"), stop them after."""
     need(MODEL_DIR.is_dir(), f"no converted model at {MODEL_DIR}: run `make model`")
     if backend == "rabbitmq-redis":
         need(reachable("localhost", 5672), "RabbitMQ is not running on localhost:5672")
         need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
-    base = tmp_path_factory.mktemp(f"stack-{backend}")
     queue = f"detections-test-{uuid.uuid4().hex[:8]}"
-    stack = Stack(_stack_env(backend, base / "storage", queue), base / "logs")
+    stack_env = {**_stack_env(backend, base / "storage", queue), **(env or {})}
+    stack = Stack(stack_env, base / "logs", worker_concurrency=concurrency)
     if backend == "valkey":
         stack.start_embedded_backend()
     settings = Settings(_env_file=None, **_settings_kwargs(stack.env))  # type: ignore[call-arg]
@@ -136,6 +170,15 @@ def live_stack(
     finally:
         stack.stop()
         _delete_queue(settings)
+
+
+@pytest.fixture(scope="session", params=["rabbitmq-redis", "valkey"])
+def live_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveStack]:
+    base = tmp_path_factory.mktemp(f"stack-{request.param}")
+    with launch_stack(request.param, base) as live:
+        yield live
 
 
 def _settings_kwargs(env: dict[str, str]) -> dict[str, str]:

@@ -12,10 +12,12 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
+from celery.schedules import crontab
 
 from ml_common.celery_config import celery_config
 from ml_common.logs import configure_logging
 from ml_common.settings import Settings, get_settings
+from ml_common.tasks import CLEANUP_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,9 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("mlprod", include=["ml_celery.tasks"])
     app.conf.update(celery_config(settings))
+    app.conf.beat_schedule = {
+        "daily-retention-cleanup": {"task": CLEANUP_TASK, "schedule": crontab(minute=17, hour=3)},
+    }
     return app
 
 

@@ -18,10 +18,11 @@ from ml_celery.celery_app import app
 from ml_celery.detectors.registry import load_detector
 from ml_common import records
 from ml_common.images import decode_rgb
+from ml_common.retention import cleanup
 from ml_common.schemas import DetectionResult, StageTimings
 from ml_common.settings import get_settings
 from ml_common.storage import Storage
-from ml_common.tasks import DETECT_TASK
+from ml_common.tasks import CLEANUP_TASK, DETECT_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +101,9 @@ def _record_start(task_id: str, **_: Any) -> None:
     # task_prerun runs before Celery stores and publishes STARTED, so a client woken by that
     # state change already finds started_at.
     _redis().hset(records.record_key(task_id), records.STARTED_AT, records.now_iso())
+
+
+@app.task(name=CLEANUP_TASK, ignore_result=True)
+def cleanup_storage() -> None:
+    """Daily retention clean-up, sent by `celery beat` (see docker-compose.yaml's ml-beat)."""
+    cleanup(get_settings())

@@ -50,6 +50,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "redis_socket_connect_timeout": 3.0,
         "redis_retry_on_timeout": True,
         "redis_backend_health_check_interval": 10,
+        # a Redis restart must not lose the result of a task that finishes meanwhile
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_max_sleep_between_retries_ms": 2000,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "task_ignore_result": False,

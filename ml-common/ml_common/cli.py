@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from ml_common.apikeys import ApiKeyStore
 from ml_common.logs import configure_logging
+from ml_common.retention import cleanup
 from ml_common.settings import get_settings
-from ml_common.storage import Storage
 
 logger = logging.getLogger("mlprod")
 
@@ -23,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     key_sub.add_parser("create", help="create a key; it is shown once").add_argument("name")
     key_sub.add_parser("revoke", help="revoke a key by name").add_argument("name")
     key_sub.add_parser("list", help="list key names (never the keys)")
-    clean = sub.add_parser("cleanup", help="delete stored images older than the retention")
+    clean = sub.add_parser(
+        "cleanup", help="delete old images and never-queued uploads"
+    )
     clean.add_argument("--days", type=int, help="override ML_RETENTION_DAYS")
     return parser
 
@@ -52,9 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for key in store.list():
                 out.write(f"{key.name}\t{key.key_id}\t{key.created_at}\n")
         return 0
-    days = args.days or settings.retention_days
-    removed = Storage(settings.storage_dir).purge_older_than(days)
-    logger.info("removed %d stored files older than %d days", removed, days)
+    cleanup(settings, args.days)
     return 0
 
 

@@ -30,3 +30,6 @@ def meta_key(task_id: str) -> str:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+QUEUED = "queued"  # set once the broker took the task

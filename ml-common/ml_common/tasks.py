@@ -13,3 +13,6 @@ class DetectPayload(TypedDict):
 
     upload_key: str
     created_at: str
+
+
+CLEANUP_TASK = "mlprod.cleanup"

@@ -25,29 +25,11 @@ pytestmark = pytest.mark.integration
 def submit(
     live: LiveStack, data: bytes, name: str = "photo.jpg", ctype: str = "image/jpeg"
 ) -> httpx.Response:
-    return httpx.post(
-        f"{live.api_url}/api/v1/detections",
-        files={"file": (name, data, ctype)},
-        headers=live.headers(),
-        timeout=30,
-    )
+    return live.submit(data, name, ctype)
 
 
-def wait_final(live: LiveStack, task_id: str, timeout_s: float = 90) -> dict[str, Any]:
-    waited = 0.0
-    while waited < timeout_s:
-        r = httpx.get(
-            f"{live.api_url}/api/v1/detections/{task_id}",
-            params={"wait": 30},
-            headers=live.headers(),
-            timeout=40,
-        )
-        assert r.status_code == 200, r.text
-        body: dict[str, Any] = r.json()
-        if body["status"] in ("succeeded", "failed"):
-            return body
-        waited += 30
-    raise AssertionError(f"task {task_id} not final after {timeout_s}s: {body}")
+def wait_final(live: LiveStack, task_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    return live.wait_final(task_id, timeout_s)
 
 
 def labels(status: dict[str, Any]) -> dict[str, dict[str, Any]]:

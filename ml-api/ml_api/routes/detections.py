@@ -74,6 +74,7 @@ async def create_detection(
         await run_in_threadpool(storage.delete, upload_key)
         await _delete_record(redis, task_id)
         raise
+    await _mark_queued(redis, task_id)
     logger.info(
         "queued %s (%s, %d bytes)", task_id, info.format, len(data), extra={"task_id": task_id}
     )
@@ -100,6 +101,14 @@ async def _create_record(
             await pipe.execute()
     except RedisError as exc:
         raise BackendUnavailable("the result store is unreachable; nothing was stored") from exc
+
+
+async def _mark_queued(redis: RedisDep, task_id: str) -> None:
+    # only the orphan clean-up reads this flag: the task is queued whether or not it lands
+    try:
+        await redis.hset(records.record_key(task_id), records.QUEUED, "1")
+    except RedisError:
+        logger.warning("could not mark the task queued", extra={"task_id": task_id})
 
 
 async def _delete_record(redis: RedisDep, task_id: str) -> None:

@@ -1,0 +1,60 @@
+"""Retention: delete stored images past their retention, and uploads no task will ever read."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import redis
+
+from ml_common import records
+from ml_common.settings import Settings
+from ml_common.storage import UPLOAD, Storage
+
+logger = logging.getLogger(__name__)
+ORPHAN_GRACE_S = 3600
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    expired: int
+    orphans: int
+
+
+def remove_orphan_uploads(settings: Settings, grace_s: float = ORPHAN_GRACE_S) -> int:
+    """Delete uploads whose task was never queued (the API died between store and enqueue).
+
+    An upload is an orphan when, `grace_s` after it was written, its task record is gone or
+    was never marked queued nor started. The client of such an upload never got a task id.
+    """
+    storage = Storage(settings.storage_dir)
+    client = redis.Redis.from_url(str(settings.result_backend), decode_responses=True)
+    cutoff = time.time() - grace_s
+    removed = 0
+    for path in sorted((storage.root / UPLOAD).glob("*/*")):
+        key = path.relative_to(storage.root).as_posix()
+        try:
+            _, _, task_id, _ = storage.parse(key)
+        except ValueError:
+            continue
+        if path.stat().st_mtime > cutoff:
+            continue
+        record = client.hgetall(records.record_key(task_id))
+        if record.get(records.QUEUED) or record.get(records.STARTED_AT):
+            continue
+        if client.exists(records.meta_key(task_id)):
+            continue
+        storage.delete(key)
+        client.delete(records.record_key(task_id))
+        logger.info("removed orphan upload %s", key, extra={"task_id": task_id})
+        removed += 1
+    return removed
+
+
+def cleanup(settings: Settings, days: int | None = None) -> CleanupReport:
+    days = days or settings.retention_days
+    expired = Storage(settings.storage_dir).purge_older_than(days)
+    orphans = remove_orphan_uploads(settings)
+    logger.info("cleanup: %d files past %d days, %d orphan uploads", expired, days, orphans)
+    return CleanupReport(expired, orphans)

@@ -1,0 +1,318 @@
+"""Faults survived, against real processes: worker kills, broker and Redis restarts, a dying
+API, poison images, and a soak with random kills. Each test starts a stack of its own."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+from ml_common import records
+from ml_common.retention import remove_orphan_uploads
+from ml_common.storage import Storage
+from tests.conftest import ROOT, LiveStack, encode, launch_stack, need, photo, reachable
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def slow_image() -> bytes:
+    """A 40-megapixel gradient in a ~130 kB PNG: seconds of decoding, a valid image."""
+    w, h = 8000, 5000
+    row = np.linspace(0, 255, w, dtype=np.uint8)
+    grid = np.tile(row, (h, 1))
+    return encode(Image.fromarray(np.stack([grid, grid[::-1], grid], -1)), "PNG")
+
+
+def meta(live: LiveStack, task_id: str) -> dict[str, Any] | None:
+    client = redis.Redis.from_url(str(live.settings.result_backend))
+    raw = client.get(records.meta_key(task_id))
+    return json.loads(raw) if raw else None
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def child_pid(live: LiveStack, task_id: str) -> int:
+    """The pool process running `task_id`, as Celery recorded it with STARTED."""
+    started = wait_for(
+        lambda: (m := meta(live, task_id)) and m["status"] == "STARTED" and m, 60, "STARTED"
+    )
+    return int(started["result"]["pid"])
+
+
+class StateRecorder:
+    """Every state Celery publishes for one task, as a subscriber sees them."""
+
+    def __init__(self, live: LiveStack, task_id: str) -> None:
+        self.states: list[str] = []
+        self._pubsub = redis.Redis.from_url(str(live.settings.result_backend)).pubsub()
+        self._pubsub.subscribe(records.meta_key(task_id))
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stop = threading.Event()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(redis.RedisError):
+                msg = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+                if msg:
+                    self.states.append(json.loads(msg["data"])["status"])
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(2)
+        return self.states
+
+
+def annotated_files(live: LiveStack, task_id: str) -> list[Path]:
+    return list(Storage(live.settings.storage_dir).root.glob(f"object-detection/*/{task_id}.*"))
+
+
+@pytest.fixture
+def rabbit_stack(tmp_path: Path) -> Iterator[LiveStack]:
+    with launch_stack("rabbitmq-redis", tmp_path) as live:
+        yield live
+
+
+def test_worker_process_killed_mid_task_is_redelivered_once(rabbit_stack: LiveStack) -> None:
+    live = rabbit_stack
+    task_id = live.submit(slow_image(), "slow.png", "image/png").json()["task_id"]
+    recorder = StateRecorder(live, task_id)
+    os.kill(child_pid(live, task_id), signal.SIGKILL)
+    final = live.wait_final(task_id, 180)
+    states = recorder.stop()
+    assert final["status"] == "succeeded", final
+    assert "FAILURE" not in states, states  # the client never saw it fail
+    assert states[-1] == "SUCCESS" and states.count("SUCCESS") == 1
+    assert len(annotated_files(live, task_id)) == 1
+
+
+def test_whole_worker_killed_then_replaced_finishes_the_task(rabbit_stack: LiveStack) -> None:
+    live = rabbit_stack
+    task_id = live.submit(slow_image(), "slow.png", "image/png").json()["task_id"]
+    child_pid(live, task_id)
+    live.stack.stop_process("worker", signal.SIGKILL)  # the host died: every process at once
+    assert meta(live, task_id)["status"] == "STARTED"  # type: ignore[index]
+    live.stack.start_worker("worker2")
+    final = live.wait_final(task_id, 180)
+    assert final["status"] == "succeeded", final
+    assert len(annotated_files(live, task_id)) == 1
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+def test_broker_restart_loses_nothing_and_everyone_reconnects(rabbit_stack: LiveStack) -> None:
+    live = rabbit_stack
+    data = encode(photo("astronaut"))
+    ids = [live.submit(data).json()["task_id"] for _ in range(6)]
+    rabbitmqctl("stop_app")
+    try:
+        t0 = time.monotonic()
+        r = live.submit(data)
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "queue_unavailable"
+        assert time.monotonic() - t0 < 15
+        assert r.headers["retry-after"]
+        ready = httpx.get(f"{live.api_url}/readyz", timeout=20)
+        assert ready.status_code == 503
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+    after = wait_for(lambda: (r := live.submit(data)).status_code == 202 and r, 60, "API recovery")
+    ids.append(after.json()["task_id"])
+    finals = [live.wait_final(t, 180) for t in ids]
+    assert [f["status"] for f in finals] == ["succeeded"] * len(ids)
+    stored = list(Storage(live.settings.storage_dir).root.glob("upload/*/*"))
+    assert len(stored) == len(ids)  # the refused upload left no file behind
+
+
+@contextlib.contextmanager
+def own_redis(tmp_path: Path) -> Iterator[tuple[int, Any, Any]]:
+    """A Redis of this test's own, with the append-only file a deployment uses."""
+    port = __import__("devstack").free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+            "--appendonly", "yes", "--appendfsync", "always", "--save", ""]  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
+        wait_for(lambda: reachable("127.0.0.1", port), 10, "redis start")
+
+    def stop() -> None:
+        proc = procs.pop()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+    start()
+    try:
+        yield port, start, stop
+    finally:
+        while procs:
+            stop()
+
+
+def test_redis_restart(tmp_path: Path) -> None:
+    need(reachable("localhost", 5672), "RabbitMQ is not running on localhost:5672")
+    with (
+        own_redis(tmp_path) as (port, start, stop),
+        launch_stack(
+            "rabbitmq-redis", tmp_path, {"ML_RESULT_BACKEND": f"redis://127.0.0.1:{port}/0"}
+        ) as live,
+    ):
+        data = encode(photo("astronaut"))
+        done = live.submit(data).json()["task_id"]
+        assert live.wait_final(done)["status"] == "succeeded"
+        running = live.submit(slow_image(), "slow.png", "image/png").json()["task_id"]
+        child_pid(live, running)
+        stop()
+        try:
+            r = live.status(done)
+            assert r.status_code == 503 and r.json()["code"] == "result_backend_unavailable"
+            r = live.submit(data)
+            assert r.status_code == 503
+            time.sleep(2)  # the slow task finishes while Redis is down
+        finally:
+            start()
+        assert wait_for(lambda: live.status(done).status_code == 200, 30, "API recovery")
+        assert live.wait_final(done)["status"] == "succeeded"  # kept across the restart
+        final = live.wait_final(running, 180)
+        assert final["status"] == "succeeded", final  # finished during the outage: not lost
+        later = live.submit(data)
+        assert later.status_code == 202
+        assert live.wait_final(later.json()["task_id"])["status"] == "succeeded"
+
+
+def test_poison_image_fails_in_bounded_time_and_the_worker_lives_on(tmp_path: Path) -> None:
+    limits = {"ML_TASK_SOFT_TIME_LIMIT_S": "1", "ML_TASK_TIME_LIMIT_S": "2"}
+    with launch_stack("rabbitmq-redis", tmp_path, limits) as live:
+        t0 = time.monotonic()
+        poison = live.submit(slow_image(), "poison.png", "image/png").json()["task_id"]
+        final = live.wait_final(poison, 60)
+        assert final["status"] == "failed", final
+        assert final["error"]["type"] in ("SoftTimeLimitExceeded", "TimeLimitExceeded")
+        assert time.monotonic() - t0 < 30
+        ok = live.submit(encode(photo("astronaut"))).json()["task_id"]
+        assert live.wait_final(ok, 120)["status"] == "succeeded"
+
+
+def test_api_killed_mid_upload_leaves_no_task_that_never_ends(tmp_path: Path) -> None:
+    with launch_stack("rabbitmq-redis", tmp_path) as live:
+        data = encode(photo("coffee"))
+        accepted: list[str] = []
+
+        def upload_until_refused() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                while True:
+                    r = live.submit(data)
+                    if r.status_code == 202:
+                        accepted.append(r.json()["task_id"])
+
+        threads = [threading.Thread(target=upload_until_refused) for _ in range(4)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(accepted) >= 5, 60, "some uploads")
+        live.stack.stop_process("api", signal.SIGKILL)
+        for t in threads:
+            t.join(30)
+        live.stack.start_api()
+        live.stack.wait_ready()
+        finals = [live.wait_final(t, 180)["status"] for t in accepted]
+        assert finals == ["succeeded"] * len(accepted)
+        # every upload left on disk now belongs to an accepted task, or is an orphan that the
+        # clean-up removes (grace 0 here; an hour in production)
+        removed = remove_orphan_uploads(live.settings, grace_s=0)
+        stored = {p.stem for p in Storage(live.settings.storage_dir).root.glob("upload/*/*")}
+        assert stored == set(accepted), (removed, stored - set(accepted))
+
+
+def test_orphan_upload_is_removed_and_a_queued_one_kept(tmp_path: Path) -> None:
+    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    from ml_common.settings import Settings
+
+    settings = Settings(_env_file=None, storage_dir=tmp_path,  # type: ignore[call-arg]
+                        result_backend="redis://localhost:6379/6")  # type: ignore[arg-type]  # fmt: skip
+    storage = Storage(tmp_path)
+    client = redis.Redis.from_url(str(settings.result_backend))
+    ids = {name: str(uuid.uuid4()) for name in ("never-queued", "no-record", "queued")}
+    for name, task_id in ids.items():
+        storage.write(storage.upload_key(task_id, "jpg"), b"x")
+        if name != "no-record":
+            client.hset(records.record_key(task_id), records.CREATED_AT, records.now_iso())
+    client.hset(records.record_key(ids["queued"]), records.QUEUED, "1")
+    try:
+        assert remove_orphan_uploads(settings, grace_s=0) == 2
+        assert [p.stem for p in tmp_path.glob("upload/*/*")] == [ids["queued"]]
+    finally:
+        client.flushdb()
+
+
+def test_soak_with_random_worker_kills(tmp_path: Path) -> None:
+    """Thousands of tasks (ML_SOAK_TASKS) while pool processes are killed at random."""
+    total = int(os.environ.get("ML_SOAK_TASKS", "1000"))
+    small = encode(photo("astronaut").resize((128, 128)))
+    with launch_stack("rabbitmq-redis", tmp_path, concurrency=2) as live:
+        accepted: list[str] = []
+        kills = 0
+        stop = threading.Event()
+
+        def killer() -> None:
+            nonlocal kills
+            client = redis.Redis.from_url(str(live.settings.result_backend))
+            while not stop.wait(random.uniform(3, 6)):
+                keys = client.keys(f"{records.CELERY_META_PREFIX}*")
+                pids = {json.loads(v)["result"]["pid"] for v in client.mget(keys[-50:]) or []
+                        if v and json.loads(v)["status"] == "STARTED"}  # fmt: skip
+                if pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(random.choice(sorted(pids)), signal.SIGKILL)
+                        kills += 1
+
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        t0 = time.monotonic()
+        with httpx.Client(base_url=live.api_url, headers=live.headers(), timeout=30) as client:
+            for _ in range(total):
+                r = client.post(
+                    "/api/v1/detections", files={"file": ("s.jpg", small, "image/jpeg")}
+                )
+                assert r.status_code == 202, r.text
+                accepted.append(r.json()["task_id"])
+        finals = {}
+        for task_id in accepted:
+            finals[task_id] = live.wait_final(task_id, 600)["status"]
+        stop.set()
+        elapsed = time.monotonic() - t0
+    counts = {s: list(finals.values()).count(s) for s in set(finals.values())}
+    report = {"accepted": len(accepted), "final": counts, "missing": total - len(finals),
+              "worker_kills": kills, "seconds": round(elapsed, 1)}  # fmt: skip
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "soak.json").write_text(json.dumps(report, indent=2))
+    assert len(set(accepted)) == total
+    assert counts == {"succeeded": total}, report
