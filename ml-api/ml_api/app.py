@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis import asyncio as aioredis
+from starlette.types import ASGIApp
 
 from ml_api.errors import install_error_handlers
-from ml_api.middleware import BodySizeLimit, SecurityHeaders
+from ml_api.middleware import BodySizeLimit, HeaderSizeLimit, SecurityHeaders
 from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
 from ml_api.routes import detections, health
@@ -45,9 +46,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue.close()
 
 
+class DetectionAPI(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside Starlette's ServerErrorMiddleware, so that 500s carry the headers too.
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(
+    app = DetectionAPI(
         title="mlprod object detection API",
         version="1.0.0",
         docs_url="/api/docs",
@@ -69,5 +76,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeaderSizeLimit)
     return app

@@ -1,4 +1,4 @@
-"""ASGI middleware: an upload size limit enforced while the body streams, and security headers."""
+"""ASGI middleware: header and body size limits (the body while it streams), security headers."""
 
 from __future__ import annotations
 
@@ -20,8 +20,18 @@ DOCS_CSP = (
 )
 
 
+# uvicorn's httptools parser takes headers of any size; h11 stops at 16 KiB: so do we.
+MAX_HEADER_BYTES = 16 * 1024
+# Without it uvicorn would read (and drop) the rest of a refused body to keep the connection.
+CLOSE = {"Connection": "close"}
+
+
 class BodyTooLarge(Exception):
     pass
+
+
+def _too_large(detail: str) -> ASGIApp:
+    return error_response(413, "payload_too_large", detail, CLOSE)
 
 
 class BodySizeLimit:
@@ -38,7 +48,7 @@ class BodySizeLimit:
         detail = f"the upload exceeds the limit of {self.max_bytes} bytes"
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await error_response(413, "payload_too_large", detail)(scope, receive, send)
+                await _too_large(detail)(scope, receive, send)
                 return
         seen = 0
         too_large = replaced = False
@@ -60,13 +70,31 @@ class BodySizeLimit:
                 await send(message)
             elif not replaced:
                 replaced = True
-                await error_response(413, "payload_too_large", detail)(scope, receive, send)
+                await _too_large(detail)(scope, receive, send)
 
         try:
             await self.app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
             if not replaced:
-                await error_response(413, "payload_too_large", detail)(scope, receive, send)
+                await _too_large(detail)(scope, receive, send)
+
+
+class HeaderSizeLimit:
+    """Refuse requests whose headers add up to more than `max_bytes` with 431."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_HEADER_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+            if size > self.max_bytes:
+                detail = f"the request headers exceed {self.max_bytes} bytes"
+                response = error_response(431, "headers_too_large", detail, CLOSE)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class SecurityHeaders:
