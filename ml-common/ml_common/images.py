@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ FORMATS: dict[str, tuple[str, str]] = {
     "BMP": ("bmp", "image/bmp"),
     "GIF": ("gif", "image/gif"),
 }
+# What Pillow's parsers raise on malformed input, beyond the OSError family.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             raise UnsupportedMedia("the file is not a JPEG, PNG, WebP, BMP or GIF image") from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(str(exc)) from exc
+        except DECODE_ERRORS as exc:  # the header names a format but is cut short or corrupt
+            raise InvalidImage(f"the image header is truncated or corrupt: {exc}") from exc
     if img.width * img.height > max_pixels:
         raise ImageTooLarge(
             f"the image has {img.width}x{img.height} pixels; at most {max_pixels} are accepted"
@@ -52,7 +57,7 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     img = _open(data, max_pixels)
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError) as exc:
+    except DECODE_ERRORS as exc:
         raise InvalidImage(f"the {img.format} image is truncated or corrupt: {exc}") from exc
     fmt = img.format or ""
     ext, media_type = FORMATS[fmt]
@@ -76,5 +81,5 @@ def decode_rgb(data: bytes, max_pixels: int) -> Image.Image:
             # 16-bit greyscale: scale to 8 bits instead of clipping
             return upright.point(lambda v: v / 256).convert("L").convert("RGB")
         return upright.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as exc:
+    except DECODE_ERRORS as exc:
         raise InvalidImage(f"the image could not be decoded: {exc}") from exc
