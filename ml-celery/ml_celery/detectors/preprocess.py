@@ -76,9 +76,14 @@ def resize_image(
 
 def normalize_bgr_nchw(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     """(H, W, 3) RGB uint8 -> (1, 3, H, W) float32 BGR, mean/std normalised."""
-    bgr = rgb[..., ::-1].astype(np.float32)
-    normalized = (bgr - BGR_MEAN) / BGR_STD
-    return np.ascontiguousarray(normalized.transpose(2, 0, 1)[np.newaxis])
+    # channel by channel into the output: several times faster than whole-array broadcasting
+    out = np.empty((1, 3, *rgb.shape[:2]), dtype=np.float32)
+    for channel in range(3):
+        np.subtract(
+            rgb[:, :, 2 - channel], BGR_MEAN[channel], out=out[0, channel], dtype=np.float32
+        )
+        out[0, channel] /= BGR_STD[channel]
+    return out
 
 
 def preprocess(
