@@ -1,0 +1,1 @@
+"""The mlprod web client: sign in, upload images, watch their detections arrive."""

@@ -1,0 +1,124 @@
+"""The web client's side of the detection API: an ordinary HTTP client holding the API key."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from pydantic import ValidationError
+
+from ml_client.errors import UpstreamError
+from ml_common.schemas import ErrorOut, Links, TaskCreated, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+DETECTIONS = "api/v1/detections"
+# The API ends an event stream after its own timeout; never cut it short while it waits.
+EVENTS_TIMEOUT = httpx.Timeout(10.0, read=None)
+
+
+def client_links(task_id: str) -> Links:
+    """Links to the web client's own endpoints for a task (the browser never sees the API)."""
+    base = f"/app/tasks/{task_id}"
+    return Links(self=base, image=f"{base}/image", events=f"{base}/events")
+
+
+def _unreachable(exc: Exception) -> UpstreamError:
+    logger.warning("the API is unreachable: %s", exc)
+    return UpstreamError(
+        503, "api_unavailable", "the detection service cannot be reached; try again shortly"
+    )
+
+
+async def _raise_for_error(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    await response.aread()
+    if response.status_code in (401, 403):
+        logger.error("the API refused the web client's key (ML_CLIENT_API_KEY): %s", response.text)
+        raise UpstreamError(
+            502, "api_key_refused", "the web client is not allowed to use the detection service"
+        )
+    try:
+        error = ErrorOut.model_validate_json(response.content)
+    except ValidationError:
+        error = ErrorOut(code="api_error", detail=f"the detection service answered {response}")
+    status = response.status_code if response.status_code < 500 else 503
+    raise UpstreamError(status, error.code, error.detail)
+
+
+class DetectionApi:
+    """Submit images and read results through the API, translating its errors to ours."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def _get(self, path: str) -> httpx.Response:
+        try:
+            response = await self.http.get(path)
+        except httpx.TransportError as exc:
+            raise _unreachable(exc) from exc
+        await _raise_for_error(response)
+        return response
+
+    async def submit(self, filename: str, data: bytes, media_type: str) -> TaskCreated:
+        try:
+            response = await self.http.post(
+                DETECTIONS, files={"file": (filename, data, media_type)}
+            )
+        except httpx.TransportError as exc:
+            raise _unreachable(exc) from exc
+        await _raise_for_error(response)
+        created = TaskCreated.model_validate_json(response.content)
+        return created.model_copy(update={"links": client_links(created.task_id)})
+
+    async def status(self, task_id: str) -> TaskStatus:
+        response = await self._get(f"{DETECTIONS}/{task_id}")
+        status = TaskStatus.model_validate_json(response.content)
+        return status.model_copy(update={"links": client_links(task_id)})
+
+    async def image(self, task_id: str) -> bytes:
+        return (await self._get(f"{DETECTIONS}/{task_id}/image")).content
+
+    async def open_events(self, task_id: str) -> httpx.Response:
+        """Open the task's event stream; errors surface here, before any event is sent."""
+        request = self.http.build_request(
+            "GET",
+            f"{DETECTIONS}/{task_id}/events",
+            headers={"Accept": "text/event-stream"},
+            timeout=EVENTS_TIMEOUT,
+        )
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise _unreachable(exc) from exc
+        try:
+            await _raise_for_error(response)
+        except UpstreamError:
+            await response.aclose()
+            raise
+        return response
+
+
+async def relay_events(response: httpx.Response, task_id: str) -> AsyncIterator[str]:
+    """Re-emit the API's server-sent events, with links pointing at the web client."""
+    try:
+        event, data = "message", ""
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data += line[5:].strip()
+            elif not line and data:
+                if event == "status":
+                    status = TaskStatus.model_validate_json(data)
+                    links = client_links(task_id)
+                    data = status.model_copy(update={"links": links}).model_dump_json()
+                yield f"event: {event}\ndata: {data}\n\n"
+                event, data = "message", ""
+    except httpx.TransportError as exc:
+        _unreachable(exc)
+        yield 'event: error\ndata: {"code":"api_unavailable","detail":"the stream broke"}\n\n'
+    finally:
+        await response.aclose()

@@ -1,0 +1,126 @@
+"""The web client factory; serve with ``uvicorn ml_client.app:create_app --factory``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from redis import asyncio as aioredis
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.sessions import SessionMiddleware
+
+from ml_client import pages, routes
+from ml_client.api import DetectionApi
+from ml_client.auth import LoginLimiter, SessionRegistry
+from ml_client.errors import install_error_handlers
+from ml_client.history import Originals, TaskHistory
+from ml_client.middleware import BodySizeLimit, SecurityHeaders
+from ml_client.users import UserStore, bootstrap_users
+from ml_common.logs import configure_logging
+from ml_common.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+MULTIPART_SLACK = 64 * 1024
+API_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+def _api_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
+    headers = {"User-Agent": "mlprod-web-client"}
+    if settings.client_api_key is None:
+        logger.warning("ML_CLIENT_API_KEY is not set: the API will refuse the web client")
+    else:
+        headers["Authorization"] = f"Bearer {settings.client_api_key.get_secret_value()}"
+    return httpx.AsyncClient(
+        base_url=str(settings.client_api_url),
+        headers=headers,
+        timeout=API_TIMEOUT,
+        transport=transport,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    configure_logging(settings.log_level)
+    await run_in_threadpool(bootstrap_users, settings)
+    app.state.users = UserStore(settings)
+    removed = await run_in_threadpool(app.state.originals.purge)
+    if removed:
+        logger.info("removed %d expired uploaded images", removed)
+    redis = aioredis.Redis.from_url(
+        str(settings.result_backend), socket_timeout=5, socket_connect_timeout=2
+    )
+    app.state.history = TaskHistory(redis, settings.result_expires_s)
+    app.state.sessions = SessionRegistry(redis, settings.client_session_max_age_s)
+    app.state.limiter = LoginLimiter(
+        redis, settings.client_login_max_failures, settings.client_login_window_s
+    )
+    async with _api_client(settings, app.state.api_transport) as http:
+        app.state.api = DetectionApi(http)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+
+def _templates() -> Jinja2Templates:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
+    )
+    versions = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:10]
+        for p in (HERE / "static").iterdir()
+        if p.is_file()
+    }
+
+    def static_url(name: str) -> str:
+        """A cache-busting URL: the version changes with the file's content."""
+        return f"/static/{name}?v={versions.get(name, '0')}"
+
+    env.globals["static_url"] = static_url
+    return Jinja2Templates(env=env)
+
+
+def create_app(
+    settings: Settings | None = None, api_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """Build the web client; `api_transport` lets tests route its API calls to an ASGI app."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="mlprod web client",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_transport = api_transport
+    app.state.templates = _templates()
+    app.state.originals = Originals(settings.storage_dir / "web-client", settings.result_expires_s)
+    install_error_handlers(app)
+    app.include_router(pages.router)
+    app.include_router(routes.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key.get_secret_value(),
+        session_cookie="__Host-mlprod" if settings.client_cookie_secure else "mlprod_session",
+        max_age=settings.client_session_max_age_s,
+        same_site="lax",
+        https_only=settings.client_cookie_secure,
+    )
+    app.add_middleware(SecurityHeaders, https=settings.client_cookie_secure)
+    return app

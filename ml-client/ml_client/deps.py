@@ -1,0 +1,60 @@
+"""Everything a web client route needs from outside reaches it through these dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
+
+from ml_client.api import DetectionApi
+from ml_client.auth import LoginLimiter, check_csrf, require_user
+from ml_client.history import Originals, TaskHistory
+from ml_client.users import UserStore
+from ml_common.settings import Settings
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_api(request: Request) -> DetectionApi:
+    api: DetectionApi = request.app.state.api
+    return api
+
+
+def get_history(request: Request) -> TaskHistory:
+    history: TaskHistory = request.app.state.history
+    return history
+
+
+def get_originals(request: Request) -> Originals:
+    originals: Originals = request.app.state.originals
+    return originals
+
+
+def get_limiter(request: Request) -> LoginLimiter:
+    limiter: LoginLimiter = request.app.state.limiter
+    return limiter
+
+
+def get_users(request: Request) -> UserStore:
+    users: UserStore = request.app.state.users
+    return users
+
+
+def get_templates(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+ApiDep = Annotated[DetectionApi, Depends(get_api)]
+HistoryDep = Annotated[TaskHistory, Depends(get_history)]
+OriginalsDep = Annotated[Originals, Depends(get_originals)]
+LimiterDep = Annotated[LoginLimiter, Depends(get_limiter)]
+UsersDep = Annotated[UserStore, Depends(get_users)]
+TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
+UserDep = Annotated[str, Depends(require_user)]
+CsrfDep = Depends(check_csrf)

@@ -1,0 +1,100 @@
+"""The HTML pages: sign in, the detection page, sign out; and the health probe."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from ml_client.auth import USER, check_csrf, csrf_token, sign_in, sign_out
+from ml_client.deps import LimiterDep, SettingsDep, TemplatesDep, UserDep, UsersDep
+from ml_client.errors import CsrfFailed
+from ml_common.errors import RateLimited
+from ml_common.schemas import Health
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["pages"])
+
+NO_STORE = {"Cache-Control": "no-store"}
+FLASH = "flash"
+
+
+def _login_page(
+    request: Request, templates: TemplatesDep, status: int = 200, error: str = "", name: str = ""
+) -> HTMLResponse:
+    context = {
+        "csrf_token": csrf_token(request),
+        "error": error,
+        "username": name,
+        "flash": request.session.pop(FLASH, ""),
+    }
+    return templates.TemplateResponse(request, "login.html", context, status, NO_STORE)
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(
+    request: Request, user: UserDep, templates: TemplatesDep, settings: SettingsDep
+) -> HTMLResponse:
+    context = {
+        "user": user,
+        "csrf_token": csrf_token(request),
+        "max_upload_bytes": settings.max_upload_bytes,
+        "default_threshold": settings.score_threshold,
+    }
+    return templates.TemplateResponse(request, "index.html", context, headers=NO_STORE)
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request, templates: TemplatesDep) -> Response:
+    if request.session.get(USER):
+        return RedirectResponse("/", status_code=303)
+    return _login_page(request, templates)
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(
+    request: Request,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=1024)],
+    templates: TemplatesDep,
+    users: UsersDep,
+    limiter: LimiterDep,
+) -> Response:
+    try:
+        await check_csrf(request)
+    except CsrfFailed:
+        error = "This sign-in form had expired. Please try again."
+        return _login_page(request, templates, 403, error, username)
+    address = request.client.host if request.client else "unknown"
+    try:
+        await limiter.check(username, address)
+    except RateLimited as exc:
+        response = _login_page(request, templates, 429, exc.detail.capitalize() + ".", username)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+    if not await run_in_threadpool(users.verify, username, password):
+        await limiter.failed(username, address)
+        logger.warning("failed sign-in for %r from %s", username[:64], address)
+        return _login_page(request, templates, 401, "Wrong user name or password.", username)
+    await limiter.succeeded(username, address)
+    await sign_in(request, username, users.fingerprint(username) or "")
+    logger.info("user %s signed in from %s", username, address)
+    return RedirectResponse("/", status_code=303)
+
+
+@router.post("/logout")
+async def logout(request: Request) -> RedirectResponse:
+    if request.session.get(USER):
+        await check_csrf(request)
+        await sign_out(request)
+        request.session[FLASH] = "You have signed out."
+    return RedirectResponse("/login", status_code=303)

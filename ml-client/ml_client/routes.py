@@ -1,0 +1,132 @@
+"""/app/...: the session-protected JSON endpoints the page calls; each proxies to the API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Request, Response, UploadFile
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from ml_client.api import relay_events
+from ml_client.deps import ApiDep, CsrfDep, HistoryDep, OriginalsDep, SettingsDep, UserDep
+from ml_client.errors import UpstreamError
+from ml_client.history import NAME_MAX
+from ml_client.schemas import HistoryEntry, HistoryItem, TaskList
+from ml_common.errors import InvalidImage, PayloadTooLarge
+from ml_common.schemas import ErrorOut, TaskCreated, TaskStatus
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/app", tags=["web client"])
+
+UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
+PRIVATE = {"Cache-Control": "private, max-age=3600"}
+
+
+def _clean_filename(name: str | None) -> str:
+    cleaned = UNSAFE_NAME_CHARS.sub("_", (name or "").rsplit("/", 1)[-1]).strip()
+    return cleaned[:NAME_MAX] or "image"
+
+
+@router.post("/uploads", status_code=202, dependencies=[CsrfDep])
+async def upload(
+    request: Request,
+    user: UserDep,
+    api: ApiDep,
+    history: HistoryDep,
+    originals: OriginalsDep,
+    settings: SettingsDep,
+) -> TaskCreated:
+    """Send one image to the API; the body is read only after the session and token check."""
+    async with request.form(max_files=1, max_fields=1) as form:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise InvalidImage("choose an image file to upload")
+        data = await file.read(settings.max_upload_bytes + 1)
+        filename, media_type = _clean_filename(file.filename), file.content_type
+    if len(data) > settings.max_upload_bytes:
+        limit_mb = settings.max_upload_bytes / 1024 / 1024
+        raise PayloadTooLarge(f"the file is larger than the limit of {limit_mb:.1f} MB")
+    created = await api.submit(filename, data, media_type or "application/octet-stream")
+    entry = HistoryEntry(
+        task_id=created.task_id,
+        filename=filename,
+        submitted_at=datetime.now(timezone.utc).isoformat(),
+    )
+    dropped = await history.add(user, entry)
+    await run_in_threadpool(originals.save, created.task_id, data)
+    for task_id in dropped:
+        await run_in_threadpool(originals.delete, task_id)
+    logger.info("user %s submitted task %s", user, created.task_id)
+    return created
+
+
+async def _item(api: ApiDep, entry: HistoryEntry) -> HistoryItem:
+    try:
+        return HistoryItem(**entry.model_dump(), status=await api.status(entry.task_id))
+    except UpstreamError as exc:
+        return HistoryItem(**entry.model_dump(), error=ErrorOut(code=exc.code, detail=exc.detail))
+
+
+@router.get("/tasks")
+async def list_tasks(user: UserDep, api: ApiDep, history: HistoryDep) -> TaskList:
+    """The user's recent tasks, newest first, each with its current state."""
+    entries = await history.entries(user)
+    return TaskList(tasks=list(await asyncio.gather(*(_item(api, e) for e in entries))))
+
+
+@router.get("/tasks/{task_id}")
+async def get_task(
+    task_id: uuid.UUID, user: UserDep, api: ApiDep, history: HistoryDep
+) -> TaskStatus:
+    await history.find(user, str(task_id))
+    return await api.status(str(task_id))
+
+
+@router.delete("/tasks/{task_id}", status_code=204, dependencies=[CsrfDep])
+async def forget_task(
+    task_id: uuid.UUID, user: UserDep, history: HistoryDep, originals: OriginalsDep
+) -> Response:
+    """Remove a task from the user's history (the API keeps it until it expires)."""
+    await history.remove(user, str(task_id))
+    await run_in_threadpool(originals.delete, str(task_id))
+    return Response(status_code=204)
+
+
+@router.get("/tasks/{task_id}/image", response_class=Response)
+async def get_annotated_image(
+    task_id: uuid.UUID, user: UserDep, api: ApiDep, history: HistoryDep
+) -> Response:
+    """The API's annotated JPEG, with its boxes drawn in."""
+    await history.find(user, str(task_id))
+    return Response(await api.image(str(task_id)), media_type="image/jpeg", headers=PRIVATE)
+
+
+@router.get("/tasks/{task_id}/original", response_class=FileResponse)
+async def get_original_image(
+    task_id: uuid.UUID, user: UserDep, history: HistoryDep, originals: OriginalsDep
+) -> FileResponse:
+    """The image as uploaded; the page draws its own boxes over it."""
+    await history.find(user, str(task_id))
+    original = await run_in_threadpool(originals.find, str(task_id))
+    return FileResponse(original.path, media_type=original.media_type, headers=PRIVATE)
+
+
+@router.get("/tasks/{task_id}/events", response_class=StreamingResponse)
+async def stream_task_events(
+    task_id: uuid.UUID, user: UserDep, api: ApiDep, history: HistoryDep
+) -> StreamingResponse:
+    """The API's server-sent `status` events, relayed as they come."""
+    await history.find(user, str(task_id))
+    upstream = await api.open_events(str(task_id))
+    return StreamingResponse(
+        relay_events(upstream, str(task_id)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(upstream.aclose),
+    )
