@@ -23,9 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     key_sub.add_parser("create", help="create a key; it is shown once").add_argument("name")
     key_sub.add_parser("revoke", help="revoke a key by name").add_argument("name")
     key_sub.add_parser("list", help="list key names (never the keys)")
-    clean = sub.add_parser(
-        "cleanup", help="delete old images and never-queued uploads"
-    )
+    clean = sub.add_parser("cleanup", help="delete old images and never-queued uploads")
     clean.add_argument("--days", type=int, help="override ML_RETENTION_DAYS")
     return parser
 
