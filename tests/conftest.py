@@ -192,3 +192,23 @@ def _delete_queue(settings: Settings) -> None:
 
     with Connection(str(settings.broker_url), connect_timeout=2) as conn:
         Queue(settings.queue_name, channel=conn.channel()).delete()
+
+
+# --- the reliability report: each test that calls record_property("case", ...) becomes a row
+_REPORT_ROWS: list[tuple[str, str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    props = dict(report.user_properties)
+    if "case" in props and (report.when == "call" or report.outcome != "passed"):
+        _REPORT_ROWS.append((str(props["case"]), str(props.get("observed", "")), report.outcome))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not _REPORT_ROWS:
+        return
+    lines = ["| case | what happened | test |", "|---|---|---|"]
+    lines += [f"| {case} | {seen} | {outcome} |" for case, seen, outcome in _REPORT_ROWS]
+    out = ROOT / "test-artifacts" / "reliability.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")

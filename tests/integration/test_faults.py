@@ -97,7 +97,10 @@ def rabbit_stack(tmp_path: Path) -> Iterator[LiveStack]:
         yield live
 
 
-def test_worker_process_killed_mid_task_is_redelivered_once(rabbit_stack: LiveStack) -> None:
+def test_worker_process_killed_mid_task_is_redelivered_once(
+    rabbit_stack: LiveStack, record_property: Any
+) -> None:
+    record_property("case", "worker pool process SIGKILLed in the middle of a task")
     live = rabbit_stack
     task_id = live.submit(slow_image(), "slow.png", "image/png").json()["task_id"]
     recorder = StateRecorder(live, task_id)
@@ -108,9 +111,14 @@ def test_worker_process_killed_mid_task_is_redelivered_once(rabbit_stack: LiveSt
     assert "FAILURE" not in states, states  # the client never saw it fail
     assert states[-1] == "SUCCESS" and states.count("SUCCESS") == 1
     assert len(annotated_files(live, task_id)) == 1
+    record_property("observed", f"redelivered, succeeded once; states seen {'→'.join(states)}; "
+                                "one annotated image")  # fmt: skip
 
 
-def test_whole_worker_killed_then_replaced_finishes_the_task(rabbit_stack: LiveStack) -> None:
+def test_whole_worker_killed_then_replaced_finishes_the_task(
+    rabbit_stack: LiveStack, record_property: Any
+) -> None:
+    record_property("case", "whole worker (every process) SIGKILLed mid-task, a new one started")
     live = rabbit_stack
     task_id = live.submit(slow_image(), "slow.png", "image/png").json()["task_id"]
     child_pid(live, task_id)
@@ -120,13 +128,18 @@ def test_whole_worker_killed_then_replaced_finishes_the_task(rabbit_stack: LiveS
     final = live.wait_final(task_id, 180)
     assert final["status"] == "succeeded", final
     assert len(annotated_files(live, task_id)) == 1
+    record_property("observed", "RabbitMQ redelivered the unacked task to the new worker; "
+                                "succeeded, one annotated image")  # fmt: skip
 
 
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
 
 
-def test_broker_restart_loses_nothing_and_everyone_reconnects(rabbit_stack: LiveStack) -> None:
+def test_broker_restart_loses_nothing_and_everyone_reconnects(
+    rabbit_stack: LiveStack, record_property: Any
+) -> None:
+    record_property("case", "RabbitMQ stopped and restarted with tasks queued and running")
     live = rabbit_stack
     data = encode(photo("astronaut"))
     ids = [live.submit(data).json()["task_id"] for _ in range(6)]
@@ -136,7 +149,8 @@ def test_broker_restart_loses_nothing_and_everyone_reconnects(rabbit_stack: Live
         r = live.submit(data)
         assert r.status_code == 503, r.text
         assert r.json()["code"] == "queue_unavailable"
-        assert time.monotonic() - t0 < 15
+        refused_s = time.monotonic() - t0
+        assert refused_s < 15
         assert r.headers["retry-after"]
         ready = httpx.get(f"{live.api_url}/readyz", timeout=20)
         assert ready.status_code == 503
@@ -149,6 +163,9 @@ def test_broker_restart_loses_nothing_and_everyone_reconnects(rabbit_stack: Live
     assert [f["status"] for f in finals] == ["succeeded"] * len(ids)
     stored = list(Storage(live.settings.storage_dir).root.glob("upload/*/*"))
     assert len(stored) == len(ids)  # the refused upload left no file behind
+    record_property("observed", f"upload while down: 503 queue_unavailable after {refused_s:.1f}s,"
+                    f" nothing stored; /readyz 503; API and worker reconnected by themselves; "
+                    f"{len(ids)}/{len(ids)} tasks succeeded")  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -178,7 +195,8 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[int, Any, Any]]:
             stop()
 
 
-def test_redis_restart(tmp_path: Path) -> None:
+def test_redis_restart(tmp_path: Path, record_property: Any) -> None:
+    record_property("case", "Redis (AOF persistence) stopped and restarted while a task runs")
     need(reachable("localhost", 5672), "RabbitMQ is not running on localhost:5672")
     with (
         own_redis(tmp_path) as (port, start, stop),
@@ -207,9 +225,17 @@ def test_redis_restart(tmp_path: Path) -> None:
         later = live.submit(data)
         assert later.status_code == 202
         assert live.wait_final(later.json()["task_id"])["status"] == "succeeded"
+    record_property("observed", "status and upload 503 result_backend_unavailable while down; "
+                    "earlier result kept; the task that finished during the outage stored its "
+                    "result (Celery retried the store); API recovered without restart")  # fmt: skip
 
 
-def test_poison_image_fails_in_bounded_time_and_the_worker_lives_on(tmp_path: Path) -> None:
+def test_poison_image_fails_in_bounded_time_and_the_worker_lives_on(
+    tmp_path: Path, record_property: Any
+) -> None:
+    record_property(
+        "case", "poison image that outlasts the time limits (40 Mpx, soft 1 s, hard 2 s)"
+    )
     limits = {"ML_TASK_SOFT_TIME_LIMIT_S": "1", "ML_TASK_TIME_LIMIT_S": "2"}
     with launch_stack("rabbitmq-redis", tmp_path, limits) as live:
         t0 = time.monotonic()
@@ -217,12 +243,18 @@ def test_poison_image_fails_in_bounded_time_and_the_worker_lives_on(tmp_path: Pa
         final = live.wait_final(poison, 60)
         assert final["status"] == "failed", final
         assert final["error"]["type"] in ("SoftTimeLimitExceeded", "TimeLimitExceeded")
-        assert time.monotonic() - t0 < 30
+        failed_s = time.monotonic() - t0
+        assert failed_s < 30
         ok = live.submit(encode(photo("astronaut"))).json()["task_id"]
         assert live.wait_final(ok, 120)["status"] == "succeeded"
+        record_property("observed", f"failed with {final['error']['type']} after {failed_s:.1f}s; "
+                        "the next image succeeded on the same worker")  # fmt: skip
 
 
-def test_api_killed_mid_upload_leaves_no_task_that_never_ends(tmp_path: Path) -> None:
+def test_api_killed_mid_upload_leaves_no_task_that_never_ends(
+    tmp_path: Path, record_property: Any
+) -> None:
+    record_property("case", "API SIGKILLed with uploads in flight, then restarted")
     with launch_stack("rabbitmq-redis", tmp_path) as live:
         data = encode(photo("coffee"))
         accepted: list[str] = []
@@ -250,9 +282,14 @@ def test_api_killed_mid_upload_leaves_no_task_that_never_ends(tmp_path: Path) ->
         removed = remove_orphan_uploads(live.settings, grace_s=0)
         stored = {p.stem for p in Storage(live.settings.storage_dir).root.glob("upload/*/*")}
         assert stored == set(accepted), (removed, stored - set(accepted))
+        record_property("observed", f"{len(accepted)}/{len(accepted)} accepted tasks succeeded; "
+                        f"{removed} orphan upload(s) removed by the clean-up")  # fmt: skip
 
 
-def test_orphan_upload_is_removed_and_a_queued_one_kept(tmp_path: Path) -> None:
+def test_orphan_upload_is_removed_and_a_queued_one_kept(
+    tmp_path: Path, record_property: Any
+) -> None:
+    record_property("case", "uploads left by an API that died before enqueueing")
     need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
     from ml_common.settings import Settings
 
@@ -269,13 +306,15 @@ def test_orphan_upload_is_removed_and_a_queued_one_kept(tmp_path: Path) -> None:
     try:
         assert remove_orphan_uploads(settings, grace_s=0) == 2
         assert [p.stem for p in tmp_path.glob("upload/*/*")] == [ids["queued"]]
+        record_property("observed", "never-queued and record-less uploads removed, queued kept")
     finally:
         client.flushdb()
 
 
-def test_soak_with_random_worker_kills(tmp_path: Path) -> None:
+def test_soak_with_random_worker_kills(tmp_path: Path, record_property: Any) -> None:
     """Thousands of tasks (ML_SOAK_TASKS) while pool processes are killed at random."""
     total = int(os.environ.get("ML_SOAK_TASKS", "500"))
+    record_property("case", f"soak: {total} tasks, pool processes SIGKILLed every 5-10 s")
     small = encode(photo("astronaut").resize((128, 128)))
     with launch_stack("rabbitmq-redis", tmp_path, concurrency=2) as live:
         accepted: list[str] = []
@@ -316,3 +355,5 @@ def test_soak_with_random_worker_kills(tmp_path: Path) -> None:
     (ARTIFACTS / "soak.json").write_text(json.dumps(report, indent=2))
     assert len(set(accepted)) == total
     assert counts == {"succeeded": total}, report
+    record_property("observed", f"{counts.get('succeeded', 0)}/{total} succeeded, 0 missing, "
+                    f"{kills} kills, {elapsed:.0f}s")  # fmt: skip
