@@ -58,3 +58,4 @@ UsersDep = Annotated[UserStore, Depends(get_users)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
 UserDep = Annotated[str, Depends(require_user)]
 CsrfDep = Depends(check_csrf)
+SignedIn = Depends(require_user)  # listed before CsrfDep: signed out is 401, not 403

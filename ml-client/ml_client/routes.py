@@ -8,13 +8,14 @@ import re
 import uuid
 from datetime import datetime, timezone
 
-from fastapi import APIRouter, Request, Response, UploadFile
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from ml_client.api import relay_events
-from ml_client.deps import ApiDep, CsrfDep, HistoryDep, OriginalsDep, SettingsDep, UserDep
+from ml_client.deps import ApiDep, CsrfDep, HistoryDep, OriginalsDep, SettingsDep, SignedIn, UserDep
 from ml_client.errors import UpstreamError
 from ml_client.history import NAME_MAX
 from ml_client.schemas import HistoryEntry, HistoryItem, TaskList
@@ -33,7 +34,7 @@ def _clean_filename(name: str | None) -> str:
     return cleaned[:NAME_MAX] or "image"
 
 
-@router.post("/uploads", status_code=202, dependencies=[CsrfDep])
+@router.post("/uploads", status_code=202, dependencies=[SignedIn, CsrfDep])
 async def upload(
     request: Request,
     user: UserDep,
@@ -88,7 +89,7 @@ async def get_task(
     return await api.status(str(task_id))
 
 
-@router.delete("/tasks/{task_id}", status_code=204, dependencies=[CsrfDep])
+@router.delete("/tasks/{task_id}", status_code=204, dependencies=[SignedIn, CsrfDep])
 async def forget_task(
     task_id: uuid.UUID, user: UserDep, history: HistoryDep, originals: OriginalsDep
 ) -> Response:
