@@ -114,7 +114,7 @@ def fill_constants(nodes: Sequence[NodeDict], weights: Mapping[str, npt.NDArray[
     node_defs = []
     for node in nodes:
         node_def = json_format.ParseDict(node, tf.compat.v1.NodeDef())
-        if node["op"] == "Const":
+        if node["op"] == "Const" and node["name"] in weights:  # else its value is inline
             dtype_name = node["attr"]["dtype"]["type"]
             value = np.asarray(weights[node["name"]]).astype(_GRAPH_DTYPES[dtype_name])
             node_def.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value))
