@@ -128,6 +128,8 @@ async def get_detection(
     ] = 0,
 ) -> TaskStatus:
     """The task's state, timestamps, and its result or error once finished."""
+    if not wait:
+        return await results.status(str(task_id), key.key_id)
     statuses = [s async for s in results.updates(str(task_id), key.key_id, timeout_s=wait)]
     return statuses[-1]
 
