@@ -297,15 +297,16 @@
     });
     img.src = st.objectUrl || `/app/tasks/${st.taskId}/original`;
 
-    overlay.setAttribute("viewBox", `0 0 ${W} ${H}`);
-    overlay.replaceChildren();
-    const fontSize = Math.max(10, Math.round(Math.max(W, H) / 42));
+    st.detections = detections;
+    st.size = [W, H];
+    drawOverlay(card);
+    if ("ResizeObserver" in window && !st.resizeObserver) {
+      st.resizeObserver = new ResizeObserver(() => drawOverlay(card));
+      st.resizeObserver.observe(part(card, "stage"));
+    }
     const rows = part(card, "rows");
     rows.replaceChildren();
-    detections.forEach((d, i) => {
-      overlay.append(drawBox(d, i, W, H, fontSize));
-      rows.append(tableRow(d, i, card));
-    });
+    detections.forEach((d, i) => rows.append(tableRow(d, i, card)));
     if (!detections.length) {
       const tr = document.createElement("tr");
       const td = document.createElement("td");
@@ -320,6 +321,20 @@
       `${W}×${H} px · ${result.model_name} ${result.model_version} · ` +
       `inference ${Math.round(result.inference_ms)} ms` +
       (t.queue_wait_ms != null ? ` · waited ${Math.round(t.queue_wait_ms)} ms in queue` : "");
+    applyThreshold(card);
+  }
+
+  // Labels keep about the same on-screen size however large the image is shown.
+  function drawOverlay(card) {
+    const st = state(card);
+    const [W, H] = st.size;
+    const overlay = part(card, "overlay");
+    const shownWidth = part(card, "stage").clientWidth || W;
+    const fontSize = Math.max(6, Math.round((13 * W) / shownWidth));
+    if (overlay.dataset.fontSize === String(fontSize)) return;
+    overlay.dataset.fontSize = String(fontSize);
+    overlay.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    overlay.replaceChildren(...st.detections.map((d, i) => drawBox(d, i, W, H, fontSize)));
     applyThreshold(card);
   }
 
@@ -406,6 +421,7 @@
     }
     if (st.source) st.source.close();
     if (st.timer) window.clearTimeout(st.timer);
+    if (st.resizeObserver) st.resizeObserver.disconnect();
     if (st.objectUrl) URL.revokeObjectURL(st.objectUrl);
     const next = card.nextElementSibling || card.previousElementSibling;
     card.remove();
