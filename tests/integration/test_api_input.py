@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -22,17 +23,23 @@ RESULTS_DB = "redis://localhost:6379/3"
 BROKER_DB = "redis://localhost:6379/4"
 
 
+def input_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings on the local Redis (results and broker), with small upload limits."""
+    fields: dict[str, Any] = {
+        "storage_dir": tmp / "storage",
+        "broker_url": BROKER_DB,
+        "result_backend": RESULTS_DB,
+        "max_upload_bytes": 200_000,
+        "max_image_pixels": 4_000_000,
+        **overrides,
+    }
+    return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+
 @pytest.fixture
 def api_settings(tmp_path: Path) -> Settings:
     need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        storage_dir=tmp_path / "storage",
-        broker_url=BROKER_DB,  # type: ignore[arg-type]
-        result_backend=RESULTS_DB,  # type: ignore[arg-type]
-        max_upload_bytes=200_000,
-        max_image_pixels=4_000_000,
-    )
+    return input_settings(tmp_path)
 
 
 @pytest.fixture
