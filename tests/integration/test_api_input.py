@@ -4,6 +4,7 @@ every bad input gets a clear 4xx JSON error and leaves nothing behind."""
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,176 @@ def test_accepted_image_kinds(api: tuple[TestClient, dict[str, str]]) -> None:
     for name, data in cases.items():
         r = post(api, {"file": (name, io.BytesIO(data), "application/octet-stream")})
         assert r.status_code == 202, (name, r.text)
+
+
+def raw_post(api: tuple[TestClient, dict[str, str]], body: bytes, ctype: str) -> Any:
+    client, headers = api
+    return client.post(
+        "/api/v1/detections", content=body, headers={**headers, "Content-Type": ctype}
+    )
+
+
+def multipart(filename: bytes, data: bytes, boundary: bytes = b"b0undary") -> bytes:
+    return (
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="'
+        + filename + b'"\r\nContent-Type: image/jpeg\r\n\r\n' + data
+        + b"\r\n--" + boundary + b"--\r\n"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "code"),
+    [
+        (b"", "multipart/form-data; boundary=b0undary", 422, "validation_error"),
+        (b"--b0undary--\r\n", "multipart/form-data; boundary=b0undary", 422, "validation_error"),
+        (b"", "multipart/form-data", 400, "bad_request"),
+        (b"garbage" * 10, "multipart/form-data; boundary=b0undary", 400, "bad_request"),
+        (b"", "", 422, "validation_error"),
+        (b'{"file": "x"}', "application/json", 422, "validation_error"),
+    ],
+    ids=["zero-length", "no-parts", "no-boundary", "garbage", "no-type", "json"],
+)
+def test_malformed_multipart_bodies(
+    api: tuple[TestClient, dict[str, str]],
+    api_settings: Settings,
+    body: bytes,
+    ctype: str,
+    status: int,
+    code: str,
+) -> None:
+    r = raw_post(api, body, ctype)
+    assert (r.status_code, r.json()["code"]) == (status, code), r.text
+    assert stored_files(api_settings) == []
+
+
+def test_an_image_cut_inside_its_header_is_invalid(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings
+) -> None:
+    """Pillow raised a bare OSError for this one, which was a 500."""
+    r = post(api, {"file": ("cut.jpg", encode(photo("coffee"))[:6] + b"\x00", "image/jpeg")})
+    assert (r.status_code, r.json()["code"]) == (422, "invalid_image"), r.text
+    # shorter still, the format cannot even be told
+    for data in (encode(photo("coffee"))[:20], encode(photo("coffee"), "PNG")[:40]):
+        r = post(api, {"file": ("cut.png", data, "image/png")})
+        assert (r.status_code, r.json()["code"]) == (415, "unsupported_media_type"), r.text
+    assert stored_files(api_settings) == []
+
+
+def animated_gif(*frames: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    first, *rest = (f.convert("P", palette=Image.Palette.ADAPTIVE) for f in frames)
+    first.save(buf, "GIF", save_all=True, append_images=rest, duration=200, loop=0)
+    return buf.getvalue()
+
+
+def test_palette_png_and_animated_gif_are_accepted(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings
+) -> None:
+    small = photo("astronaut").resize((128, 128))
+    gif = animated_gif(small, Image.new("RGB", (128, 128)), small.rotate(90))
+    assert Image.open(io.BytesIO(gif)).n_frames == 3
+    palette = encode(small.convert("P", palette=Image.Palette.ADAPTIVE), "PNG")
+    for name, data in (("anim.gif", gif), ("palette.png", palette)):
+        r = post(api, {"file": (name, data, "application/octet-stream")})
+        assert r.status_code == 202, r.text
+    assert sorted(p.suffix for p in stored_files(api_settings)) == [".gif", ".png"]
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        b"../../x.jpg",
+        b"..\\..\\x.jpg",
+        "名前.jpg".encode(),
+        b"/etc/passwd",
+        b"a\x00b.jpg",
+        b"x" * 1000 + b".jpg",
+        b"",
+        b"x" * 20_000 + b".jpg",  # past the multipart parser's header limit
+    ],
+    ids=["dotdot", "backslash", "unicode", "absolute", "nul", "long", "empty", "huge"],
+)
+def test_file_names_never_reach_the_disk(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings, filename: bytes
+) -> None:
+    r = raw_post(api, multipart(filename, encode(photo("coffee").resize((60, 40)))),
+                 "multipart/form-data; boundary=b0undary")  # fmt: skip
+    everything = [p for p in api_settings.storage_dir.rglob("*") if p.is_file()]
+    if len(filename) > 10_000:
+        assert (r.status_code, r.json()["code"]) == (400, "bad_request")
+    else:
+        assert r.status_code == 202, r.text
+        task_id = r.json()["task_id"]
+        uploads = [p for p in everything if p.suffix != ".json"]
+        assert [p.relative_to(api_settings.storage_dir).parts[::2] for p in uploads] == [
+            ("upload", f"{task_id}.jpg")
+        ]
+        return
+    assert stored_files(api_settings) == []
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    ["%2e%2e", "..%2F..%2Fetc%2Fpasswd", "a" * 10_000, "1'%20OR%20'1'='1", "1;DROP%20TABLE%20x",
+     "%00", "7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f%00", "*", "%7B%7D"],
+    ids=["dotdot", "traversal", "long", "sql-or", "sql-drop", "nul", "uuid-nul", "star", "braces"],
+)  # fmt: skip
+def test_malformed_task_ids_are_4xx(api: tuple[TestClient, dict[str, str]], task_id: str) -> None:
+    client, headers = api
+    for suffix in ("", "/image", "/events"):
+        r = client.get(f"/api/v1/detections/{task_id}{suffix}", headers=headers)
+        # %2F decodes to "/" before routing: such paths match no route at all
+        expected = (404, "not_found") if "%2F" in task_id else (422, "validation_error")
+        assert (r.status_code, r.json()["code"]) == expected, (suffix, r.text)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("PUT", "/api/v1/detections"), ("DELETE", "/api/v1/detections"),
+     ("PATCH", "/api/v1/detections/7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f"),
+     ("DELETE", "/api/v1/detections/7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f"),
+     ("POST", "/api/v1/detections/7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f/image"),
+     ("POST", "/healthz"), ("GET", "/api/v1/detections")],
+)  # fmt: skip
+def test_wrong_methods_are_405(
+    api: tuple[TestClient, dict[str, str]], method: str, path: str
+) -> None:
+    client, headers = api
+    r = client.request(method, path, headers=headers)
+    assert r.status_code == 405
+    assert r.json()["code"] == "method_not_allowed"
+    assert r.headers["allow"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/nope", "/api/v2/detections", "/api/v1/detections/x/y/z", "/api/v1/", "/.env"]
+)
+def test_unknown_paths_are_404(api: tuple[TestClient, dict[str, str]], path: str) -> None:
+    client, headers = api
+    r = client.get(path, headers=headers)
+    assert r.status_code == 404
+    assert r.json() == {"code": "not_found", "detail": "Not Found"}
+
+
+def test_uploads_over_the_rate_limit_are_429(api_settings: Settings) -> None:
+    limited = api_settings.model_copy(update={"rate_limit_per_minute": 2})
+    store = ApiKeyStore(limited.api_keys_path)
+    alice, bob = (store.create(name)[0] for name in ("alice", "bob"))
+    seconds = time.time() % 60
+    if seconds > 55:  # the limit is per clock minute: stay inside one
+        time.sleep(61 - seconds)
+    image = encode(photo("coffee").resize((60, 40)))
+    try:
+        with TestClient(create_app(limited)) as client:
+            codes = []
+            for key in (alice, alice, alice, bob):
+                r = client.post("/api/v1/detections", files={"file": ("x.jpg", image)},
+                                headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+                codes.append(r.status_code)
+                if r.status_code == 429:
+                    assert r.json()["code"] == "rate_limited"
+                    assert 1 <= int(r.headers["retry-after"]) <= 60
+    finally:
+        redis.Redis.from_url(RESULTS_DB).flushdb()
+    assert codes == [202, 202, 429, 202]  # bob has his own budget
+    assert len(stored_files(limited)) == 3
