@@ -1,0 +1,247 @@
+"""API security checks: CORS, security headers on every answer, request size limits on a real
+uvicorn, no request-chosen paths, and no secret in any log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from ml_api import deps
+from ml_api.app import create_app
+from ml_common.apikeys import ApiKeyStore
+from ml_common.settings import Settings
+from tests.conftest import LiveStack, encode, need, photo, reachable
+from tests.integration.test_api_input import BROKER_DB, RESULTS_DB, input_settings
+
+pytestmark = pytest.mark.integration
+# one backend is enough for what the HTTP server does; the pipeline tests cover both
+ONE_STACK = pytest.mark.parametrize("live_stack", ["valkey"], indirect=True)
+FOREIGN = "https://evil.example"
+TASK = "/api/v1/detections/7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f"
+PART_HEAD = b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+
+
+@pytest.fixture
+def security_settings(tmp_path: Path) -> Iterator[Settings]:
+    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    yield input_settings(tmp_path, secret_key="s3cret-value-that-must-not-leak")
+    for url in (RESULTS_DB, BROKER_DB):
+        redis.Redis.from_url(url).flushdb()
+
+
+def client_and_key(settings: Settings) -> tuple[TestClient, dict[str, str]]:
+    plain, _ = ApiKeyStore(settings.api_keys_path).create(f"k{time.monotonic_ns()}")
+    client = TestClient(create_app(settings), raise_server_exceptions=False)
+    return client, {"Authorization": f"Bearer {plain}"}
+
+
+def test_cors_is_closed_by_default(security_settings: Settings) -> None:
+    client, headers = client_and_key(security_settings)
+    with client:
+        r = client.get(TASK, headers={**headers, "Origin": FOREIGN})
+        assert "access-control-allow-origin" not in r.headers
+        preflight = client.options(
+            "/api/v1/detections",
+            headers={"Origin": FOREIGN, "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 405
+        assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_cors_allows_only_the_configured_origins(security_settings: Settings) -> None:
+    allowed = "https://app.example"
+    settings = security_settings.model_copy(update={"cors_origins": [allowed]})
+    client, headers = client_and_key(settings)
+    with client:
+        ok = client.get(TASK, headers={**headers, "Origin": allowed})
+        assert ok.headers["access-control-allow-origin"] == allowed
+        assert (
+            "access-control-allow-origin"
+            not in client.get(TASK, headers={**headers, "Origin": FOREIGN}).headers
+        )
+        preflight = client.options(
+            "/api/v1/detections",
+            headers={"Origin": allowed, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization"},
+        )  # fmt: skip
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == allowed
+        refused = client.options(
+            "/api/v1/detections",
+            headers={"Origin": FOREIGN, "Access-Control-Request-Method": "POST"},
+        )
+        assert refused.status_code == 400
+        assert "access-control-allow-origin" not in refused.headers
+
+
+def test_every_answer_carries_the_security_headers(security_settings: Settings) -> None:
+    settings = security_settings.model_copy(update={"rate_limit_per_minute": 1})
+    client, headers = client_and_key(settings)
+    image = encode(photo("coffee").resize((60, 40)))
+
+    def boom() -> None:
+        raise RuntimeError("an unexpected bug")
+
+    with client:
+        answers = {
+            "200": client.get("/healthz"),
+            "202": client.post("/api/v1/detections", files={"file": ("x.jpg", image)},
+                               headers=headers),
+            "429": client.post("/api/v1/detections", files={"file": ("x.jpg", image)},
+                               headers=headers),
+            "401": client.get(TASK),
+            "404": client.get(TASK, headers=headers),
+            "405": client.put(TASK, headers=headers),
+            "413": client.post("/api/v1/detections", headers=headers,
+                               content=b"x" * (settings.max_upload_bytes + 70_000)),
+            "422": client.get("/api/v1/detections/nope", headers=headers),
+            "431": client.get("/healthz", headers={"X-Junk": "j" * 20_000}),
+        }  # fmt: skip
+        client.app.dependency_overrides[deps.get_results] = boom  # type: ignore[attr-defined]
+        answers["500"] = client.get(TASK, headers=headers)
+    for status, r in answers.items():
+        assert str(r.status_code) == status, (status, r.text)
+        assert r.headers["x-content-type-options"] == "nosniff", status
+        assert r.headers["x-frame-options"] == "DENY", status
+        assert r.headers["content-security-policy"].startswith("default-src 'none'"), status
+        assert r.headers["referrer-policy"] == "no-referrer", status
+        assert "Traceback" not in r.text and "unexpected bug" not in r.text, status
+    assert answers["500"].json()["code"] == "internal_error"
+    assert answers["431"].json()["code"] == "headers_too_large"
+
+
+def test_no_endpoint_takes_a_path_from_the_request(security_settings: Settings) -> None:
+    with TestClient(create_app(security_settings)) as client:
+        spec = client.get("/api/openapi.json").json()
+    seen_path_params = set()
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                if param["in"] == "path":
+                    seen_path_params.add(param["name"])
+                    assert param["name"] == "task_id", path
+                    assert param["schema"] == {"type": "string", "format": "uuid",
+                                               "title": "Task Id"}  # fmt: skip
+                else:
+                    assert (param["in"], param["name"]) in {("query", "wait"),
+                                                            ("query", "timeout")}, path  # fmt: skip
+                    assert param["schema"]["type"] == "number"
+            body = operation.get("requestBody")
+            if body is not None:
+                [media] = body["content"]
+                assert media == "multipart/form-data"
+    assert seen_path_params == {"task_id"}
+
+
+def test_secrets_never_reach_the_logs(
+    security_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client, headers = client_and_key(security_settings)
+    key = headers["Authorization"].removeprefix("Bearer ")
+    with client:
+        client.post("/api/v1/detections", files={"file": ("x.jpg", encode(photo("coffee")))},
+                    headers=headers)  # fmt: skip
+        client.post("/api/v1/detections", files={"file": ("x.jpg", b"junk")}, headers=headers)
+        client.get(TASK, headers={"Authorization": f"Bearer {key}x"})  # a wrong key
+        client.get(TASK, headers=headers)
+    assert "queued" in caplog.text  # the upload was logged, and that is all
+    for secret in (key, security_settings.secret_key.get_secret_value()):
+        assert secret not in caplog.text
+    assert security_settings.secret_key.get_secret_value() not in repr(security_settings)
+
+
+# -- a real uvicorn (the live stack) ----------------------------------------------------------
+
+
+def upload_files(live: LiveStack) -> set[Path]:
+    return {p for p in (live.settings.storage_dir / "upload").rglob("*") if p.is_file()}
+
+
+@ONE_STACK
+def test_an_oversized_stream_is_refused_before_it_is_read(live_stack: LiveStack) -> None:
+    """Chunked, no Content-Length: the 413 comes while the body streams, and the rest is unread."""
+    before = upload_files(live_stack)
+    chunk, chunks = b"\xff" * 65_536, 1024  # 64 MiB offered, the limit is 10 MiB
+    sent = 0
+
+    def body() -> Iterator[bytes]:
+        nonlocal sent
+        yield PART_HEAD
+        for _ in range(chunks):
+            sent += len(chunk)
+            yield chunk
+        yield b"\r\n--b0undary--\r\n"
+
+    r = httpx.post(
+        f"{live_stack.api_url}/api/v1/detections",
+        content=body(),
+        headers={**live_stack.headers(), "Content-Type": "multipart/form-data; boundary=b0undary"},
+        timeout=60,
+    )
+    assert r.status_code == 413
+    assert r.json()["code"] == "payload_too_large"
+    assert r.headers["connection"] == "close"
+    assert sent < len(chunk) * chunks / 2, f"the server read {sent} bytes"
+    assert upload_files(live_stack) == before
+    assert httpx.get(f"{live_stack.api_url}/healthz").status_code == 200
+
+
+@ONE_STACK
+def test_a_small_chunked_upload_is_accepted(live_stack: LiveStack) -> None:
+    image = encode(Image.new("RGB", (64, 48), (200, 30, 30)))
+
+    def body() -> Iterator[bytes]:
+        yield PART_HEAD
+        yield from (image[i : i + 100] for i in range(0, len(image), 100))
+        yield b"\r\n--b0undary--\r\n"
+
+    r = httpx.post(
+        f"{live_stack.api_url}/api/v1/detections",
+        content=body(),
+        headers={**live_stack.headers(), "Content-Type": "multipart/form-data; boundary=b0undary"},
+        timeout=30,
+    )
+    assert r.status_code == 202, r.text
+
+
+@ONE_STACK
+@pytest.mark.parametrize("name", ["X-Junk", "Authorization", "Cookie"])
+def test_huge_headers_are_4xx_and_the_server_keeps_serving(
+    live_stack: LiveStack, name: str
+) -> None:
+    huge = "a" * 65_536
+    for path in ("/healthz", "/api/v1/detections"):
+        r = httpx.get(f"{live_stack.api_url}{path}", headers={name: huge}, timeout=10)
+        assert 400 <= r.status_code < 500, r.text
+        assert r.json()["code"] == "headers_too_large"
+    many = [(f"X-H{i}", "v" * 10) for i in range(2000)]
+    r = httpx.get(f"{live_stack.api_url}/healthz", headers=many, timeout=10)
+    assert r.status_code == 431
+    assert httpx.get(f"{live_stack.api_url}/healthz").status_code == 200
+
+
+@ONE_STACK
+def test_no_secret_in_the_live_logs(live_stack: LiveStack, astronaut_jpeg: bytes) -> None:
+    headers = live_stack.headers()
+    r = httpx.post(f"{live_stack.api_url}/api/v1/detections", headers=headers, timeout=30,
+                   files={"file": ("a.jpg", astronaut_jpeg, "image/jpeg")})  # fmt: skip
+    assert r.status_code == 202
+    task_id = r.json()["task_id"]
+    status = httpx.get(f"{live_stack.api_url}/api/v1/detections/{task_id}", params={"wait": 60},
+                       headers=headers, timeout=70).json()  # fmt: skip
+    assert status["status"] == "succeeded"
+    httpx.get(f"{live_stack.api_url}{TASK}", headers={"Authorization": "Bearer mlp_wrong"})
+    logs = "".join(p.read_text(errors="replace") for p in live_stack.stack.log_dir.glob("*.log"))
+    assert task_id in logs  # the logs are there, and they name the task
+    assert live_stack.api_key not in logs
+    assert live_stack.api_key.removeprefix("mlp_") not in logs
+    assert live_stack.settings.secret_key.get_secret_value() not in logs
