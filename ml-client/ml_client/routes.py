@@ -19,7 +19,7 @@ from ml_client.deps import ApiDep, CsrfDep, HistoryDep, OriginalsDep, SettingsDe
 from ml_client.errors import UpstreamError
 from ml_client.history import NAME_MAX
 from ml_client.schemas import HistoryEntry, HistoryItem, TaskList
-from ml_common.errors import InvalidImage, PayloadTooLarge
+from ml_common.errors import InvalidImage, PayloadTooLarge, TaskNotFound
 from ml_common.schemas import ErrorOut, TaskCreated, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -75,10 +75,23 @@ async def _item(api: ApiDep, entry: HistoryEntry) -> HistoryItem:
 
 
 @router.get("/tasks")
-async def list_tasks(user: UserDep, api: ApiDep, history: HistoryDep) -> TaskList:
-    """The user's recent tasks, newest first, each with its current state."""
+async def list_tasks(
+    user: UserDep, api: ApiDep, history: HistoryDep, originals: OriginalsDep
+) -> TaskList:
+    """The user's recent tasks, newest first, each with its current state.
+
+    Tasks whose results the API no longer keeps are dropped from the history here.
+    """
     entries = await history.entries(user)
-    return TaskList(tasks=list(await asyncio.gather(*(_item(api, e) for e in entries))))
+    items = await asyncio.gather(*(_item(api, e) for e in entries))
+    kept = []
+    for item in items:
+        if item.error is not None and item.error.code == TaskNotFound.code:
+            await history.remove(user, item.task_id)
+            await run_in_threadpool(originals.delete, item.task_id)
+        else:
+            kept.append(item)
+    return TaskList(tasks=kept)
 
 
 @router.get("/tasks/{task_id}")

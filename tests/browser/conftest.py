@@ -32,7 +32,6 @@ CHROMIUM_ARGS = [
 ]
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-USER = "tester"
 
 
 @dataclass(frozen=True)
@@ -80,13 +79,14 @@ def web_client(
     """Start only the web client (uvicorn, its own process) in front of the live stack's API."""
     base = tmp_path_factory.mktemp("web-client")
     password = secrets.token_urlsafe(16)
+    user = f"tester-{secrets.token_hex(3)}"  # a fresh history in the shared Redis
     port = _free_port()
     env = {
         **os.environ,
         "ML_ENVIRONMENT": "development",
         "ML_CLIENT_API_URL": live_stack.api_url,
         "ML_CLIENT_API_KEY": live_stack.api_key,
-        "ML_CLIENT_USERS": f"{USER}:{PasswordHasher().hash(password)}",
+        "ML_CLIENT_USERS": f"{user}:{PasswordHasher().hash(password)}",
         "ML_RESULT_BACKEND": str(live_stack.settings.result_backend),
         "ML_STORAGE_DIR": str(base / "storage"),
         "ML_SECRET_KEY": secrets.token_urlsafe(32),
@@ -102,7 +102,7 @@ def web_client(
     )  # fmt: skip
     try:
         _wait_up(f"http://127.0.0.1:{port}/healthz", proc)
-        yield WebClient(f"http://127.0.0.1:{port}", USER, password, live_stack.backend)
+        yield WebClient(f"http://127.0.0.1:{port}", user, password, live_stack.backend)
     finally:
         proc.terminate()
         try:

@@ -12,6 +12,8 @@
     succeeded: "Done",
     failed: "Failed",
     error: "Not sent",
+    expired: "Expired",
+    unavailable: "Unavailable",
   };
   const MAX_PARALLEL_UPLOADS = 2;
   const POLL_MAX_DELAY_MS = 15000;
@@ -456,8 +458,8 @@
         applyStatus(card, item.status);
         if (!FINAL.has(item.status.status)) follow(card);
       } else {
-        setStatus(card, "error");
         const expired = item.error && item.error.code === "task_not_found";
+        setStatus(card, expired ? "expired" : "unavailable");
         showError(card, expired ? "This result has expired on the server" : (item.error && item.error.detail) || "unavailable");
       }
     }
