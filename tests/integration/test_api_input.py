@@ -1,5 +1,6 @@
 """The API against real Redis (records, rate limits) and a real Redis broker with no worker:
-every bad input gets a clear 4xx JSON error and leaves nothing behind."""
+every bad input gets a clear 4xx JSON error and leaves nothing behind. The odd but valid
+images (EXIF-rotated, animated) also go through the live stack and the real model."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -17,7 +19,7 @@ from PIL import Image
 from ml_api.app import create_app
 from ml_common.apikeys import ApiKeyStore
 from ml_common.settings import Settings
-from tests.conftest import encode, need, photo, reachable
+from tests.conftest import LiveStack, encode, need, photo, reachable
 
 pytestmark = pytest.mark.integration
 RESULTS_DB = "redis://localhost:6379/3"
@@ -358,3 +360,66 @@ def test_uploads_over_the_rate_limit_are_429(api_settings: Settings) -> None:
         redis.Redis.from_url(RESULTS_DB).flushdb()
     assert codes == [202, 202, 429, 202]  # bob has his own budget
     assert len(stored_files(limited)) == 3
+
+
+# -- through the live stack and the real model ------------------------------------------------
+
+ONE_STACK = pytest.mark.parametrize("live_stack", ["valkey"], indirect=True)
+
+
+def detect(live: LiveStack, data: bytes, name: str) -> dict[str, Any]:
+    """Upload through the real API and wait for the worker's result."""
+    r = httpx.post(f"{live.api_url}/api/v1/detections", headers=live.headers(), timeout=30,
+                   files={"file": (name, data, "application/octet-stream")})  # fmt: skip
+    assert r.status_code == 202, r.text
+    url = f"{live.api_url}/api/v1/detections/{r.json()['task_id']}"
+    for _ in range(4):
+        status: dict[str, Any] = httpx.get(
+            url, params={"wait": 30}, headers=live.headers(), timeout=40
+        ).json()
+        if status["status"] in ("succeeded", "failed"):
+            break
+    assert status["status"] == "succeeded", status
+    return status
+
+
+def person_box(status: dict[str, Any]) -> tuple[float, float, float, float]:
+    people = [d for d in status["result"]["detections"] if d["label"] == "person"]
+    assert people, status["result"]["detections"]
+    box = max(people, key=lambda d: d["score"])["box"]
+    return box["x_min"], box["y_min"], box["x_max"], box["y_max"]
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return w * h / (area - w * h)
+
+
+@ONE_STACK
+def test_exif_rotated_photo_gets_boxes_of_the_upright_image(live_stack: LiveStack) -> None:
+    upright = photo("astronaut").crop((0, 0, 448, 512))  # not square: width and height swap
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": back to upright
+    rotated = detect(live_stack, encode(stored, quality=92, exif=exif), "rotated.jpg")
+    plain = detect(live_stack, encode(upright, quality=92), "upright.jpg")
+    assert (rotated["result"]["width"], rotated["result"]["height"]) == (448, 512)
+    assert iou(person_box(rotated), person_box(plain)) > 0.9, (rotated, plain)
+    # and not the box the model finds in the pixels as stored
+    sideways = detect(live_stack, encode(stored, quality=92), "sideways.jpg")
+    assert iou(person_box(rotated), person_box(sideways)) < 0.5
+
+
+@ONE_STACK
+def test_animated_gif_is_detected_on_its_first_frame(live_stack: LiveStack) -> None:
+    person = photo("astronaut").resize((256, 256))
+    status = detect(live_stack, animated_gif(person, Image.new("RGB", (256, 256))), "anim.gif")
+    assert (status["result"]["width"], status["result"]["height"]) == (256, 256)
+    x_min, _, x_max, _ = person_box(status)
+    assert x_min < 40 and x_max > 150  # she fills the left two thirds, as in the photo
+    blank_first = detect(
+        live_stack, animated_gif(Image.new("RGB", (256, 256)), person), "blank-first.gif"
+    )
+    assert not [d for d in blank_first["result"]["detections"] if d["label"] == "person"]
