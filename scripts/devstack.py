@@ -77,7 +77,7 @@ class Stack:
 
     def _spawn(self, name: str, args: list[str], extra_env: Mapping[str, str] = {}) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.logs[name] = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115
+        log = self.logs[name] = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115
         env = {**os.environ, **self.env, **extra_env, "PYTHONUNBUFFERED": "1"}
         self.procs[name] = subprocess.Popen(
             args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
@@ -200,41 +200,52 @@ def main() -> int:
         stack.start_embedded_backend()
         logger.info("embedded Valkey on port %s (broker and result backend)", stack.valkey.port)
     api_key = _dev_api_key(stack.env)
-    stop = False
 
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
+    def _terminate(*_: object) -> None:
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    logger.info(
-        "starting worker, API%s; logs in %s",
-        " and web client" if with_client else "",
-        stack.log_dir,
-    )
-    with running(stack, api_key):
-        logger.info("API:        %s  (docs: %s/api/docs)", stack.api_url, stack.api_url)
-        if with_client:
-            logger.info(
-                "Web client: %s  (login shown in %s)",
-                stack.client_url,
-                stack.log_dir / "client.log",
-            )
-        logger.info(
-            "Try: curl -H 'Authorization: Bearer <key>' -F file=@photo.jpg %s/api/v1/detections",
-            stack.api_url,
-        )
-        logger.info("     (make an API key with: .venv/bin/mlprod api-key create NAME)")
-        logger.info("Ctrl-C stops everything.")
-        while not stop:
-            for name, proc in stack.procs.items():
-                if proc.poll() is not None:
-                    logger.error("%s exited with %s; stopping", name, proc.returncode)
-                    stop = True
-            time.sleep(0.5)
-    logger.info("stopped")
+    signal.signal(signal.SIGTERM, _terminate)
+    client = " and web client" if with_client else ""
+    logger.info("starting worker, API%s; logs in %s", client, stack.log_dir)
+    try:
+        with running(stack, api_key):
+            _announce(stack, with_client)
+            while True:
+                for name, proc in stack.procs.items():
+                    if proc.poll() is not None:
+                        logger.error("%s exited with %s; stopping", name, proc.returncode)
+                        return 1
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        logger.info("stopping")
+    finally:
+        logger.info("stopped")
     return 0
+
+
+def _announce(stack: Stack, with_client: bool) -> None:
+    api = stack.api_url
+    logger.info("API:        %s  (docs: %s/api/docs)", api, api)
+    if with_client:
+        logger.info("Web client: %s", stack.client_url)
+        for line in _first_login_lines(stack.log_dir / "client.log"):
+            logger.info("            %s", line)
+    logger.info("API key:    .venv/bin/mlprod api-key create NAME   (shown once)")
+    logger.info(
+        "Try:        curl -H 'Authorization: Bearer KEY' -F file=@photo.jpg %s/api/v1/detections",
+        api,
+    )
+    logger.info("Ctrl-C stops everything.")
+
+
+def _first_login_lines(log: Path) -> list[str]:
+    """The web client's one-time message with the generated login, if it wrote one."""
+    try:
+        text = log.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    lines = [line.partition("] ")[2] for line in text.splitlines() if "password" in line.lower()]
+    return lines or ["log in with a user of ML_CLIENT_USERS or the users file"]
 
 
 def _client_available() -> bool:
