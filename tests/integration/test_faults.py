@@ -326,8 +326,8 @@ def test_soak_with_random_worker_kills(tmp_path: Path, record_property: Any) -> 
             client = redis.Redis.from_url(str(live.settings.result_backend))
             while not stop.wait(random.uniform(5, 10)):
                 keys = client.keys(f"{records.CELERY_META_PREFIX}*")
-                pids = {json.loads(v)["result"]["pid"] for v in client.mget(keys[-50:]) or []
-                        if v and json.loads(v)["status"] == "STARTED"}  # fmt: skip
+                metas = [json.loads(v) for v in (client.mget(keys) if keys else []) if v]
+                pids = {m["result"]["pid"] for m in metas if m["status"] == "STARTED"}
                 if pids:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(random.choice(sorted(pids)), signal.SIGKILL)
