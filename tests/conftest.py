@@ -198,10 +198,18 @@ def _delete_queue(settings: Settings) -> None:
 _REPORT_ROWS: list[tuple[str, str, str]] = []
 
 
+_OUTCOMES: dict[str, str] = {}
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "teardown":
+        if report.outcome != "passed" or report.when == "call":
+            _OUTCOMES.setdefault(report.nodeid, report.outcome)
+        return
     props = dict(report.user_properties)
-    if "case" in props and (report.when == "call" or report.outcome != "passed"):
-        _REPORT_ROWS.append((str(props["case"]), str(props.get("observed", "")), report.outcome))
+    if "case" in props:
+        outcome = _OUTCOMES.get(report.nodeid, report.outcome)
+        _REPORT_ROWS.append((str(props["case"]), str(props.get("observed", "")), outcome))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

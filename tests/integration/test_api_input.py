@@ -232,7 +232,7 @@ def test_malformed_multipart_bodies(
 def test_an_image_cut_inside_its_header_is_invalid(
     api: tuple[TestClient, dict[str, str]], api_settings: Settings
 ) -> None:
-    """Pillow raised a bare OSError for this one, which was a 500."""
+    """An image cut inside its header (Pillow raised a bare OSError here: once a 500)."""
     r = post(api, {"file": ("cut.jpg", encode(photo("coffee"))[:6] + b"\x00", "image/jpeg")})
     assert (r.status_code, r.json()["code"]) == (422, "invalid_image"), r.text
     # shorter still, the format cannot even be told

@@ -168,7 +168,7 @@ def upload_files(live: LiveStack) -> set[Path]:
 
 @ONE_STACK
 def test_an_oversized_stream_is_refused_before_it_is_read(live_stack: LiveStack) -> None:
-    """Chunked, no Content-Length: the 413 comes while the body streams, and the rest is unread."""
+    """Oversized chunked upload, no Content-Length: 413 while it streams, the rest unread."""
     before = upload_files(live_stack)
     chunk, chunks = b"\xff" * 65_536, 1024  # 64 MiB offered, the limit is 10 MiB
     sent = 0
