@@ -15,6 +15,7 @@ from ml_api.middleware import BodySizeLimit, HeaderSizeLimit, SecurityHeaders
 from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
 from ml_api.routes import detections, health
+from ml_api.routes.docs import OPENAPI_URL, install_docs
 from ml_common.apikeys import ApiKeyStore
 from ml_common.logs import configure_logging
 from ml_common.settings import Settings, get_settings
@@ -57,8 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = DetectionAPI(
         title="mlprod object detection API",
         version="1.0.0",
-        docs_url="/api/docs",
-        openapi_url="/api/openapi.json",
+        docs_url=None,
+        openapi_url=OPENAPI_URL,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = ApiKeyStore(settings.api_keys_path)
     install_error_handlers(app)
     app.include_router(health.router)
+    install_docs(app)
     app.include_router(detections.router, prefix="/api/v1")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK)
     if settings.cors_origins:
