@@ -144,16 +144,17 @@ class Stack:
         log = self.logs.pop(name, None)
         if log is not None:
             log.close()
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+                # SIGTERM to the leader lets Celery shut its pool down in order
+                (os.killpg if sig == signal.SIGKILL else os.kill)(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout_s)
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of its session
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
