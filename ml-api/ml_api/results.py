@@ -72,24 +72,23 @@ class ResultReader:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
 
-    async def record(self, task_id: str, owner: str) -> dict[str, str]:
+    async def lookup(self, task_id: str, owner: str) -> tuple[dict[str, str], TaskStatus]:
+        """The task's record and status, read in one round trip."""
         try:
-            raw = await self.redis.hgetall(records.record_key(task_id))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(records.record_key(task_id))
+                pipe.get(records.meta_key(task_id))
+                raw_record, raw_meta = await pipe.execute()
         except RedisError as exc:
             raise BackendUnavailable("the result store is unreachable; try again shortly") from exc
-        record = {str(k): str(v) for k, v in raw.items()}  # decode_responses=True
+        record = {str(k): str(v) for k, v in raw_record.items()}  # decode_responses=True
         if not record or record.get(records.OWNER) != owner:
             raise TaskNotFound(f"no task {task_id}")
-        return record
+        meta = json.loads(raw_meta) if raw_meta else None
+        return record, build_status(task_id, record, meta)
 
     async def status(self, task_id: str, owner: str) -> TaskStatus:
-        record = await self.record(task_id, owner)
-        try:
-            raw_meta = await self.redis.get(records.meta_key(task_id))
-        except RedisError as exc:
-            raise BackendUnavailable("the result store is unreachable; try again shortly") from exc
-        meta = json.loads(raw_meta) if raw_meta else None
-        return build_status(task_id, record, meta)
+        return (await self.lookup(task_id, owner))[1]
 
     async def updates(
         self, task_id: str, owner: str, timeout_s: float
@@ -99,7 +98,7 @@ class ResultReader:
         Celery PUBLISHes on the result key whenever it stores a state, so this wakes the
         moment the worker writes; nothing polls.
         """
-        await self.record(task_id, owner)
+        await self.lookup(task_id, owner)  # unknown ids fail before the subscription
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:

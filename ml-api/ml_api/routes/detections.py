@@ -143,10 +143,9 @@ async def get_detection_image(
     task_id: uuid.UUID, key: ApiKeyDep, results: ResultsDep, storage: StorageDep
 ) -> Response:
     """The image with the detected boxes and labels drawn on it (JPEG)."""
-    status = await results.status(str(task_id), key.key_id)
+    record, status = await results.lookup(str(task_id), key.key_id)
     if status.status is not TaskState.succeeded:
         raise TaskNotFinished(f"task {task_id} is {status.status.value}, not succeeded")
-    record = await results.record(str(task_id), key.key_id)
     data = await run_in_threadpool(storage.read, record[records.ANNOTATED_KEY])
     return Response(
         data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
