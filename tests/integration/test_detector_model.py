@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ml_celery.detectors.nanodet import NanoDet
 from ml_celery.detectors.registry import build_detector
-from ml_celery.detectors.tensorflow import NanoDetDetector, TFODAPIDetector
+from ml_celery.detectors.tensorflow import TFODAPIDetector
 from ml_common.schemas import Box, Detection
 from ml_common.settings import Settings
 from tests.conftest import MODEL_DIR, need, photo
@@ -39,18 +40,20 @@ def best(detections: list[Detection], label: str) -> Detection:
     return max(matches, key=lambda d: d.score)
 
 
-@pytest.fixture(scope="module")
-def nanodet() -> NanoDetDetector:
-    need((MODEL_DIR / "saved_model.pb").is_file(), f"no model at {MODEL_DIR}: run `make model`")
-    settings = Settings(_env_file=None, detector="nanodet", model_dir=MODEL_DIR)  # type: ignore[call-arg]
+@pytest.fixture(scope="module", params=["tflite", "savedmodel"])
+def nanodet(request: pytest.FixtureRequest) -> NanoDet:
+    need((MODEL_DIR / "model.tflite").is_file(), f"no model at {MODEL_DIR}: run `make model`")
+    settings = Settings(
+        _env_file=None, detector="nanodet", model_dir=MODEL_DIR, runtime=request.param
+    )  # type: ignore[call-arg]
     detector = build_detector(settings)
-    assert isinstance(detector, NanoDetDetector)
+    assert isinstance(detector, NanoDet)
     detector.warm_up()
     return detector
 
 
 @pytest.mark.model
-def test_astronaut_is_one_person_covering_her(nanodet: NanoDetDetector) -> None:
+def test_astronaut_is_one_person_covering_her(nanodet: NanoDet) -> None:
     output = nanodet.detect(photo("astronaut"))
     person = best(output.detections, "person")
     assert person.score > 0.5
@@ -61,7 +64,7 @@ def test_astronaut_is_one_person_covering_her(nanodet: NanoDetDetector) -> None:
 
 
 @pytest.mark.model
-def test_coffee_has_a_cup(nanodet: NanoDetDetector) -> None:
+def test_coffee_has_a_cup(nanodet: NanoDet) -> None:
     cup = best(nanodet.detect(photo("coffee")).detections, "cup")
     centre_x, centre_y = (cup.box.x_min + cup.box.x_max) / 2, (cup.box.y_min + cup.box.y_max) / 2
     region = COFFEE_CUP_REGION
@@ -70,7 +73,7 @@ def test_coffee_has_a_cup(nanodet: NanoDetDetector) -> None:
 
 
 @pytest.mark.model
-def test_chelsea_has_a_cat_filling_the_photo(nanodet: NanoDetDetector) -> None:
+def test_chelsea_has_a_cat_filling_the_photo(nanodet: NanoDet) -> None:
     # The model also calls the face "person" and "dog" with similar scores; the cat must be there.
     cat = best(nanodet.detect(photo("chelsea")).detections, "cat")
     normalized = cat.box_normalized
@@ -78,7 +81,7 @@ def test_chelsea_has_a_cat_filling_the_photo(nanodet: NanoDetDetector) -> None:
 
 
 @pytest.mark.model
-def test_nanodet_reports_its_name_and_handles_odd_images(nanodet: NanoDetDetector) -> None:
+def test_nanodet_reports_its_name_and_handles_odd_images(nanodet: NanoDet) -> None:
     assert (nanodet.name, nanodet.version) == ("nanodet-g-416", "human-models-3.0.4")
     for image in (Image.new("RGB", (1, 1)), Image.new("RGB", (3000, 20), (255, 255, 255))):
         for d in nanodet.detect(image).detections:

@@ -58,6 +58,8 @@ def test_prepared_model_is_skipped(tmp_path: Path) -> None:
     model_dir.mkdir()
     (model_dir / "saved_model.pb").write_bytes(b"")
     (model_dir / "model.json").write_text(json.dumps(METADATA))
+    assert not is_prepared(model_dir)  # no model.tflite yet: `make model` adds it
+    (model_dir / "model.tflite").write_bytes(b"")
     assert is_prepared(model_dir)
     assert prepare(model_dir, tmp_path / "never-read.tgz") == model_dir
 

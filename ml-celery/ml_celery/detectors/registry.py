@@ -19,6 +19,7 @@ _detectors: dict[tuple[object, ...], Detector] = {}
 def _cache_key(settings: Settings) -> tuple[object, ...]:
     return (
         settings.detector,
+        settings.runtime,
         settings.model_dir.resolve(),
         settings.score_threshold,
         settings.iou_threshold,
@@ -27,10 +28,10 @@ def _cache_key(settings: Settings) -> tuple[object, ...]:
     )
 
 
-def _require_model(model_dir: Path) -> None:
-    if not (model_dir / "saved_model.pb").is_file():
+def _require_model(model_file: Path) -> None:
+    if not model_file.is_file():
         raise DetectorUnavailable(
-            f"no SavedModel in {model_dir}: run `make model` to download and convert it"
+            f"no {model_file.name} in {model_file.parent}: run `make model` to prepare it"
         )
 
 
@@ -40,7 +41,18 @@ def build_detector(settings: Settings) -> Detector:
         from ml_celery.detectors.fake import FakeDetector
 
         return FakeDetector()
-    _require_model(settings.model_dir)
+    if settings.detector == "nanodet" and settings.runtime == "tflite":
+        from ml_celery.detectors.litert import TFLITE_FILE, NanoDetLiteDetector
+
+        _require_model(settings.model_dir / TFLITE_FILE)
+        return NanoDetLiteDetector(
+            settings.model_dir,
+            score_threshold=settings.score_threshold,
+            iou_threshold=settings.iou_threshold,
+            max_detections=settings.max_detections,
+            intra_op_threads=settings.intra_op_threads,
+        )
+    _require_model(settings.model_dir / "saved_model.pb")
     if settings.detector == "nanodet":
         from ml_celery.detectors.tensorflow import NanoDetDetector
 

@@ -14,15 +14,12 @@ from PIL import Image
 
 from ml_celery.detectors.base import DetectionOutput, read_model_info
 from ml_celery.detectors.coco import COCO_80_LABELS, COCO_91_TO_80
-from ml_celery.detectors.postprocess import postprocess, to_detections
-from ml_celery.detectors.preprocess import Geometry, ResizeMode, preprocess
+from ml_celery.detectors.nanodet import NANODET_INPUT, NanoDet, elapsed_ms
+from ml_celery.detectors.postprocess import to_detections
+from ml_celery.detectors.preprocess import Geometry, ResizeMode
 from ml_common.schemas import Detection
 
 logger = logging.getLogger(__name__)
-
-NANODET_INPUT = "input_1"
-NANODET_CLS_OUTPUTS = ("cls_8", "cls_16", "cls_32")
-NANODET_REG_OUTPUTS = ("reg_8", "reg_16", "reg_32")
 
 
 def import_tensorflow(intra_op_threads: int = 0) -> Any:
@@ -37,11 +34,7 @@ def import_tensorflow(intra_op_threads: int = 0) -> Any:
     return tf
 
 
-def _elapsed_ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000.0
-
-
-class NanoDetDetector:
+class NanoDetDetector(NanoDet):
     """NanoDet-g (416 x 416, COCO-80) from the SavedModel that prepare_model writes."""
 
     def __init__(
@@ -54,44 +47,23 @@ class NanoDetDetector:
         intra_op_threads: int = 0,
         resize_mode: ResizeMode = "stretch",
     ) -> None:
+        super().__init__(
+            model_dir,
+            score_threshold=score_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=max_detections,
+            resize_mode=resize_mode,
+        )
         tf = import_tensorflow(intra_op_threads)
         self._tf = tf
         self._model = tf.saved_model.load(str(model_dir))  # keeps the signature's graph alive
         self._infer: Callable[..., dict[str, Any]] = self._model.signatures["serving_default"]
         input_spec = self._infer.structured_input_signature[1][NANODET_INPUT]
         self.input_size = int(input_spec.shape[-1])
-        self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
-        self.resize_mode: ResizeMode = resize_mode
-        info = read_model_info(model_dir)
-        self.name, self.version = info.name, info.version
 
     def infer(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]:
-        """Raw head outputs for a (1, 3, size, size) input, batch axis dropped."""
         outputs = self._infer(**{NANODET_INPUT: self._tf.constant(batch)})
         return {name: tensor.numpy()[0] for name, tensor in outputs.items()}
-
-    def detect(self, image: Image.Image) -> DetectionOutput:
-        start = time.perf_counter()
-        batch, geometry = preprocess(image, self.input_size, self.resize_mode)
-        preprocess_ms, start = _elapsed_ms(start), time.perf_counter()
-        outputs = self.infer(batch)
-        inference_ms, start = _elapsed_ms(start), time.perf_counter()
-        detections = postprocess(
-            [outputs[name] for name in NANODET_CLS_OUTPUTS],
-            [outputs[name] for name in NANODET_REG_OUTPUTS],
-            geometry,
-            COCO_80_LABELS,
-            input_size=self.input_size,
-            score_threshold=self.score_threshold,
-            iou_threshold=self.iou_threshold,
-            max_detections=self.max_detections,
-        )
-        return DetectionOutput(detections, preprocess_ms, inference_ms, _elapsed_ms(start))
-
-    def warm_up(self) -> None:
-        self.infer(np.zeros((1, 3, self.input_size, self.input_size), dtype=np.float32))
 
 
 class TFODAPIDetector:
@@ -123,12 +95,12 @@ class TFODAPIDetector:
     def detect(self, image: Image.Image) -> DetectionOutput:
         start = time.perf_counter()
         batch = np.asarray(image.convert("RGB"), dtype=np.uint8)[np.newaxis]
-        preprocess_ms, start = _elapsed_ms(start), time.perf_counter()
+        preprocess_ms, start = elapsed_ms(start), time.perf_counter()
         outputs = self._infer(**{self._input_name: self._tf.constant(batch)})
         arrays = {name: tensor.numpy()[0] for name, tensor in outputs.items()}
-        inference_ms, start = _elapsed_ms(start), time.perf_counter()
+        inference_ms, start = elapsed_ms(start), time.perf_counter()
         detections = self._to_detections(arrays, image.width, image.height)
-        return DetectionOutput(detections, preprocess_ms, inference_ms, _elapsed_ms(start))
+        return DetectionOutput(detections, preprocess_ms, inference_ms, elapsed_ms(start))
 
     def _to_detections(
         self, arrays: dict[str, npt.NDArray[Any]], width: int, height: int

@@ -1,0 +1,72 @@
+"""NanoDet-g around any runtime: preprocess, run the network, decode its heads (no TF import)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from ml_celery.detectors.base import DetectionOutput, read_model_info
+from ml_celery.detectors.coco import COCO_80_LABELS
+from ml_celery.detectors.postprocess import postprocess
+from ml_celery.detectors.preprocess import ResizeMode, preprocess
+
+NANODET_INPUT = "input_1"
+NANODET_CLS_OUTPUTS = ("cls_8", "cls_16", "cls_32")
+NANODET_REG_OUTPUTS = ("reg_8", "reg_16", "reg_32")
+
+
+def elapsed_ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class NanoDet:
+    """The runtime-independent part of a NanoDet detector; subclasses implement `infer`."""
+
+    input_size = 416
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        score_threshold: float = 0.3,
+        iou_threshold: float = 0.5,
+        max_detections: int = 100,
+        resize_mode: ResizeMode = "stretch",
+    ) -> None:
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self.resize_mode: ResizeMode = resize_mode
+        info = read_model_info(model_dir)
+        self.name, self.version = info.name, info.version
+
+    def infer(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]:
+        """Raw head outputs for a (1, 3, size, size) input, batch axis dropped."""
+        raise NotImplementedError
+
+    def detect(self, image: Image.Image) -> DetectionOutput:
+        start = time.perf_counter()
+        batch, geometry = preprocess(image, self.input_size, self.resize_mode)
+        preprocess_ms, start = elapsed_ms(start), time.perf_counter()
+        outputs = self.infer(batch)
+        inference_ms, start = elapsed_ms(start), time.perf_counter()
+        detections = postprocess(
+            [outputs[name] for name in NANODET_CLS_OUTPUTS],
+            [outputs[name] for name in NANODET_REG_OUTPUTS],
+            geometry,
+            COCO_80_LABELS,
+            input_size=self.input_size,
+            score_threshold=self.score_threshold,
+            iou_threshold=self.iou_threshold,
+            max_detections=self.max_detections,
+        )
+        return DetectionOutput(detections, preprocess_ms, inference_ms, elapsed_ms(start))
+
+    def warm_up(self) -> None:
+        """Two throw-away inferences: the first allocates, the second settles caches."""
+        for _ in range(2):
+            self.infer(np.zeros((1, 3, self.input_size, self.input_size), dtype=np.float32))
