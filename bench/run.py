@@ -1,7 +1,9 @@
-"""Benchmarks: the model's raw ceiling in one process vs the whole stack end to end.
+"""Benchmarks: the model's ceiling, the in-process baseline and the whole stack end to end.
 
-Prints one JSON document and keeps it under bench/results/. Figures from one run are
-comparable with each other; absolute numbers depend on the machine, so read the ratios.
+Prints one JSON document and keeps it under bench/results/ (`--plot` also draws the README's
+figure). Figures from one run are comparable with each other; absolute numbers depend on the
+machine, so read the ratios. `--soak N` instead pushes N tasks through one stack and reports
+the processes' memory at the start, middle and end.
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from ceiling import ceiling  # noqa: E402
 from devstack import Stack  # noqa: E402
+from e2e import bench_end_to_end, one_request, stack_pids  # noqa: E402
+from plot import plot  # noqa: E402
+from procstat import children, rss_mb  # noqa: E402
 
 from ml_common.apikeys import ApiKeyStore  # noqa: E402
 from ml_common.images import decode_rgb  # noqa: E402
@@ -49,27 +53,13 @@ def photos() -> list[bytes]:
     return out
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def summarize(latencies_ms: list[float], wall_s: float) -> dict[str, float]:
-    return {
-        "images": len(latencies_ms),
-        "images_per_s": round(len(latencies_ms) / wall_s, 3),
-        "p50_ms": round(statistics.median(latencies_ms), 2),
-        "p95_ms": round(percentile(latencies_ms, 95), 2),
-    }
-
-
-def bench_in_process(images: list[bytes], n: int) -> dict[str, Any]:
+def bench_in_process(images: list[bytes], n: int, threads: int) -> dict[str, Any]:
     """The baseline: decode + detect per image in this process, no queue, no HTTP."""
-    from ml_celery.detectors.registry import load_detector
+    from ml_celery.detectors.registry import build_detector
 
-    settings = Settings()
+    settings = Settings(_env_file=None, intra_op_threads=threads)  # type: ignore[call-arg]
     t0 = time.perf_counter()
-    detector = load_detector(settings)
+    detector = build_detector(settings)
     detector.warm_up()
     load_s = time.perf_counter() - t0
     latencies, inference = [], []
@@ -81,120 +71,154 @@ def bench_in_process(images: list[bytes], n: int) -> dict[str, Any]:
         inference.append(out.inference_ms)
     wall = time.perf_counter() - start
     return {
-        **summarize(latencies, wall),
+        "runtime": settings.runtime,
+        "threads": threads,
+        "images": n,
+        "images_per_s": round(n / wall, 3),
+        "p50_ms": round(statistics.median(latencies), 2),
         "inference_p50_ms": round(statistics.median(inference), 2),
         "model_load_and_warmup_s": round(load_s, 2),
     }
 
 
-def _one_request(client: httpx.Client, data: bytes) -> tuple[float, dict[str, Any]]:
-    t = time.perf_counter()
-    r = client.post("/api/v1/detections", files={"file": ("p.jpg", data, "image/jpeg")})
-    r.raise_for_status()
-    task_id = r.json()["task_id"]
-    while True:
-        s = client.get(f"/api/v1/detections/{task_id}", params={"wait": 30})
-        s.raise_for_status()
-        body: dict[str, Any] = s.json()
-        if body["status"] in ("succeeded", "failed"):
-            return (time.perf_counter() - t) * 1000, body
+def backend_env(backend: str, tmp: str, threads: int) -> dict[str, str]:
+    env = {
+        "ML_STORAGE_DIR": f"{tmp}/storage",
+        "ML_LOG_LEVEL": "WARNING",
+        "ML_INTRA_OP_THREADS": str(threads),
+    }
+    if backend == "rabbitmq-redis":
+        env |= {
+            "ML_BROKER_URL": "amqp://guest:guest@localhost:5672//",
+            "ML_RESULT_BACKEND": "redis://localhost:6379/5",
+            "ML_QUEUE_NAME": "detections-bench",
+        }
+    return env
 
 
-def bench_end_to_end(
-    stack: Stack, key: str, images: list[bytes], n: int, clients: int
-) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {key}"}
-    latencies: list[float] = []
-    failed = 0
-    stages: dict[str, list[float]] = {}
-    lock = threading.Lock()
-    with httpx.Client(base_url=stack.api_url, headers=headers, timeout=60) as client:
-        _one_request(client, images[0])  # the first request after start: reported separately
-        start = time.perf_counter()
-
-        def run(i: int) -> None:
-            nonlocal failed
-            ms, body = _one_request(client, images[i % len(images)])
-            with lock:
-                latencies.append(ms)
-                if body["status"] != "succeeded":
-                    failed += 1
-                    return
-                for stage, value in (body["result"].get("timings") or {}).items():
-                    if value is not None:
-                        stages.setdefault(stage, []).append(value)
-
-        with ThreadPoolExecutor(clients) as pool:
-            list(pool.map(run, range(n)))
-        wall = time.perf_counter() - start
+def memory(stack: Stack) -> dict[str, Any]:
+    worker = stack.procs["worker"].pid
     return {
-        **summarize(latencies, wall),
-        "clients": clients,
-        "failed": failed,
-        "stage_p50_ms": {k: round(statistics.median(v), 2) for k, v in stages.items()},
+        "api_mb": round(rss_mb(stack.procs["api"].pid), 1),
+        "worker_parent_mb": round(rss_mb(worker), 1),
+        "worker_children_mb": [round(rss_mb(p), 1) for p in children(worker)],
     }
 
 
-def main() -> int:
+def run_backend(
+    backend: str, images: list[bytes], args: argparse.Namespace, tmp: str
+) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    stack = Stack(
+        backend_env(backend, tmp, args.intra_op_threads),
+        Path(tmp) / "logs",
+        args.worker_concurrency,
+    )
+    if backend == "valkey":
+        stack.start_embedded_backend()
+    settings = Settings(_env_file=None, storage_dir=Path(tmp) / "storage")  # type: ignore[call-arg]
+    key, _ = ApiKeyStore(settings.api_keys_path).create("bench")
+    try:
+        t_worker = time.perf_counter()
+        stack.start_worker()
+        stack.start_api()
+        stack.wait_ready()
+        ready_s = time.perf_counter() - t_worker
+        first = one_request(stack.api_url, key, images[0])
+        out: dict[str, Any] = {
+            "cold_start": {
+                "start_to_ready_s": round(ready_s, 2),
+                "start_to_first_result_s": round(time.perf_counter() - t_start, 2),
+                "first_request_ms": round(first.latency_ms, 1),
+                "first_inference_ms": first.stages.get("inference_ms"),
+            },
+            "memory_at_start": memory(stack),
+        }
+        if args.soak:
+            out["soak"] = soak(stack, key, images, args.soak, max(args.clients))
+            return out
+        runs = {}
+        for clients in args.clients:
+            logger.info("%s: %d clients, %d images", backend, clients, args.n)
+            pids = stack_pids(stack, backend)
+            runs[str(clients)] = bench_end_to_end(stack.api_url, key, images, args.n, clients, pids)
+        out["runs"] = runs
+        out["memory_at_end"] = memory(stack)
+        return out
+    finally:
+        stack.stop()
+
+
+def soak(stack: Stack, key: str, images: list[bytes], n: int, clients: int) -> dict[str, Any]:
+    """`n` tasks in two halves; memory before, between and after."""
+    samples = {"start": memory(stack)}
+    halves = []
+    for label in ("middle", "end"):
+        logger.info("soak: %d tasks, %d clients", n // 2, clients)
+        pids = stack_pids(stack, "soak")
+        halves.append(bench_end_to_end(stack.api_url, key, images, n // 2, clients, pids))
+        samples[label] = memory(stack)
+    return {"tasks": n, "clients": clients, "memory_mb": samples, "halves": halves}
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("-n", type=int, default=60, help="images per measurement")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--worker-concurrency", type=int, default=1)
+    parser.add_argument("-n", type=int, default=90, help="images per measurement")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--intra-op-threads", type=int, default=1)
     parser.add_argument("--backends", nargs="+", default=["valkey", "rabbitmq-redis"])
-    args = parser.parse_args()
+    parser.add_argument("--ceiling-seconds", type=float, default=8, help="0 skips the ceiling")
+    parser.add_argument("--soak", type=int, default=0, help="tasks for the memory soak")
+    parser.add_argument("--plot", type=Path, help="draw the throughput/latency figure here")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     images = photos()
-
-    logger.info("in-process baseline (%d images)", args.n)
     report: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "loadavg_at_start": os.getloadavg(),
         },
-        "in_process": bench_in_process(images, args.n),
-        "end_to_end": {},
+        "worker": {"concurrency": args.worker_concurrency, "threads": args.intra_op_threads},
     }
+    if args.ceiling_seconds and not args.soak:
+        logger.info("ceiling: runtimes x processes x threads")
+        report["ceiling"] = ceiling(images[0], seconds=args.ceiling_seconds)
+    logger.info("in-process baseline (%d images)", args.n)
+    report["in_process"] = bench_in_process(images, args.n, threads=0)
+    report["end_to_end"] = {}
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as tmp:
-            env = {"ML_STORAGE_DIR": f"{tmp}/storage", "ML_LOG_LEVEL": "WARNING"}
-            if backend == "rabbitmq-redis":
-                env |= {"ML_BROKER_URL": "amqp://guest:guest@localhost:5672//",
-                        "ML_RESULT_BACKEND": "redis://localhost:6379/5",
-                        "ML_QUEUE_NAME": "detections-bench"}  # fmt: skip
-            stack = Stack(env, Path(tmp) / "logs", args.worker_concurrency)
-            if backend == "valkey":
-                stack.start_embedded_backend()
-            settings = Settings(_env_file=None, storage_dir=Path(tmp) / "storage")  # type: ignore[call-arg]
-            key, _ = ApiKeyStore(settings.api_keys_path).create("bench")
-            try:
-                t0 = time.perf_counter()
-                stack.start_worker()
-                stack.start_api()
-                stack.wait_ready()
-                ready_s = time.perf_counter() - t0
-                runs = {}
-                for clients in args.clients:
-                    logger.info("%s: %d clients, %d images", backend, clients, args.n)
-                    runs[str(clients)] = bench_end_to_end(stack, key, images, args.n, clients)
-                report["end_to_end"][backend] = {
-                    "start_to_ready_s": round(ready_s, 2),
-                    "runs": runs,
-                }
-            finally:
-                stack.stop()
-    base = report["in_process"]["images_per_s"]
-    report["ratios_to_in_process"] = {
-        backend: {c: round(r["images_per_s"] / base, 3) for c, r in e2e["runs"].items()}
-        for backend, e2e in report["end_to_end"].items()
-    }
-    out = ROOT / "bench" / "results" / f"bench-{report['date'].replace(':', '')}.json"
+            report["end_to_end"][backend] = run_backend(backend, images, args, tmp)
+    if not args.soak:
+        add_ratios(report)
+    report["machine"]["loadavg_at_end"] = os.getloadavg()
+    name = f"{'soak' if args.soak else 'bench'}-{report['date'].replace(':', '')}.json"
+    out = ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+    if args.plot and not args.soak:
+        plot(report, args.plot)
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     logger.info("saved %s", out)
     return 0
+
+
+def add_ratios(report: dict[str, Any]) -> None:
+    base = report["in_process"]["images_per_s"]
+    limit = report.get("ceiling", {}).get("L_images_per_s")
+    for e2e in report["end_to_end"].values():
+        for run in e2e["runs"].values():
+            run["ratio_to_in_process"] = round(run["images_per_s"] / base, 3)
+            if limit:
+                run["ratio_to_L"] = round(run["images_per_s"] / limit, 3)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import functools
 from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
@@ -25,13 +26,19 @@ def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 140 else (255, 255, 255)
 
 
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    # loading the font costs about as much as drawing all the boxes: once per size is enough
+    return ImageFont.load_default(size=size)
+
+
 def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Image.Image:
     """A copy of the RGB `image` with a box and a "label score" tag for each detection."""
     annotated = image.convert("RGB")  # always a copy, so the caller's image stays untouched
     draw = ImageDraw.Draw(annotated)
     short_side = min(annotated.size)
     line_width = max(2, short_side // 200)
-    font = ImageFont.load_default(size=max(12, short_side // 40))
+    font = _font(max(12, short_side // 40))
     for detection in sorted(detections, key=lambda d: d.score):
         colour = class_colour(detection.class_id)
         box = detection.box

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -53,10 +54,13 @@ async def create_detection(
 ) -> TaskCreated:
     """Accept an image and queue it for detection; poll or stream the returned links."""
     await limiter.hit(key.key_id, "upload")
+    timer = StageTimer()
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"the upload exceeds the limit of {settings.max_upload_bytes} bytes")
+    timer.lap("receive")
     info = await run_in_threadpool(inspect_image, data, settings.max_image_pixels)
+    timer.lap("validate")
 
     task_id = str(uuid.uuid4())
     upload_key = storage.upload_key(task_id, info.ext)
@@ -66,6 +70,7 @@ async def create_detection(
         await _create_record(
             redis, task_id, key.key_id, upload_key, created_at, settings.result_expires_s
         )
+        timer.lap("store")
         await run_in_threadpool(
             queue.submit, task_id, DetectPayload(upload_key=upload_key, created_at=created_at)
         )
@@ -75,12 +80,30 @@ async def create_detection(
         await _delete_record(redis, task_id)
         raise
     await _mark_queued(redis, task_id)
+    timer.lap("enqueue")
     logger.info(
         "queued %s (%s, %d bytes)", task_id, info.format, len(data), extra={"task_id": task_id}
     )
+    response.headers["Server-Timing"] = timer.header()
     links = links_for(task_id)
     response.headers["Location"] = links.self
     return TaskCreated(task_id=task_id, status=TaskState.queued, links=links)
+
+
+class StageTimer:
+    """Milliseconds per stage of a request, for its `Server-Timing` header."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = (now - self._last) * 1000
+        self._last = now
+
+    def header(self) -> str:
+        return ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in self.stages.items())
 
 
 async def _create_record(

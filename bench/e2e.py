@@ -1,0 +1,130 @@
+"""End to end: concurrent HTTP clients post photos and wait for their results."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+from procstat import children, cpu_of, pids_named
+
+API_STAGES = ("receive", "validate", "store", "enqueue")
+
+
+@dataclass
+class Sample:
+    latency_ms: float
+    ok: bool
+    # worker stages from the result's timings, API stages from Server-Timing, and notify_ms:
+    # from the worker storing the result (date_done) to this client having it
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def server_timing(header: str) -> dict[str, float]:
+    out = {}
+    for part in header.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if dur:
+            out[f"api_{name}_ms"] = float(dur)
+    return out
+
+
+def request(client: httpx.Client, data: bytes) -> Sample:
+    t = time.perf_counter()
+    r = client.post("/api/v1/detections", files={"file": ("p.jpg", data, "image/jpeg")})
+    r.raise_for_status()
+    stages = server_timing(r.headers.get("server-timing", ""))
+    task_id = r.json()["task_id"]
+    while True:
+        s = client.get(f"/api/v1/detections/{task_id}", params={"wait": 30})
+        received = time.time()
+        s.raise_for_status()
+        body: dict[str, Any] = s.json()
+        if body["status"] in ("succeeded", "failed"):
+            break
+    latency = (time.perf_counter() - t) * 1000
+    if body["status"] != "succeeded":
+        return Sample(latency, False, stages)
+    done = datetime.fromisoformat(body["finished_at"]).timestamp()
+    stages["notify_ms"] = (received - done) * 1000
+    for stage, value in (body["result"].get("timings") or {}).items():
+        if value is not None:
+            stages[stage] = value
+    return Sample(latency, True, stages)
+
+
+def one_request(api_url: str, key: str, data: bytes) -> Sample:
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as client:
+        return request(client, data)
+
+
+def stack_pids(stack: Any, backend: str) -> dict[str, list[int]]:
+    worker = stack.procs["worker"].pid
+    pids = {
+        "api": [stack.procs["api"].pid],
+        "worker_parent": [worker],
+        "worker_children": children(worker),
+    }
+    if stack.valkey is not None:
+        pids["broker_and_backend"] = [stack.valkey._process.pid]
+    elif backend == "rabbitmq-redis":
+        pids["broker_and_backend"] = pids_named("beam.smp") + pids_named("redis-server")
+    return pids
+
+
+def bench_end_to_end(
+    api_url: str, key: str, images: list[bytes], n: int, clients: int, pids: dict[str, list[int]]
+) -> dict[str, Any]:
+    samples: list[Sample] = []
+    lock = threading.Lock()
+    headers = {"Authorization": f"Bearer {key}"}
+    limits = httpx.Limits(max_connections=clients + 2)
+    with httpx.Client(base_url=api_url, headers=headers, timeout=60, limits=limits) as client:
+
+        def run(i: int) -> None:
+            sample = request(client, images[i % len(images)])
+            with lock:
+                samples.append(sample)
+
+        cpu_before, own_before = cpu_of(pids), os.times()
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(run, range(n)))
+        wall = time.perf_counter() - start
+        cpu_after, own_after = cpu_of(pids), os.times()
+    cpu = {k: cpu_after[k] - cpu_before[k] for k in pids}
+    cpu["bench_clients"] = own_after.user + own_after.system - own_before.user - own_before.system
+    return summarize(samples, wall, clients, cpu)
+
+
+def summarize(
+    samples: list[Sample], wall: float, clients: int, cpu: dict[str, float]
+) -> dict[str, Any]:
+    latencies = [s.latency_ms for s in samples]
+    stages: dict[str, list[float]] = {}
+    for sample in samples:
+        for stage, value in sample.stages.items():
+            stages.setdefault(stage, []).append(value)
+    return {
+        "clients": clients,
+        "images": len(samples),
+        "failed": sum(not s.ok for s in samples),
+        "images_per_s": round(len(samples) / wall, 3),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p95_ms": round(percentile(latencies, 95), 2),
+        "stage_p50_ms": {k: round(statistics.median(v), 2) for k, v in stages.items()},
+        "stage_p95_ms": {k: round(percentile(v, 95), 2) for k, v in stages.items()},
+        "cpu_ms_per_image": {k: round(v * 1000 / len(samples), 1) for k, v in cpu.items()},
+        "cpu_utilisation_of_2_cores": round(sum(cpu.values()) / wall / (os.cpu_count() or 1), 3),
+    }
