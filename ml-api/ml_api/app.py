@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from PIL import Image
 from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
 from ml_api.errors import install_error_handlers
@@ -17,10 +22,22 @@ from ml_api.ratelimit import RateLimiter
 from ml_api.routes import detections, health
 from ml_api.routes.docs import OPENAPI_URL, install_docs
 from ml_common.apikeys import ApiKeyStore
+from ml_common.errors import QueueUnavailable
+from ml_common.images import inspect_image
 from ml_common.logs import configure_logging
 from ml_common.settings import Settings, get_settings
 from ml_common.storage import Storage
 
+logger = logging.getLogger(__name__)
+
+
+def _sample(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.linear_gradient("L").convert("RGB").save(buf, format=fmt)
+    return buf.getvalue()
+
+
+WARM_UP_IMAGES = tuple(_sample(fmt) for fmt in ("JPEG", "PNG"))
 MULTIPART_SLACK = 64 * 1024
 
 
@@ -40,11 +57,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis
     app.state.queue = queue
     app.state.limiter = RateLimiter(redis, settings.rate_limit_per_minute)
+    await _warm_up(redis, queue)
     try:
         yield
     finally:
         await redis.aclose()
         queue.close()
+
+
+async def _warm_up(redis: aioredis.Redis, queue: TaskQueue) -> None:
+    """Connect to Redis and the broker before the first request; either may still be down."""
+    try:
+        await redis.ping()
+    except RedisError as exc:
+        logger.warning("Redis not reachable yet: %s", exc)
+    for sample in WARM_UP_IMAGES:  # load Pillow's decoders now, not on the first upload
+        await run_in_threadpool(inspect_image, sample, 1_000_000)
+    try:
+        await run_in_threadpool(queue.warm)
+    except QueueUnavailable as exc:
+        logger.warning("%s", exc.detail)
 
 
 class DetectionAPI(FastAPI):

@@ -46,5 +46,17 @@ class TaskQueue:
         except (OperationalError, KombuError, OSError) as exc:
             raise QueueUnavailable(f"broker unreachable: {exc}") from exc
 
+    def warm(self) -> None:
+        """Open the pooled broker connection now, so that the first upload does not pay for it."""
+        self._celery.finalize(auto=True)
+        self._celery.loader.import_default_modules()
+        _ = self._celery.backend, self._celery.amqp.send_task_message  # both load lazily
+        try:
+            with self._celery.producer_or_acquire() as producer:
+                producer.connection.ensure_connection(max_retries=1, timeout=2)
+                producer.maybe_declare(self._celery.amqp.queues[self._queue])
+        except (OperationalError, KombuError, OSError) as exc:
+            raise QueueUnavailable(f"broker unreachable: {exc}") from exc
+
     def close(self) -> None:
         self._celery.close()

@@ -78,10 +78,12 @@ def prepare_process() -> None:
     """Load and warm the detector in this process, then announce it as ready."""
     global _beacon
     from ml_celery.detectors.registry import load_detector
+    from ml_celery.tasks import warm_up
 
     settings = get_settings()
     detector = load_detector(settings)
     detector.warm_up()
+    warm_up(settings)
     logger.info("detector %s %s loaded and warm", detector.name, detector.version)
     _beacon = ReadinessBeacon(settings)
     _beacon.start()

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 from celery import Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
+from PIL import Image
 
 from ml_celery.annotate import draw_detections
 from ml_celery.celery_app import app
@@ -20,7 +21,7 @@ from ml_common import records
 from ml_common.images import decode_rgb
 from ml_common.retention import cleanup
 from ml_common.schemas import DetectionResult, StageTimings
-from ml_common.settings import get_settings
+from ml_common.settings import Settings, get_settings
 from ml_common.storage import Storage
 from ml_common.tasks import CLEANUP_TASK, DETECT_TASK
 
@@ -44,6 +45,47 @@ def _queue_wait_ms(created_at: str) -> float | None:
     return round((time.time() - created.timestamp()) * 1000, 3)
 
 
+def analyse(data: bytes, settings: Settings) -> tuple[DetectionResult, bytes]:
+    """Decode, detect and annotate one image: the task's work, without storage or Redis."""
+    t0 = time.perf_counter()
+    image = decode_rgb(data, settings.max_image_pixels)
+    decode_ms = _ms_since(t0)
+
+    detector = load_detector(settings)
+    output = detector.detect(image)
+
+    t0 = time.perf_counter()
+    buf = io.BytesIO()
+    draw_detections(image, output.detections).save(buf, format="JPEG", quality=90)
+    annotate_ms = _ms_since(t0)
+
+    result = DetectionResult(
+        width=image.width,
+        height=image.height,
+        model_name=detector.name,
+        model_version=detector.version,
+        inference_ms=round(output.inference_ms, 3),
+        detections=output.detections,
+        timings=StageTimings(
+            decode_ms=decode_ms,
+            inference_ms=round(output.inference_ms, 3),
+            postprocess_ms=round(output.postprocess_ms + output.preprocess_ms, 3),
+            annotate_ms=annotate_ms,
+        ),
+    )
+    return result, buf.getvalue()
+
+
+def warm_up(settings: Settings) -> None:
+    """Run the whole task path on made-up photos, so the first real task is as fast as any:
+    decoders, pre/post-processing, the annotation font and the JPEG encoder all get loaded."""
+    for size in ((640, 480), (512, 512)):
+        gradient = Image.linear_gradient("L").resize(size).convert("RGB")
+        buf = io.BytesIO()
+        gradient.save(buf, format="JPEG")
+        analyse(buf.getvalue(), settings)
+
+
 @app.task(
     name=DETECT_TASK,
     bind=True,
@@ -58,41 +100,15 @@ def detect(self: Task[Any, Any], upload_key: str, created_at: str) -> dict[str, 
     settings = get_settings()
     storage = Storage(settings.storage_dir)
     task_id = str(self.request.id)
-    log = {"task_id": task_id}
     queue_wait = _queue_wait_ms(created_at)
 
-    t0 = time.perf_counter()
-    image = decode_rgb(storage.read(upload_key), settings.max_image_pixels)
-    decode_ms = _ms_since(t0)
-
-    detector = load_detector(settings)
-    output = detector.detect(image)
-
-    t0 = time.perf_counter()
-    annotated = draw_detections(image, output.detections)
-    buf = io.BytesIO()
-    annotated.save(buf, format="JPEG", quality=90)
+    result, annotated = analyse(storage.read(upload_key), settings)
     annotated_key = storage.annotated_key(upload_key, "jpg")
-    storage.write(annotated_key, buf.getvalue())
-    annotate_ms = _ms_since(t0)
+    storage.write(annotated_key, annotated)
     _redis().hset(records.record_key(task_id), records.ANNOTATED_KEY, annotated_key)
 
-    result = DetectionResult(
-        width=image.width,
-        height=image.height,
-        model_name=detector.name,
-        model_version=detector.version,
-        inference_ms=round(output.inference_ms, 3),
-        detections=output.detections,
-        timings=StageTimings(
-            queue_wait_ms=queue_wait,
-            decode_ms=decode_ms,
-            inference_ms=round(output.inference_ms, 3),
-            postprocess_ms=round(output.postprocess_ms + output.preprocess_ms, 3),
-            annotate_ms=annotate_ms,
-        ),
-    )
-    logger.info("detected %d objects", len(output.detections), extra=log)
+    result.timings.queue_wait_ms = queue_wait
+    logger.info("detected %d objects", len(result.detections), extra={"task_id": task_id})
     return result.model_dump(mode="json")
 
 
