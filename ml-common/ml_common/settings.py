@@ -6,7 +6,15 @@ import functools
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, UrlConstraints, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    AnyUrl,
+    Field,
+    SecretStr,
+    UrlConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BrokerUrl = Annotated[
@@ -57,6 +65,13 @@ class Settings(BaseSettings):
     client_session_max_age_s: int = Field(8 * 3600, ge=60)
     client_login_max_failures: int = Field(5, ge=1)
     client_login_window_s: int = Field(900, ge=1)
+
+    @field_validator("client_api_key", "client_users", "api_keys_file", "client_users_file",
+                     mode="before")  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose passes optional variables as empty strings: treat those as not set
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

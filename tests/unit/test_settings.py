@@ -19,3 +19,8 @@ def test_broker_urls() -> None:
         Settings(_env_file=None, broker_url="http://h/")  # type: ignore[arg-type, call-arg]
     with pytest.raises(ValidationError, match="TIME_LIMIT"):
         Settings(_env_file=None, task_soft_time_limit_s=10, task_time_limit_s=5)  # type: ignore[call-arg]
+
+
+def test_empty_optional_values_are_unset() -> None:
+    settings = Settings(_env_file=None, client_api_key="", client_users="")  # type: ignore[arg-type, call-arg]
+    assert settings.client_api_key is None and settings.client_users is None
