@@ -29,7 +29,7 @@ run: install model ## start broker/backend (embedded Valkey unless ML_BROKER_URL
 	$(PY) scripts/devstack.py
 
 test: install model ## run every test: unit, integration (real services) and browser
-	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "" --cov --cov-report=term $(PYTEST_ARGS)
 
 test-unit: install ## unit tests only (no services, seconds)
 	$(PY) -m pytest $(PYTEST_ARGS)
