@@ -209,7 +209,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     props = dict(report.user_properties)
     if "case" in props:
         outcome = _OUTCOMES.get(report.nodeid, report.outcome)
-        _REPORT_ROWS.append((str(props["case"]), str(props.get("observed", "")), outcome))
+        case = str(props["case"])
+        param = report.nodeid.partition("[")[2].rstrip("]")
+        if param and not case.endswith("]"):
+            case = f"{case} [{param}]"
+        _REPORT_ROWS.append((case, str(props.get("observed", "")), outcome))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
