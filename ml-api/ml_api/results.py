@@ -98,7 +98,6 @@ class ResultReader:
         Celery PUBLISHes on the result key whenever it stores a state, so this wakes the
         moment the worker writes; nothing polls.
         """
-        await self.lookup(task_id, owner)  # unknown ids fail before the subscription
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
