@@ -15,7 +15,6 @@ import numpy as np
 import numpy.typing as npt
 
 from ml_celery.detectors.nanodet import NANODET_INPUT, NanoDet
-from ml_celery.detectors.preprocess import ResizeMode
 from ml_common.errors import DetectorUnavailable
 
 TFLITE_FILE = "model.tflite"
@@ -33,23 +32,7 @@ def load_interpreter(model_path: Path, num_threads: int) -> Any:
 class NanoDetLiteDetector(NanoDet):
     """NanoDet-g on LiteRT; detections match NanoDetDetector's (same graph, float32)."""
 
-    def __init__(
-        self,
-        model_dir: Path,
-        *,
-        score_threshold: float = 0.3,
-        iou_threshold: float = 0.5,
-        max_detections: int = 100,
-        intra_op_threads: int = 0,
-        resize_mode: ResizeMode = "stretch",
-    ) -> None:
-        super().__init__(
-            model_dir,
-            score_threshold=score_threshold,
-            iou_threshold=iou_threshold,
-            max_detections=max_detections,
-            resize_mode=resize_mode,
-        )
+    def _load(self, model_dir: Path, intra_op_threads: int) -> None:
         threads = intra_op_threads or os.cpu_count() or 1
         self._interpreter = load_interpreter(model_dir / TFLITE_FILE, threads)
         self._runner: Callable[..., dict[str, npt.NDArray[np.float32]]] = (

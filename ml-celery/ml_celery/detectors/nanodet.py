@@ -24,7 +24,8 @@ def elapsed_ms(start: float) -> float:
 
 
 class NanoDet:
-    """The runtime-independent part of a NanoDet detector; subclasses implement `infer`."""
+    """The runtime-independent part of a NanoDet detector; subclasses load the network in
+    `_load` (setting `input_size` from it) and run it in `infer`."""
 
     input_size = 416
 
@@ -35,6 +36,7 @@ class NanoDet:
         score_threshold: float = 0.3,
         iou_threshold: float = 0.5,
         max_detections: int = 100,
+        intra_op_threads: int = 0,
         resize_mode: ResizeMode = "stretch",
     ) -> None:
         self.score_threshold = score_threshold
@@ -43,6 +45,11 @@ class NanoDet:
         self.resize_mode: ResizeMode = resize_mode
         info = read_model_info(model_dir)
         self.name, self.version = info.name, info.version
+        self._load(model_dir, intra_op_threads)
+
+    def _load(self, model_dir: Path, intra_op_threads: int) -> None:
+        """Load the network from `model_dir`; 0 threads lets the runtime choose."""
+        raise NotImplementedError
 
     def infer(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]:
         """Raw head outputs for a (1, 3, size, size) input, batch axis dropped."""

@@ -41,33 +41,36 @@ def build_detector(settings: Settings) -> Detector:
         from ml_celery.detectors.fake import FakeDetector
 
         return FakeDetector()
-    if settings.detector == "nanodet" and settings.runtime == "tflite":
-        from ml_celery.detectors.litert import TFLITE_FILE, NanoDetLiteDetector
-
-        _require_model(settings.model_dir / TFLITE_FILE)
-        return NanoDetLiteDetector(
-            settings.model_dir,
-            score_threshold=settings.score_threshold,
-            iou_threshold=settings.iou_threshold,
-            max_detections=settings.max_detections,
-            intra_op_threads=settings.intra_op_threads,
-        )
-    _require_model(settings.model_dir / "saved_model.pb")
     if settings.detector == "nanodet":
-        from ml_celery.detectors.tensorflow import NanoDetDetector
-
-        return NanoDetDetector(
-            settings.model_dir,
-            score_threshold=settings.score_threshold,
-            iou_threshold=settings.iou_threshold,
-            max_detections=settings.max_detections,
-            intra_op_threads=settings.intra_op_threads,
-        )
+        return _build_nanodet(settings)
+    _require_model(settings.model_dir / "saved_model.pb")
     from ml_celery.detectors.tensorflow import TFODAPIDetector
 
     return TFODAPIDetector(
         settings.model_dir,
         score_threshold=settings.score_threshold,
+        max_detections=settings.max_detections,
+        intra_op_threads=settings.intra_op_threads,
+    )
+
+
+def _build_nanodet(settings: Settings) -> Detector:
+    from ml_celery.detectors.nanodet import NanoDet
+
+    runtime: type[NanoDet]
+    if settings.runtime == "tflite":
+        from ml_celery.detectors.litert import TFLITE_FILE, NanoDetLiteDetector
+
+        runtime, model_file = NanoDetLiteDetector, TFLITE_FILE
+    else:
+        from ml_celery.detectors.tensorflow import NanoDetDetector
+
+        runtime, model_file = NanoDetDetector, "saved_model.pb"
+    _require_model(settings.model_dir / model_file)
+    return runtime(
+        settings.model_dir,
+        score_threshold=settings.score_threshold,
+        iou_threshold=settings.iou_threshold,
         max_detections=settings.max_detections,
         intra_op_threads=settings.intra_op_threads,
     )

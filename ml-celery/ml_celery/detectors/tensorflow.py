@@ -16,7 +16,7 @@ from ml_celery.detectors.base import DetectionOutput, read_model_info
 from ml_celery.detectors.coco import COCO_80_LABELS, COCO_91_TO_80
 from ml_celery.detectors.nanodet import NANODET_INPUT, NanoDet, elapsed_ms
 from ml_celery.detectors.postprocess import to_detections
-from ml_celery.detectors.preprocess import Geometry, ResizeMode
+from ml_celery.detectors.preprocess import Geometry
 from ml_common.schemas import Detection
 
 logger = logging.getLogger(__name__)
@@ -37,23 +37,7 @@ def import_tensorflow(intra_op_threads: int = 0) -> Any:
 class NanoDetDetector(NanoDet):
     """NanoDet-g (416 x 416, COCO-80) from the SavedModel that prepare_model writes."""
 
-    def __init__(
-        self,
-        model_dir: Path,
-        *,
-        score_threshold: float = 0.3,
-        iou_threshold: float = 0.5,
-        max_detections: int = 100,
-        intra_op_threads: int = 0,
-        resize_mode: ResizeMode = "stretch",
-    ) -> None:
-        super().__init__(
-            model_dir,
-            score_threshold=score_threshold,
-            iou_threshold=iou_threshold,
-            max_detections=max_detections,
-            resize_mode=resize_mode,
-        )
+    def _load(self, model_dir: Path, intra_op_threads: int) -> None:
         tf = import_tensorflow(intra_op_threads)
         self._tf = tf
         self._model = tf.saved_model.load(str(model_dir))  # keeps the signature's graph alive
