@@ -95,6 +95,24 @@ class LiveStack:
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.api_key}"}
 
+    def send_task(self, name: str, task_id: str | None = None, **kwargs: str) -> None:
+        """Put a task straight on the broker, as the API's producer would (for worker paths
+        the API never takes)."""
+        from celery import Celery
+
+        from ml_common.celery_config import celery_config
+
+        producer = Celery(set_as_current=False)
+        producer.conf.update({**celery_config(self.settings), "result_backend": None})
+        with producer.connection_for_write() as connection:
+            producer.send_task(name, kwargs=kwargs, task_id=task_id,
+                               queue=self.settings.queue_name, connection=connection)  # fmt: skip
+
+    def key_id(self) -> str:
+        key = ApiKeyStore(self.settings.api_keys_path).check(self.api_key)
+        assert key is not None
+        return key.key_id
+
     def new_key(self, name: str) -> str:
         plain, _ = ApiKeyStore(self.settings.api_keys_path).create(name)
         return plain

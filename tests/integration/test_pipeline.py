@@ -10,26 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
-from celery import Celery
 from PIL import Image
 
 from ml_common import records
-from ml_common.celery_config import celery_config
 from ml_common.storage import Storage
 from ml_common.tasks import DETECT_TASK
 from tests.conftest import LiveStack, encode, photo
 
 pytestmark = pytest.mark.integration
-
-
-def submit(
-    live: LiveStack, data: bytes, name: str = "photo.jpg", ctype: str = "image/jpeg"
-) -> httpx.Response:
-    return live.submit(data, name, ctype)
-
-
-def wait_final(live: LiveStack, task_id: str, timeout_s: float = 120) -> dict[str, Any]:
-    return live.wait_final(task_id, timeout_s)
 
 
 def labels(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -48,7 +36,7 @@ def test_ready(live_stack: LiveStack) -> None:
 
 
 def test_astronaut_is_a_person_with_her_box(live_stack: LiveStack, astronaut_jpeg: bytes) -> None:
-    r = submit(live_stack, astronaut_jpeg, "astronaut.jpg")
+    r = live_stack.submit(astronaut_jpeg, "astronaut.jpg")
     assert r.status_code == 202, r.text
     created = r.json()
     task_id = created["task_id"]
@@ -56,7 +44,7 @@ def test_astronaut_is_a_person_with_her_box(live_stack: LiveStack, astronaut_jpe
     assert created["status"] == "queued"
     assert r.headers["location"] == created["links"]["self"] == f"/api/v1/detections/{task_id}"
 
-    status = wait_final(live_stack, task_id)
+    status = live_stack.wait_final(task_id)
     assert status["status"] == "succeeded", status
     result = status["result"]
     assert (result["width"], result["height"]) == (512, 512)
@@ -91,9 +79,9 @@ def test_astronaut_is_a_person_with_her_box(live_stack: LiveStack, astronaut_jpe
 
 
 def test_coffee_is_a_cup(live_stack: LiveStack) -> None:
-    r = submit(live_stack, encode(photo("coffee"), "PNG"), "coffee.png", "image/png")
+    r = live_stack.submit(encode(photo("coffee"), "PNG"), "coffee.png", "image/png")
     assert r.status_code == 202, r.text
-    status = wait_final(live_stack, r.json()["task_id"])
+    status = live_stack.wait_final(r.json()["task_id"])
     assert status["status"] == "succeeded"
     cup = labels(status)["cup"]
     assert cup["score"] >= 0.4
@@ -102,7 +90,7 @@ def test_coffee_is_a_cup(live_stack: LiveStack) -> None:
 
 
 def test_events_stream_ends_with_the_result(live_stack: LiveStack, astronaut_jpeg: bytes) -> None:
-    task_id = submit(live_stack, astronaut_jpeg).json()["task_id"]
+    task_id = live_stack.submit(astronaut_jpeg).json()["task_id"]
     seen: list[dict[str, Any]] = []
     with httpx.stream(
         "GET",
@@ -132,14 +120,11 @@ def test_a_task_that_fails_in_the_worker_ends_failed(live_stack: LiveStack) -> N
     client = redis.Redis.from_url(str(settings.result_backend))
     client.hset(
         records.record_key(task_id),
-        mapping={records.OWNER: _key_id(live_stack), records.UPLOAD_KEY: key,
+        mapping={records.OWNER: live_stack.key_id(), records.UPLOAD_KEY: key,
                  records.CREATED_AT: records.now_iso()},
     )  # fmt: skip
-    producer = Celery(set_as_current=False)
-    producer.conf.update({**celery_config(settings), "result_backend": None})
-    producer.send_task(DETECT_TASK, kwargs={"upload_key": key, "created_at": records.now_iso()},
-                       task_id=task_id, queue=settings.queue_name)  # fmt: skip
-    status = wait_final(live_stack, task_id)
+    live_stack.send_task(DETECT_TASK, task_id, upload_key=key, created_at=records.now_iso())
+    status = live_stack.wait_final(task_id)
     assert status["status"] == "failed"
     assert status["error"]["type"] == "InvalidImage"
     assert "truncated" in status["error"]["message"] or "decoded" in status["error"]["message"]
@@ -150,14 +135,8 @@ def test_a_task_that_fails_in_the_worker_ends_failed(live_stack: LiveStack) -> N
     assert image.json()["code"] == "task_not_finished"
 
 
-def _key_id(live: LiveStack) -> str:
-    from ml_common.apikeys import digest
-
-    return digest(live.api_key)[:16]
-
-
 def test_another_keys_task_is_not_found(live_stack: LiveStack, astronaut_jpeg: bytes) -> None:
-    task_id = submit(live_stack, astronaut_jpeg).json()["task_id"]
+    task_id = live_stack.submit(astronaut_jpeg).json()["task_id"]
     other = live_stack.new_key(f"other-{uuid.uuid4().hex[:6]}")
     for path in ("", "/image", "/events"):
         r = httpx.get(f"{live_stack.api_url}/api/v1/detections/{task_id}{path}",

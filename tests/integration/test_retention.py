@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
 
 from ml_common import records
-from ml_common.celery_config import celery_config
 from ml_common.storage import Storage
 from ml_common.tasks import CLEANUP_TASK
 from tests.conftest import LiveStack, encode, need, photo, reachable
@@ -53,9 +51,7 @@ def test_worker_runs_the_scheduled_cleanup_task(
     record_property("case", "the daily clean-up task (sent by celery beat) run by a worker")
     storage = Storage(live_stack.settings.storage_dir)
     old = old_file(storage, live_stack.settings.retention_days + 1)
-    producer = Celery(set_as_current=False)
-    producer.conf.update({**celery_config(live_stack.settings), "result_backend": None})
-    producer.send_task(CLEANUP_TASK, queue=live_stack.settings.queue_name)
+    live_stack.send_task(CLEANUP_TASK)
     deadline = time.monotonic() + 60
     while old.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
