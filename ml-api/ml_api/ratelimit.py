@@ -1,35 +1,33 @@
-"""A per-key fixed-window rate limit kept in Redis, so every API replica shares it."""
+"""A per-key moving-window rate limit kept in Redis (the `limits` library), shared by replicas."""
 
 from __future__ import annotations
 
-import time
-
+from limits import RateLimitItemPerMinute
+from limits.aio.strategies import MovingWindowRateLimiter
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ml_common.errors import BackendUnavailable, RateLimited
+from ml_common.ratelimits import redis_storage, retry_after
 
-WINDOW_S = 60
+KEY_PREFIX = "mlprod:rate"
 
 
 class RateLimiter:
     def __init__(self, redis: aioredis.Redis, per_minute: int) -> None:
-        self.redis = redis
+        self.limiter = MovingWindowRateLimiter(redis_storage(redis, KEY_PREFIX))
         self.per_minute = per_minute
 
     async def hit(self, key_id: str, bucket: str) -> None:
-        """Count one request; raise RateLimited past the limit for this minute."""
-        window = int(time.time() // WINDOW_S)
-        name = f"mlprod:rate:{bucket}:{key_id}:{window}"
+        """Count one request atomically; raise RateLimited past the limit for the last minute."""
+        item = RateLimitItemPerMinute(self.per_minute, namespace=bucket)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(name)
-                pipe.expire(name, WINDOW_S + 5)
-                count, _ = await pipe.execute()
+            if await self.limiter.hit(item, key_id):
+                return
+            stats = await self.limiter.get_window_stats(item, key_id)
         except RedisError as exc:
             raise BackendUnavailable("the result store is unreachable; try again shortly") from exc
-        if int(count) > self.per_minute:
-            retry_after = WINDOW_S - int(time.time()) % WINDOW_S
-            raise RateLimited(
-                f"more than {self.per_minute} {bucket} requests this minute", max(retry_after, 1)
-            )
+        raise RateLimited(
+            f"more than {self.per_minute} {bucket} requests in a minute",
+            retry_after(stats.reset_time),
+        )

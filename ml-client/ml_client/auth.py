@@ -7,12 +7,15 @@ import hmac
 import secrets
 
 from fastapi import Request
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.aio.strategies import MovingWindowRateLimiter
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ml_client.errors import CsrfFailed, LoginRequired
 from ml_client.users import UserStore
 from ml_common.errors import BackendUnavailable, RateLimited
+from ml_common.ratelimits import redis_storage, retry_after
 
 USER = "user"
 USER_TAG = "user_tag"
@@ -20,7 +23,9 @@ SESSION_ID = "sid"
 CSRF = "csrf"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
-IP_FACTOR = 4  # one address may fail this many times more often than one user name
+LOGIN_KEY_PREFIX = "mlprod:client:login"
+IP_FACTOR = 4  # one address may try this many times more often than one user name
+USER_FACTOR = 4  # one user name may be tried this many times more often than by one address
 
 
 def csrf_token(request: Request) -> str:
@@ -121,51 +126,50 @@ async def require_user(request: Request) -> str:
 
 
 class LoginLimiter:
-    """Failed sign-ins counted per user name and per address in Redis (shared by replicas)."""
+    """Sign-in attempts, counted atomically in Redis before the password is checked.
 
-    def __init__(self, redis: aioredis.Redis, max_failures: int, window_s: int) -> None:
-        self.redis = redis
-        self.max_failures = max_failures
-        self.window_s = window_s
+    Three moving windows of `window_s` (the `limits` library; shared by replicas):
+    - one address may try one user name `max_attempts` times;
+    - one address may try `IP_FACTOR` times that over all user names (password spraying);
+    - one user name may be tried `USER_FACTOR` times that over all addresses (a botnet), except
+      that an address which has not tried that name in the window still gets one try, so no
+      one can lock the owner out: from a clean address, the right password always works.
+    A success clears its address's count for that name, never the others.
+    """
+
+    def __init__(self, redis: aioredis.Redis, max_attempts: int, window_s: int) -> None:
+        self.limiter = MovingWindowRateLimiter(redis_storage(redis, LOGIN_KEY_PREFIX))
+        self.pair = RateLimitItemPerSecond(max_attempts, window_s, namespace="pair")
+        self.first = RateLimitItemPerSecond(1, window_s, namespace="first")
+        self.address = RateLimitItemPerSecond(max_attempts * IP_FACTOR, window_s, namespace="ip")
+        self.user = RateLimitItemPerSecond(max_attempts * USER_FACTOR, window_s, namespace="user")
 
     @staticmethod
-    def _keys(name: str, address: str) -> tuple[str, str]:
-        user = hashlib.sha256(name.casefold().encode()).hexdigest()[:24]
-        return f"mlprod:client:login:user:{user}", f"mlprod:client:login:ip:{address}"
+    def _user_id(name: str) -> str:
+        return hashlib.sha256(name.casefold().encode()).hexdigest()[:24]
 
-    async def check(self, name: str, address: str) -> None:
-        """Raise RateLimited while this user name or address has failed too often."""
-        user_key, ip_key = self._keys(name, address)
+    async def attempt(self, name: str, address: str) -> None:
+        """Count one sign-in attempt; raise RateLimited when it may not check a password."""
+        user = self._user_id(name)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.get(user_key)
-                pipe.get(ip_key)
-                pipe.ttl(user_key)
-                pipe.ttl(ip_key)
-                user_n, ip_n, user_ttl, ip_ttl = await pipe.execute()
+            first = await self.limiter.hit(self.first, user, address)
+            for item, ids in ((self.pair, (user, address)), (self.address, (address,))):
+                if not await self.limiter.hit(item, *ids):
+                    await self._refuse(item, ids)
+            if not await self.limiter.hit(self.user, user) and not first:
+                await self._refuse(self.user, (user,))
         except RedisError as exc:
             raise BackendUnavailable("sign-in is unavailable right now; try again shortly") from exc
-        blocked = []
-        if int(user_n or 0) >= self.max_failures:
-            blocked.append(int(user_ttl))
-        if int(ip_n or 0) >= self.max_failures * IP_FACTOR:
-            blocked.append(int(ip_ttl))
-        if blocked:
-            wait = max(max(blocked), 1)
-            raise RateLimited(f"too many failed sign-ins; try again in {wait} seconds", wait)
 
-    async def failed(self, name: str, address: str) -> None:
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for key in self._keys(name, address):
-                    pipe.incr(key)
-                    pipe.expire(key, self.window_s, nx=True)
-                await pipe.execute()
-        except RedisError as exc:
-            raise BackendUnavailable("sign-in is unavailable right now; try again shortly") from exc
+    async def _refuse(self, item: RateLimitItem, ids: tuple[str, ...]) -> None:
+        stats = await self.limiter.get_window_stats(item, *ids)
+        wait = retry_after(stats.reset_time)
+        raise RateLimited(f"too many failed sign-ins; try again in {wait} seconds", wait)
 
     async def succeeded(self, name: str, address: str) -> None:
+        user = self._user_id(name)
         try:
-            await self.redis.delete(self._keys(name, address)[0])
+            await self.limiter.clear(self.pair, user, address)
+            await self.limiter.clear(self.first, user, address)
         except RedisError as exc:
             raise BackendUnavailable("sign-in is unavailable right now; try again shortly") from exc

@@ -76,13 +76,12 @@ async def login(
         return _login_page(request, templates, 403, error, username)
     address = request.client.host if request.client else "unknown"
     try:
-        await limiter.check(username, address)
+        await limiter.attempt(username, address)  # counted before the password check
     except RateLimited as exc:
         response = _login_page(request, templates, 429, exc.detail.capitalize() + ".", username)
         response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
     if not await run_in_threadpool(users.verify, username, password):
-        await limiter.failed(username, address)
         logger.warning("failed sign-in for %r from %s", username[:64], address)
         return _login_page(request, templates, 401, "Wrong user name or password.", username)
     await limiter.succeeded(username, address)

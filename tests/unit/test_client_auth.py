@@ -52,7 +52,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(app, client=(f"10.0.{uuid.uuid4().int % 250}.1", 5000)) as client:
         yield client
     r = redis.Redis.from_url(str(settings.result_backend))
-    r.delete(*r.keys("mlprod:client:login:ip:10.0.*") or ["none"])
+    r.delete(*r.keys("mlprod:client:login:*10.0.*") or ["none"])
     r.close()
 
 
