@@ -16,14 +16,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
 from ml_api.errors import install_error_handlers
-from ml_api.middleware import BodySizeLimit, HeaderSizeLimit, SecurityHeaders
+from ml_api.middleware import security_headers
 from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
 from ml_api.routes import detections, health
 from ml_api.routes.docs import OPENAPI_URL, install_docs
 from ml_common.apikeys import ApiKeyStore
+from ml_common.asgi import BodySizeLimit, HeaderSizeLimit
 from ml_common.errors import QueueUnavailable
-from ml_common.images import inspect_image
+from ml_common.images import ImageLimits, inspect_image
 from ml_common.logs import configure_logging
 from ml_common.settings import Settings, get_settings
 from ml_common.storage import Storage
@@ -72,7 +73,7 @@ async def _warm_up(redis: aioredis.Redis, queue: TaskQueue) -> None:
     except RedisError as exc:
         logger.warning("Redis not reachable yet: %s", exc)
     for sample in WARM_UP_IMAGES:  # load Pillow's decoders now, not on the first upload
-        await run_in_threadpool(inspect_image, sample, 1_000_000)
+        await run_in_threadpool(inspect_image, sample, ImageLimits(1_000_000, 1_000, 1.0))
     try:
         await run_in_threadpool(queue.warm)
     except QueueUnavailable as exc:
@@ -82,7 +83,7 @@ async def _warm_up(redis: aioredis.Redis, queue: TaskQueue) -> None:
 class DetectionAPI(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         # Outside Starlette's ServerErrorMiddleware, so that 500s carry the headers too.
-        return SecurityHeaders(super().build_middleware_stack())
+        return security_headers(super().build_middleware_stack())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

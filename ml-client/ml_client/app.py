@@ -16,14 +16,16 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from redis import asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp
 
 from ml_client import pages, routes
 from ml_client.api import DetectionApi
 from ml_client.auth import LoginLimiter, SessionRegistry
 from ml_client.errors import install_error_handlers
 from ml_client.history import Originals, TaskHistory
-from ml_client.middleware import BodySizeLimit, SecurityHeaders
+from ml_client.middleware import security_headers
 from ml_client.users import UserStore, bootstrap_users
+from ml_common.asgi import BodySizeLimit, HeaderSizeLimit
 from ml_common.logs import configure_logging
 from ml_common.settings import Settings, get_settings
 
@@ -93,12 +95,19 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
+class WebClient(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside Starlette's ServerErrorMiddleware, so that 500s carry the headers too.
+        https: bool = self.state.settings.client_cookie_secure
+        return security_headers(super().build_middleware_stack(), https)
+
+
 def create_app(
     settings: Settings | None = None, api_transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
     """Build the web client; `api_transport` lets tests route its API calls to an ASGI app."""
     settings = settings or get_settings()
-    app = FastAPI(
+    app = WebClient(
         title="mlprod web client",
         docs_url=None,
         redoc_url=None,
@@ -122,5 +131,5 @@ def create_app(
         same_site="lax",
         https_only=settings.client_cookie_secure,
     )
-    app.add_middleware(SecurityHeaders, https=settings.client_cookie_secure)
+    app.add_middleware(HeaderSizeLimit)
     return app

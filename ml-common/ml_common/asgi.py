@@ -1,0 +1,139 @@
+"""Pure ASGI middleware the API and the web client share: size limits and security headers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+from ml_common.schemas import ErrorOut
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = Sequence[tuple[bytes, bytes]]
+
+# uvicorn's httptools parser takes headers of any size; h11 stops at 16 KiB: so do we.
+MAX_HEADER_BYTES = 16 * 1024
+
+
+async def send_error(send: Send, status: int, code: str, detail: str) -> None:
+    """Answer `status` with an ErrorOut body and close the connection.
+
+    Without ``Connection: close`` uvicorn would read (and drop) the rest of a refused body to
+    keep the connection.
+    """
+    body = ErrorOut(code=code, detail=detail).model_dump_json().encode()
+    headers = [
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(Exception):
+    """Raised into the app by `receive` once the body passes the limit."""
+
+
+class BodySizeLimit:
+    """Answer 413 to a body over `max_bytes`, by its Content-Length or while it streams.
+
+    Once the body is too large, whatever the app answers instead (a form parser turns the
+    error into its own 400) is replaced by the 413, unless the app had already started a
+    response.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(send)
+                return
+        seen = 0
+        too_large = started = refused = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    too_large = True
+                    raise BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started, refused
+            if too_large and not started:  # the app answers our error its own way: 413 instead
+                if not refused:
+                    refused = True
+                    await self._refuse(send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except BodyTooLarge:
+            if not started and not refused:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        detail = f"the upload exceeds the limit of {self.max_bytes} bytes"
+        await send_error(send, 413, "payload_too_large", detail)
+
+
+class HeaderSizeLimit:
+    """Refuse requests whose headers add up to more than `max_bytes` with 431."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_HEADER_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+            if size > self.max_bytes:
+                detail = f"the request headers exceed {self.max_bytes} bytes"
+                await send_error(send, 431, "headers_too_large", detail)
+                return
+        await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Add `headers` to every HTTP response; a path under a key of `by_prefix` gets its own."""
+
+    def __init__(
+        self, app: ASGIApp, headers: Headers, by_prefix: Mapping[str, Headers] | None = None
+    ) -> None:
+        self.app = app
+        self.headers = list(headers)
+        self.by_prefix = {prefix: list(h) for prefix, h in (by_prefix or {}).items()}
+
+    def _headers_for(self, path: str) -> list[tuple[bytes, bytes]]:
+        for prefix, headers in self.by_prefix.items():
+            if path.startswith(prefix):
+                return headers
+        return self.headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self._headers_for(scope.get("path", ""))
+
+        async def add_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, add_headers)
