@@ -13,6 +13,7 @@ from ml_api.ratelimit import RateLimiter
 from ml_api.results import ResultReader
 from ml_common.apikeys import ApiKey, ApiKeyStore
 from ml_common.errors import NotAuthenticated
+from ml_common.records import TaskStore
 from ml_common.settings import Settings
 from ml_common.storage import Storage
 
@@ -39,8 +40,12 @@ def get_redis(request: Request) -> aioredis.Redis:
     return redis
 
 
+def get_tasks(request: Request) -> TaskStore:
+    return TaskStore(get_redis(request), get_settings_dep(request).result_expires_s)
+
+
 def get_results(request: Request) -> ResultReader:
-    return ResultReader(get_redis(request))
+    return ResultReader(get_tasks(request))
 
 
 def get_limiter(request: Request) -> RateLimiter:
@@ -64,7 +69,7 @@ def get_api_key(
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SubmitDep = Annotated[TaskQueue, Depends(get_queue)]
-RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+TasksDep = Annotated[TaskStore, Depends(get_tasks)]
 ResultsDep = Annotated[ResultReader, Depends(get_results)]
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]

@@ -1,18 +1,13 @@
-"""Reads a task's state from Redis: our task record plus Celery's result meta."""
+"""Turns a task record and Celery's result meta into the TaskStatus a client reads."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
+from contextlib import aclosing
 from typing import Any
 
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
-
-from ml_common import records
-from ml_common.errors import BackendUnavailable, TaskNotFound
+from ml_common.errors import TaskNotFound
+from ml_common.records import Lookup, TaskRecord, TaskStore
 from ml_common.schemas import DetectionResult, Links, TaskError, TaskState, TaskStatus
 
 CELERY_STATES = {
@@ -42,9 +37,7 @@ def _error_of(meta: Mapping[str, Any]) -> TaskError:
     return TaskError(type="Error", message=str(raw))
 
 
-def build_status(
-    task_id: str, record: Mapping[str, str], meta: Mapping[str, Any] | None
-) -> TaskStatus:
+def build_status(record: TaskRecord, meta: Mapping[str, Any] | None) -> TaskStatus:
     state = (
         CELERY_STATES.get(str(meta.get("status")), TaskState.queued) if meta else TaskState.queued
     )
@@ -55,37 +48,32 @@ def build_status(
     elif state is TaskState.failed and meta is not None:
         error = _error_of(meta)
     return TaskStatus(
-        task_id=task_id,
+        task_id=record.task_id,
         status=state,
-        created_at=datetime.fromisoformat(record[records.CREATED_AT]),
-        started_at=record.get(records.STARTED_AT),
+        created_at=record.created_at,
+        started_at=record.started_at,
         finished_at=finished if state in FINAL else None,
         result=result,
         error=error,
-        links=links_for(task_id),
+        links=links_for(record.task_id),
     )
+
+
+def _owned(task_id: str, owner: str, found: Lookup) -> tuple[TaskRecord, TaskStatus]:
+    if found.record is None or found.record.owner != owner:
+        raise TaskNotFound(f"no task {task_id}")
+    return found.record, build_status(found.record, found.meta)
 
 
 class ResultReader:
     """Task status for one owner; another owner's task id reads as unknown."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self.redis = redis
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
 
-    async def lookup(self, task_id: str, owner: str) -> tuple[dict[str, str], TaskStatus]:
+    async def lookup(self, task_id: str, owner: str) -> tuple[TaskRecord, TaskStatus]:
         """The task's record and status, read in one round trip."""
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hgetall(records.record_key(task_id))
-                pipe.get(records.meta_key(task_id))
-                raw_record, raw_meta = await pipe.execute()
-        except RedisError as exc:
-            raise BackendUnavailable("the result store is unreachable; try again shortly") from exc
-        record = {str(k): str(v) for k, v in raw_record.items()}  # decode_responses=True
-        if not record or record.get(records.OWNER) != owner:
-            raise TaskNotFound(f"no task {task_id}")
-        meta = json.loads(raw_meta) if raw_meta else None
-        return record, build_status(task_id, record, meta)
+        return _owned(task_id, owner, await self.store.lookup(task_id))
 
     async def status(self, task_id: str, owner: str) -> TaskStatus:
         return (await self.lookup(task_id, owner))[1]
@@ -93,25 +81,13 @@ class ResultReader:
     async def updates(
         self, task_id: str, owner: str, timeout_s: float
     ) -> AsyncIterator[TaskStatus]:
-        """Yield the status now and again at each state change, until final or `timeout_s`.
-
-        Celery PUBLISHes on the result key whenever it stores a state, so this wakes the
-        moment the worker writes; nothing polls.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        try:
-            async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(records.meta_key(task_id))
-                last: TaskState | None = None
-                while True:
-                    status = await self.status(task_id, owner)
-                    if status.status != last:
-                        last = status.status
-                        yield status
-                    remaining = deadline - loop.time()
-                    if status.status in FINAL or remaining <= 0:
-                        return
-                    await pubsub.get_message(timeout=min(remaining, 15.0))
-        except RedisError as exc:
-            raise BackendUnavailable("the result store is unreachable; try again shortly") from exc
+        """Yield the status now and again at each state change, until final or `timeout_s`."""
+        last: TaskState | None = None
+        async with aclosing(self.store.updates(task_id, timeout_s)) as lookups:
+            async for found in lookups:
+                status = _owned(task_id, owner, found)[1]
+                if status.status != last:
+                    last = status.status
+                    yield status
+                if status.status in FINAL:
+                    return

@@ -12,20 +12,18 @@ import redis
 
 from ml_celery.detectors.registry import load_detector
 from ml_celery.pipeline import warm_up
+from ml_common import records
 from ml_common.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
-
-READY_PREFIX = "mlprod:ready:"
-READY_TTL_S = 30
 
 
 class ReadinessBeacon:
     """Tells the API, through Redis, that this process has its model loaded and takes tasks."""
 
     def __init__(self, settings: Settings) -> None:
-        self._redis = redis.Redis.from_url(str(settings.result_backend), socket_timeout=5)
-        self.key = f"{READY_PREFIX}{socket.gethostname()}:{os.getpid()}"
+        self._records = records.RecordStore.connect(settings)
+        self.key = records.ready_key(socket.gethostname(), os.getpid())
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -34,18 +32,18 @@ class ReadinessBeacon:
 
     def _beat(self) -> None:
         try:
-            self._redis.set(self.key, "ready", ex=READY_TTL_S)
+            self._records.announce_ready(self.key)
         except redis.RedisError as exc:
             logger.warning("readiness beacon not written: %s", exc)
 
     def _run(self) -> None:
-        while not self._stop.wait(READY_TTL_S / 3):
+        while not self._stop.wait(records.READY_TTL_S / 3):
             self._beat()
 
     def stop(self) -> None:
         self._stop.set()
         with contextlib.suppress(redis.RedisError):
-            self._redis.delete(self.key)
+            self._records.withdraw_ready(self.key)
 
 
 _beacon: ReadinessBeacon | None = None

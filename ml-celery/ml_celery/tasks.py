@@ -15,7 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from ml_celery.celery_app import app
 from ml_celery.pipeline import analyse
-from ml_common import records
+from ml_common.records import RecordStore
 from ml_common.retention import cleanup
 from ml_common.settings import get_settings
 from ml_common.storage import Storage
@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 @functools.cache
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(str(get_settings().result_backend), socket_timeout=5)
+def _records() -> RecordStore:
+    return RecordStore.connect(get_settings())
 
 
 def _queue_wait_ms(created_at: str) -> float | None:
@@ -56,7 +56,7 @@ def detect(self: Task[Any, Any], upload_key: str, created_at: str) -> dict[str, 
     result, annotated = analyse(storage.read(upload_key), settings)
     annotated_key = storage.annotated_key(upload_key, "jpg")
     storage.write(annotated_key, annotated)
-    _redis().hset(records.record_key(task_id), records.ANNOTATED_KEY, annotated_key)
+    _records().set_annotated(task_id, annotated_key)
 
     result.timings.queue_wait_ms = queue_wait
     logger.info("detected %d objects", len(result.detections), extra={"task_id": task_id})
@@ -67,7 +67,7 @@ def detect(self: Task[Any, Any], upload_key: str, created_at: str) -> dict[str, 
 def _record_start(task_id: str, **_: Any) -> None:
     # task_prerun runs before Celery stores and publishes STARTED, so a client woken by that
     # state change already finds started_at.
-    _redis().hset(records.record_key(task_id), records.STARTED_AT, records.now_iso())
+    _records().mark_started(task_id)
 
 
 @app.task(name=CLEANUP_TASK, ignore_result=True)

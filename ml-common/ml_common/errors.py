@@ -1,5 +1,12 @@
 """Domain errors raised outside the HTTP layer; ml_api.errors maps each to a status code."""
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from redis.exceptions import RedisError
+
 
 class MLProdError(Exception):
     """Base class; `code` is the machine-readable name clients see."""
@@ -35,6 +42,12 @@ class ImageTooLarge(MLProdError):
     code = "image_too_large"
 
 
+class ExtremeAspectRatio(ImageTooLarge):
+    """Too long for its width (or the reverse): refused like an image too large."""
+
+    code = "extreme_aspect_ratio"
+
+
 class QueueUnavailable(MLProdError):
     code = "queue_unavailable"
 
@@ -57,3 +70,14 @@ class RateLimited(MLProdError):
     def __init__(self, detail: str, retry_after_s: int) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+
+
+@contextmanager
+def backend_errors(
+    detail: str = "the result store is unreachable; try again shortly",
+) -> Iterator[None]:
+    """Turn a Redis failure (of the blocking or the asyncio client) into BackendUnavailable."""
+    try:
+        yield
+    except RedisError as exc:
+        raise BackendUnavailable(detail) from exc

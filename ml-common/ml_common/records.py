@@ -1,22 +1,38 @@
-"""The task record kept next to Celery's result in Redis: owner, keys and timestamps.
+"""The task record: its typed fields, every `mlprod:*` Redis key, and the stores that use them.
 
 Celery's own result meta says *what* happened; the record says that a task exists at all
 (so an unknown id is a 404, not an eternal PENDING), who may see it and when it started.
+The API reads and writes it through `TaskStore` (asyncio); the worker and the retention
+clean-up through `RecordStore` (blocking). Both share the keys and the hash conversion below.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+import redis
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ml_common.errors import backend_errors
+from ml_common.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 RECORD_PREFIX = "mlprod:task:"
 CELERY_META_PREFIX = "celery-task-meta-"
-
-OWNER = "owner"
-UPLOAD_KEY = "upload_key"
-ANNOTATED_KEY = "annotated_key"
-CREATED_AT = "created_at"
-STARTED_AT = "started_at"
-FINISHED_AT = "finished_at"
+READY_PREFIX = "mlprod:ready:"
+READY_PATTERN = f"{READY_PREFIX}*"
+READY_TTL_S = 30  # a worker renews its readiness key every third of this
+RATE_PREFIX = "mlprod:rate"  # the API's request windows (the `limits` library adds the rest)
+LOGIN_PREFIX = "mlprod:client:login"  # the web client's sign-in windows (likewise)
 
 
 def record_key(task_id: str) -> str:
@@ -28,8 +44,196 @@ def meta_key(task_id: str) -> str:
     return f"{CELERY_META_PREFIX}{task_id}"
 
 
+def ready_key(host: str, pid: int) -> str:
+    """Present while the worker process `pid` on `host` has its model loaded."""
+    return f"{READY_PREFIX}{host}:{pid}"
+
+
+def session_key(session_id: str) -> str:
+    """A live web-client session; the id itself is never stored."""
+    return f"mlprod:client:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
+
+
+def history_key(user: str) -> str:
+    """A web-client user's recent tasks."""
+    return f"mlprod:client:history:{hashlib.sha256(user.encode()).hexdigest()[:32]}"
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-QUEUED = "queued"  # set once the broker took the task
+_OWNER = "owner"
+_UPLOAD_KEY = "upload_key"
+_CREATED_AT = "created_at"
+_QUEUED = "queued"  # set once the broker took the task; only the orphan clean-up reads it
+_STARTED_AT = "started_at"
+_ANNOTATED_KEY = "annotated_key"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task's record, kept as a Redis hash at `record_key(task_id)`."""
+
+    task_id: str
+    owner: str
+    upload_key: str
+    created_at: datetime
+    queued: bool = False
+    started_at: datetime | None = None
+    annotated_key: str | None = None
+
+    @classmethod
+    def new(cls, task_id: str, owner: str, upload_key: str) -> TaskRecord:
+        return cls(task_id, owner, upload_key, datetime.now(timezone.utc))
+
+    def to_hash(self) -> dict[str, str]:
+        """The hash fields; the task id is in the key, and unset fields are left out."""
+        fields = {
+            _OWNER: self.owner,
+            _UPLOAD_KEY: self.upload_key,
+            _CREATED_AT: self.created_at.isoformat(),
+        }
+        if self.queued:
+            fields[_QUEUED] = "1"
+        if self.started_at is not None:
+            fields[_STARTED_AT] = self.started_at.isoformat()
+        if self.annotated_key is not None:
+            fields[_ANNOTATED_KEY] = self.annotated_key
+        return fields
+
+    @classmethod
+    def from_hash(
+        cls, task_id: str, fields: Mapping[str | bytes, str | bytes]
+    ) -> TaskRecord | None:
+        """The record, or None when the hash lacks its owner or creation time (no task)."""
+        text = {_text(k): _text(v) for k, v in fields.items()}
+        if _OWNER not in text or _CREATED_AT not in text:
+            return None
+        started = text.get(_STARTED_AT)
+        return cls(
+            task_id=task_id,
+            owner=text[_OWNER],
+            upload_key=text.get(_UPLOAD_KEY, ""),
+            created_at=datetime.fromisoformat(text[_CREATED_AT]),
+            queued=bool(text.get(_QUEUED)),
+            started_at=datetime.fromisoformat(started) if started else None,
+            annotated_key=text.get(_ANNOTATED_KEY),
+        )
+
+
+class Lookup(NamedTuple):
+    """A task's record and Celery's result meta, read together."""
+
+    record: TaskRecord | None
+    meta: dict[str, Any] | None
+
+
+class TaskStore:
+    """The API's (asyncio) store: records, Celery's result meta, and worker readiness.
+
+    Failures surface as BackendUnavailable, except where the API goes on regardless.
+    """
+
+    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+
+    async def create(self, record: TaskRecord) -> None:
+        name = record_key(record.task_id)
+        with backend_errors("the result store is unreachable; nothing was stored"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(name, mapping=record.to_hash())  # type: ignore[arg-type]  # invariant keys
+                pipe.expire(name, self.ttl_s)
+                await pipe.execute()
+
+    async def mark_queued(self, task_id: str) -> None:
+        # the task is queued whether or not the flag lands: only the orphan clean-up reads it
+        try:
+            await self.redis.hset(record_key(task_id), _QUEUED, "1")
+        except RedisError:
+            logger.warning("could not mark the task queued", extra={"task_id": task_id})
+
+    async def discard(self, task_id: str) -> None:
+        try:
+            await self.redis.delete(record_key(task_id))
+        except RedisError:
+            logger.warning(
+                "could not remove the record of unqueued task", extra={"task_id": task_id}
+            )
+
+    async def lookup(self, task_id: str) -> Lookup:
+        """The record and Celery's meta, read in one round trip."""
+        with backend_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(record_key(task_id))
+                pipe.get(meta_key(task_id))
+                raw_record, raw_meta = await pipe.execute()
+        meta = json.loads(raw_meta) if raw_meta else None
+        return Lookup(TaskRecord.from_hash(task_id, raw_record), meta)
+
+    async def updates(self, task_id: str, timeout_s: float) -> AsyncGenerator[Lookup, None]:
+        """Yield a lookup now and again at each state Celery stores, until `timeout_s`.
+
+        Celery PUBLISHes on the result key whenever it stores a state, so this wakes the
+        moment the worker writes; nothing polls. The caller stops once it has what it needs.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        with backend_errors():
+            async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(meta_key(task_id))
+                while True:
+                    yield await self.lookup(task_id)
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        return
+                    await pubsub.get_message(timeout=min(remaining, 15.0))
+
+    async def ready_workers(self) -> int:
+        """How many worker processes have announced a loaded model."""
+        with backend_errors():
+            return len([k async for k in self.redis.scan_iter(match=READY_PATTERN, count=100)])
+
+
+class RecordStore:
+    """The worker's and the clean-up's (blocking) store of records and readiness.
+
+    Redis errors propagate unchanged: the detect task retries on a lost connection.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    @classmethod
+    def connect(cls, settings: Settings) -> RecordStore:
+        client = redis.Redis.from_url(
+            str(settings.result_backend), socket_timeout=5, decode_responses=True
+        )
+        return cls(client)
+
+    def mark_started(self, task_id: str) -> None:
+        self.redis.hset(record_key(task_id), _STARTED_AT, now_iso())
+
+    def set_annotated(self, task_id: str, annotated_key: str) -> None:
+        self.redis.hset(record_key(task_id), _ANNOTATED_KEY, annotated_key)
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        return TaskRecord.from_hash(task_id, self.redis.hgetall(record_key(task_id)))
+
+    def has_result(self, task_id: str) -> bool:
+        """Whether Celery stored any state of the task (it was taken by a worker)."""
+        return bool(self.redis.exists(meta_key(task_id)))
+
+    def discard(self, task_id: str) -> None:
+        self.redis.delete(record_key(task_id))
+
+    def announce_ready(self, key: str) -> None:
+        self.redis.set(key, "ready", ex=READY_TTL_S)
+
+    def withdraw_ready(self, key: str) -> None:
+        self.redis.delete(key)

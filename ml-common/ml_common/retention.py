@@ -6,9 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-import redis
-
-from ml_common import records
+from ml_common.records import RecordStore
 from ml_common.settings import Settings
 from ml_common.storage import UPLOAD, Storage
 
@@ -29,7 +27,7 @@ def remove_orphan_uploads(settings: Settings, grace_s: float = ORPHAN_GRACE_S) -
     was never marked queued nor started. The client of such an upload never got a task id.
     """
     storage = Storage(settings.storage_dir)
-    client = redis.Redis.from_url(str(settings.result_backend), decode_responses=True)
+    records = RecordStore.connect(settings)
     cutoff = time.time() - grace_s
     removed = 0
     for path in sorted((storage.root / UPLOAD).glob("*/*")):
@@ -40,13 +38,13 @@ def remove_orphan_uploads(settings: Settings, grace_s: float = ORPHAN_GRACE_S) -
             continue
         if path.stat().st_mtime > cutoff:
             continue
-        record = client.hgetall(records.record_key(task_id))
-        if record.get(records.QUEUED) or record.get(records.STARTED_AT):
+        record = records.get(task_id)
+        if record is not None and (record.queued or record.started_at is not None):
             continue
-        if client.exists(records.meta_key(task_id)):
+        if records.has_result(task_id):
             continue
         storage.delete(key)
-        client.delete(records.record_key(task_id))
+        records.discard(task_id)
         logger.info("removed orphan upload %s", key, extra={"task_id": task_id})
         removed += 1
     return removed

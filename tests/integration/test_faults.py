@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -299,10 +300,11 @@ def test_orphan_upload_is_removed_and_a_queued_one_kept(
     client = redis.Redis.from_url(str(settings.result_backend))
     ids = {name: str(uuid.uuid4()) for name in ("never-queued", "no-record", "queued")}
     for name, task_id in ids.items():
-        storage.write(storage.upload_key(task_id, "jpg"), b"x")
+        key = storage.upload_key(task_id, "jpg")
+        storage.write(key, b"x")
         if name != "no-record":
-            client.hset(records.record_key(task_id), records.CREATED_AT, records.now_iso())
-    client.hset(records.record_key(ids["queued"]), records.QUEUED, "1")
+            record = replace(records.TaskRecord.new(task_id, "k", key), queued=name == "queued")
+            client.hset(records.record_key(task_id), mapping=record.to_hash())
     try:
         assert remove_orphan_uploads(settings, grace_s=0) == 2
         assert [p.stem for p in tmp_path.glob("upload/*/*")] == [ids["queued"]]

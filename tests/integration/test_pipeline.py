@@ -118,11 +118,8 @@ def test_a_task_that_fails_in_the_worker_ends_failed(live_stack: LiveStack) -> N
     import redis
 
     client = redis.Redis.from_url(str(settings.result_backend))
-    client.hset(
-        records.record_key(task_id),
-        mapping={records.OWNER: live_stack.key_id(), records.UPLOAD_KEY: key,
-                 records.CREATED_AT: records.now_iso()},
-    )  # fmt: skip
+    record = records.TaskRecord.new(task_id, live_stack.key_id(), key)
+    client.hset(records.record_key(task_id), mapping=record.to_hash())
     live_stack.send_task(DETECT_TASK, task_id, upload_key=key, created_at=records.now_iso())
     status = live_stack.wait_final(task_id)
     assert status["status"] == "failed"

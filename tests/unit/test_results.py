@@ -1,22 +1,25 @@
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
+
 from ml_api.results import build_status
-from ml_common import records
+from ml_common.records import TaskRecord
 from ml_common.schemas import TaskState
 
-RECORD = {records.OWNER: "k", records.CREATED_AT: "2026-11-27T10:00:00+00:00"}
 TID = "7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f"
+RECORD = TaskRecord(TID, "k", "upload/x.jpg", datetime.fromisoformat("2026-11-27T10:00:00+00:00"))
 
 
 def test_no_meta_yet_is_queued() -> None:
-    status = build_status(TID, RECORD, None)
+    status = build_status(RECORD, None)
     assert status.status is TaskState.queued
     assert status.links.image == f"/api/v1/detections/{TID}/image"
 
 
 def test_started() -> None:
-    record = {**RECORD, records.STARTED_AT: "2026-11-27T10:00:01+00:00"}
-    status = build_status(TID, record, {"status": "STARTED", "result": {"pid": 1}})
+    record = replace(RECORD, started_at=datetime.fromisoformat("2026-11-27T10:00:01+00:00"))
+    status = build_status(record, {"status": "STARTED", "result": {"pid": 1}})
     assert status.status is TaskState.started
     assert status.started_at is not None and status.finished_at is None
 
@@ -27,7 +30,7 @@ def test_failure_is_readable() -> None:
         "result": {"exc_type": "InvalidImage", "exc_message": ["the image is truncated"]},
         "date_done": "2026-11-27T10:00:02+00:00",
     }
-    status = build_status(TID, RECORD, meta)
+    status = build_status(RECORD, meta)
     assert status.status is TaskState.failed
     assert status.error is not None
     assert (status.error.type, status.error.message) == ("InvalidImage", "the image is truncated")
@@ -44,7 +47,7 @@ def test_success_carries_the_result() -> None:
     }
     result = {"width": 10, "height": 10, "model_name": "m", "model_version": "1",
               "inference_ms": 5.0, "detections": [det]}  # fmt: skip
-    status = build_status(TID, RECORD, {"status": "SUCCESS", "result": result,
+    status = build_status(RECORD, {"status": "SUCCESS", "result": result,
                                         "date_done": "2026-11-27T10:00:02+00:00"})  # fmt: skip
     assert status.status is TaskState.succeeded
     assert status.result is not None and status.result.detections[0].label == "person"

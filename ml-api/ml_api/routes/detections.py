@@ -10,22 +10,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
 from fastapi.responses import StreamingResponse
-from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from ml_api.deps import (
     ApiKeyDep,
     LimiterDep,
-    RedisDep,
     ResultsDep,
     SettingsDep,
     StorageDep,
     SubmitDep,
+    TasksDep,
 )
 from ml_api.results import links_for
-from ml_common import records
 from ml_common.errors import BackendUnavailable, MLProdError, PayloadTooLarge, TaskNotFinished
-from ml_common.images import inspect_image
+from ml_common.images import ImageLimits, inspect_image
+from ml_common.records import TaskRecord
 from ml_common.schemas import ErrorOut, TaskCreated, TaskState, TaskStatus
 from ml_common.tasks import DetectPayload
 
@@ -49,7 +48,7 @@ async def create_detection(
     settings: SettingsDep,
     storage: StorageDep,
     queue: SubmitDep,
-    redis: RedisDep,
+    tasks: TasksDep,
     limiter: LimiterDep,
 ) -> TaskCreated:
     """Accept an image and queue it for detection; poll or stream the returned links."""
@@ -59,27 +58,25 @@ async def create_detection(
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"the upload exceeds the limit of {settings.max_upload_bytes} bytes")
     timer.lap("receive")
-    info = await run_in_threadpool(inspect_image, data, settings.max_image_pixels)
+    info = await run_in_threadpool(inspect_image, data, ImageLimits.from_settings(settings))
     timer.lap("validate")
 
     task_id = str(uuid.uuid4())
-    upload_key = storage.upload_key(task_id, info.ext)
-    created_at = records.now_iso()
-    await run_in_threadpool(storage.write, upload_key, data)
+    record = TaskRecord.new(task_id, key.key_id, storage.upload_key(task_id, info.ext))
+    await run_in_threadpool(storage.write, record.upload_key, data)
     try:
-        await _create_record(
-            redis, task_id, key.key_id, upload_key, created_at, settings.result_expires_s
-        )
+        await tasks.create(record)
         timer.lap("store")
-        await run_in_threadpool(
-            queue.submit, task_id, DetectPayload(upload_key=upload_key, created_at=created_at)
+        payload = DetectPayload(
+            upload_key=record.upload_key, created_at=record.created_at.isoformat()
         )
+        await run_in_threadpool(queue.submit, task_id, payload)
     except MLProdError:
         # nothing half-done stays behind: the client gets no task id, so no file or record
-        await run_in_threadpool(storage.delete, upload_key)
-        await _delete_record(redis, task_id)
+        await run_in_threadpool(storage.delete, record.upload_key)
+        await tasks.discard(task_id)
         raise
-    await _mark_queued(redis, task_id)
+    await tasks.mark_queued(task_id)
     timer.lap("enqueue")
     logger.info(
         "queued %s (%s, %d bytes)", task_id, info.format, len(data), extra={"task_id": task_id}
@@ -104,41 +101,6 @@ class StageTimer:
 
     def header(self) -> str:
         return ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in self.stages.items())
-
-
-async def _create_record(
-    redis: RedisDep, task_id: str, owner: str, upload_key: str, created_at: str, ttl_s: int
-) -> None:
-    name = records.record_key(task_id)
-    try:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                name,
-                mapping={
-                    records.OWNER: owner,
-                    records.UPLOAD_KEY: upload_key,
-                    records.CREATED_AT: created_at,
-                },
-            )
-            pipe.expire(name, ttl_s)
-            await pipe.execute()
-    except RedisError as exc:
-        raise BackendUnavailable("the result store is unreachable; nothing was stored") from exc
-
-
-async def _mark_queued(redis: RedisDep, task_id: str) -> None:
-    # only the orphan clean-up reads this flag: the task is queued whether or not it lands
-    try:
-        await redis.hset(records.record_key(task_id), records.QUEUED, "1")
-    except RedisError:
-        logger.warning("could not mark the task queued", extra={"task_id": task_id})
-
-
-async def _delete_record(redis: RedisDep, task_id: str) -> None:
-    try:
-        await redis.delete(records.record_key(task_id))
-    except RedisError:
-        logger.warning("could not remove the record of unqueued task", extra={"task_id": task_id})
 
 
 @router.get("/{task_id}", responses=ERRORS)
@@ -167,9 +129,9 @@ async def get_detection_image(
 ) -> Response:
     """The image with the detected boxes and labels drawn on it (JPEG)."""
     record, status = await results.lookup(str(task_id), key.key_id)
-    if status.status is not TaskState.succeeded:
+    if status.status is not TaskState.succeeded or record.annotated_key is None:
         raise TaskNotFinished(f"task {task_id} is {status.status.value}, not succeeded")
-    data = await run_in_threadpool(storage.read, record[records.ANNOTATED_KEY])
+    data = await run_in_threadpool(storage.read, record.annotated_key)
     return Response(
         data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
     )

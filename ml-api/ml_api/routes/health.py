@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from ml_api.deps import RedisDep, SubmitDep
-from ml_common.errors import QueueUnavailable
+from ml_api.deps import SubmitDep, TasksDep
+from ml_common.errors import BackendUnavailable, QueueUnavailable
 from ml_common.schemas import Health
 
 router = APIRouter(tags=["health"])
-READY_PATTERN = "mlprod:ready:*"
 
 
 @router.get("/healthz")
@@ -22,7 +20,7 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"model": Health}})
-async def readyz(queue: SubmitDep, redis: RedisDep) -> JSONResponse:
+async def readyz(queue: SubmitDep, tasks: TasksDep) -> JSONResponse:
     """Broker and result store reachable, and at least one worker has its model loaded."""
     checks: dict[str, str] = {}
     try:
@@ -31,12 +29,11 @@ async def readyz(queue: SubmitDep, redis: RedisDep) -> JSONResponse:
     except QueueUnavailable as exc:
         checks["broker"] = exc.detail
     try:
-        await redis.ping()
+        workers = await tasks.ready_workers()
         checks["result_backend"] = "ok"
-        workers = [k async for k in redis.scan_iter(match=READY_PATTERN, count=100)]
-        checks["workers"] = f"{len(workers)} ready" if workers else "no worker with a loaded model"
-    except RedisError as exc:
-        checks["result_backend"] = f"unreachable: {exc}"
+        checks["workers"] = f"{workers} ready" if workers else "no worker with a loaded model"
+    except BackendUnavailable as exc:
+        checks["result_backend"] = f"unreachable: {exc.__cause__}"
         checks["workers"] = "unknown"
     ready = all(v == "ok" for k, v in checks.items() if k != "workers") and checks[
         "workers"
