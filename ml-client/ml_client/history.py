@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from redis.exceptions import RedisError
 from ml_client.schemas import HistoryEntry
 from ml_common.errors import BackendUnavailable, TaskNotFound
 from ml_common.images import FORMATS
+from ml_common.storage import atomic_write
 
 HISTORY_MAX = 30
 NAME_MAX = 120
@@ -93,10 +92,7 @@ class Originals:
         if fmt not in FORMATS:
             return
         self.root.mkdir(parents=True, exist_ok=True, mode=0o750)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, self.root / f"{task_id}.{FORMATS[fmt][0]}")
+        atomic_write(self.root / f"{task_id}.{FORMATS[fmt][0]}", data, 0o600)
 
     def find(self, task_id: str) -> Original:
         for ext, media_type in FORMATS.values():

@@ -11,7 +11,6 @@ import contextlib
 import getpass
 import hashlib
 import logging
-import os
 import re
 import secrets
 import sys
@@ -23,6 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from ml_common.logs import configure_logging
 from ml_common.settings import Settings, get_settings
+from ml_common.storage import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +56,7 @@ def parse_users(text: str) -> dict[str, str]:
 def _write_private(path: Path, text: str, exclusive: bool = False) -> None:
     """Write `text` to `path` with mode 0600; with `exclusive`, fail if it exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if exclusive:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        return
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text, 0o600, exclusive=exclusive)
 
 
 def bootstrap_users(settings: Settings) -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ml_common.records import now_iso
+from ml_common.storage import atomic_write
 
 KEY_PREFIX = "mlp_"
 
@@ -54,11 +53,7 @@ class ApiKeyStore:
 
     def _save(self, keys: dict[str, dict[str, str]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".api-keys-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"keys": keys}, fh, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps({"keys": keys}, indent=2, sort_keys=True), 0o600)
         self._mtime = None
 
     def create(self, name: str) -> tuple[str, ApiKey]:

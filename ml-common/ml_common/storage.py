@@ -25,6 +25,32 @@ KEY_RE = re.compile(
 )
 
 
+def atomic_write(
+    path: Path, data: bytes | str, mode: int = 0o640, *, exclusive: bool = False
+) -> None:
+    """Write `data` to `path` so that a reader sees the whole file or none of it.
+
+    The bytes go to a temporary file in the same folder, reach the disk (fsync), get `mode`
+    and then take the name in one step; on any failure the temporary file is removed. With
+    `exclusive`, an existing `path` is kept and FileExistsError raised.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        # a link fails if the name exists; either way the name appears with the whole file
+        (os.link if exclusive else os.replace)(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if exclusive:
+        Path(tmp).unlink()
+
+
 def _today() -> date:
     return datetime.now(timezone.utc).date()
 
@@ -59,17 +85,7 @@ class Storage:
         """Write atomically: a reader sees the whole file or none of it."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o640)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, data)
         return target
 
     def read(self, key: str) -> bytes:

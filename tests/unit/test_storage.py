@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ml_common.errors import TaskNotFound
-from ml_common.storage import Storage
+from ml_common.storage import Storage, atomic_write
 
 
 @pytest.fixture
@@ -51,6 +51,34 @@ def test_write_is_atomic_private_and_leaves_no_temp_files(storage: Storage) -> N
     storage.delete(key)
     with pytest.raises(TaskNotFound):
         storage.read(key)
+
+
+def test_atomic_write_replaces_whole_files_and_cleans_up_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    atomic_write(path, "first", 0o600)
+    atomic_write(path, "second", 0o600)
+    assert path.read_text() == "second"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    def refuse(*_: object) -> None:
+        raise OSError("disk full")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fsync", refuse)
+        with pytest.raises(OSError, match="disk full"):
+            atomic_write(path, "third")
+    assert path.read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_an_exclusive_write_never_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    atomic_write(path, b"admin", exclusive=True)
+    with pytest.raises(FileExistsError):
+        atomic_write(path, b"intruder", exclusive=True)
+    assert path.read_bytes() == b"admin"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_purge_removes_only_old_files(storage: Storage) -> None:
