@@ -39,6 +39,7 @@ def analyse(data: bytes, settings: Settings) -> tuple[DetectionResult, bytes]:
         model_version=detector.version,
         inference_ms=round(output.inference_ms, 3),
         detections=output.detections,
+        score_threshold=settings.score_threshold,
         timings=StageTimings(
             decode_ms=decode_ms,
             inference_ms=round(output.inference_ms, 3),

@@ -48,7 +48,6 @@ async def index(
         "user": user,
         "csrf_token": csrf_token(request),
         "max_upload_bytes": settings.max_upload_bytes,
-        "default_threshold": settings.score_threshold,
     }
     return templates.TemplateResponse(request, "index.html", context, headers=NO_STORE)
 

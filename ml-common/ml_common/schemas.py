@@ -7,6 +7,8 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ml_common.settings import DEFAULT_SCORE_THRESHOLD
+
 
 class TaskState(str, Enum):
     queued = "queued"
@@ -54,6 +56,8 @@ class DetectionResult(BaseModel):
     inference_ms: float
     detections: list[Detection]
     timings: StageTimings = StageTimings()
+    # the minimum score the worker kept; results stored before it was reported used the default
+    score_threshold: float = Field(DEFAULT_SCORE_THRESHOLD, ge=0.0, le=1.0)
 
 
 class Links(BaseModel):

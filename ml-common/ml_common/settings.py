@@ -24,6 +24,8 @@ RedisUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["redis", "rediss", 
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev-secret-change-me"})
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# the one default; a DetectionResult stored before results carried their threshold reads it too
+DEFAULT_SCORE_THRESHOLD = 0.3
 
 
 class Settings(BaseSettings):
@@ -39,7 +41,7 @@ class Settings(BaseSettings):
     detector: Literal["nanodet", "tf_od_api", "fake"] = "nanodet"
     # nanodet only: LiteRT (model.tflite beside the SavedModel) or the TensorFlow SavedModel
     runtime: Literal["tflite", "savedmodel"] = "tflite"
-    score_threshold: float = Field(0.3, ge=0.0, le=1.0)
+    score_threshold: float = Field(DEFAULT_SCORE_THRESHOLD, ge=0.0, le=1.0)
     iou_threshold: float = Field(0.5, gt=0.0, le=1.0)
     max_detections: int = Field(100, ge=1, le=1000)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)

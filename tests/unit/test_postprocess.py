@@ -8,6 +8,7 @@ import pytest
 from ml_celery.detectors.coco import COCO_80_LABELS
 from ml_celery.detectors.postprocess import (
     REG_MAX,
+    above_threshold,
     batched_nms,
     decode_distances,
     distance_to_boxes,
@@ -168,3 +169,14 @@ def test_postprocess_caps_and_thresholds() -> None:
         max_detections=10, **kwargs,
     )  # fmt: skip
     assert none == []
+
+
+def test_a_score_that_equals_the_threshold_is_kept() -> None:
+    scores = np.array([[0.25, 0.5], [0.75, 0.0]], np.float32)
+    np.testing.assert_array_equal(above_threshold(scores, 0.5), [[False, True], [True, False]])
+    cls_levels, reg_levels = synthetic_heads(32, score=0.5)  # dog 0.5, person 0.25
+    kept = postprocess(
+        cls_levels, reg_levels, stretch_geometry(32, 32, 32), COCO_80_LABELS, input_size=32,
+        score_threshold=0.5, iou_threshold=0.5, max_detections=10,
+    )  # fmt: skip
+    assert [(d.label, d.score) for d in kept] == [("dog", 0.5)]

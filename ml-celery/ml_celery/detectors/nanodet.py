@@ -33,7 +33,7 @@ class NanoDet:
         self,
         model_dir: Path,
         *,
-        score_threshold: float = 0.3,
+        score_threshold: float,
         iou_threshold: float = 0.5,
         max_detections: int = 100,
         intra_op_threads: int = 0,

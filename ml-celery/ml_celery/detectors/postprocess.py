@@ -12,6 +12,7 @@ from ml_common.schemas import Box, Detection
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 STRIDES = (8, 16, 32)
 REG_MAX = 10
@@ -48,6 +49,12 @@ def distance_to_boxes(centers: FloatArray, distances: FloatArray, input_size: in
     return clipped
 
 
+def above_threshold(scores: FloatArray, score_threshold: float) -> BoolArray:
+    """Where a score reaches the threshold: the one comparison every detector applies."""
+    reached: BoolArray = scores >= score_threshold
+    return reached
+
+
 def decode_level(
     scores: FloatArray,
     reg: FloatArray,
@@ -56,8 +63,8 @@ def decode_level(
     score_threshold: float,
     center_offset: float = CENTER_OFFSET,
 ) -> tuple[FloatArray, FloatArray, IntArray]:
-    """Boxes, scores and class ids of one level's (cell, class) pairs above the threshold."""
-    cells, classes = np.nonzero(scores > score_threshold)
+    """Boxes, scores and class ids of one level's (cell, class) pairs that reach the threshold."""
+    cells, classes = np.nonzero(above_threshold(scores, score_threshold))
     kept_scores = scores[cells, classes]
     best = np.argsort(-kept_scores, kind="stable")[:MAX_CANDIDATES]
     cells, classes, kept_scores = cells[best], classes[best], kept_scores[best]

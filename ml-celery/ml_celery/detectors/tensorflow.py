@@ -15,7 +15,7 @@ from PIL import Image
 from ml_celery.detectors.base import DetectionOutput, read_model_info
 from ml_celery.detectors.coco import COCO_80_LABELS, COCO_91_TO_80
 from ml_celery.detectors.nanodet import NANODET_INPUT, NanoDet, elapsed_ms
-from ml_celery.detectors.postprocess import to_detections
+from ml_celery.detectors.postprocess import above_threshold, to_detections
 from ml_celery.detectors.preprocess import Geometry
 from ml_common.schemas import Detection
 
@@ -62,7 +62,7 @@ class TFODAPIDetector:
         self,
         model_dir: Path,
         *,
-        score_threshold: float = 0.3,
+        score_threshold: float,
         max_detections: int = 100,
         intra_op_threads: int = 0,
     ) -> None:
@@ -93,7 +93,7 @@ class TFODAPIDetector:
         scores = arrays["detection_scores"][:count].astype(np.float32)
         coco_ids = np.rint(arrays["detection_classes"][:count]).astype(np.int64)
         class_ids = np.array([COCO_91_TO_80.get(int(i), -1) for i in coco_ids], dtype=np.int64)
-        keep = np.flatnonzero((scores >= self.score_threshold) & (class_ids >= 0))
+        keep = np.flatnonzero(above_threshold(scores, self.score_threshold) & (class_ids >= 0))
         keep = keep[np.argsort(-scores[keep], kind="stable")][: self.max_detections]
         y_min, x_min, y_max, x_max = arrays["detection_boxes"][:count][keep].astype(np.float32).T
         boxes = np.stack([x_min * width, y_min * height, x_max * width, y_max * height], axis=1)

@@ -27,7 +27,6 @@
   const announcer = document.getElementById("announcer");
   const template = document.getElementById("card-template");
   const maxBytes = Number(dropzone.dataset.maxBytes);
-  const defaultThreshold = Number(dropzone.dataset.threshold) || 0.3;
 
   const states = new WeakMap();
   const uploadQueue = [];
@@ -81,7 +80,6 @@
     const slider = part(card, "slider");
     slider.id = `${id}-slider`;
     part(card, "slider-label").htmlFor = slider.id;
-    slider.value = String(defaultThreshold);
     slider.addEventListener("input", () => applyThreshold(card));
     part(card, "forget").addEventListener("click", () => forget(card));
     states.set(card, { filename, taskId: null, objectUrl: null, source: null, timer: null });
@@ -284,6 +282,8 @@
     const H = result.height;
     const detections = [...result.detections].sort((a, b) => b.score - a.score);
     part(card, "result").hidden = false;
+    // the slider starts where the worker cut off: every box it returned is shown
+    part(card, "slider").value = String(result.score_threshold);
 
     const img = part(card, "image");
     const overlay = part(card, "overlay");
