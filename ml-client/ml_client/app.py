@@ -24,10 +24,10 @@ from ml_client.auth import LoginLimiter, SessionRegistry
 from ml_client.errors import install_error_handlers
 from ml_client.history import Originals, TaskHistory
 from ml_client.middleware import security_headers
+from ml_client.settings import ClientSettings, get_client_settings
 from ml_client.users import UserStore, bootstrap_users
 from ml_common.asgi import BodySizeLimit, HeaderSizeLimit
 from ml_common.logs import configure_logging
-from ml_common.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ API_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
 def _api_client(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None
+    settings: ClientSettings, transport: httpx.AsyncBaseTransport | None
 ) -> httpx.AsyncClient:
     headers = {"User-Agent": "mlprod-web-client"}
     if settings.client_api_key is None:
@@ -54,7 +54,7 @@ def _api_client(
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+    settings: ClientSettings = app.state.settings
     configure_logging(settings.log_level)
     await run_in_threadpool(bootstrap_users, settings)
     app.state.users = UserStore(settings)
@@ -103,10 +103,10 @@ class WebClient(FastAPI):
 
 
 def create_app(
-    settings: Settings | None = None, api_transport: httpx.AsyncBaseTransport | None = None
+    settings: ClientSettings | None = None, api_transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
     """Build the web client; `api_transport` lets tests route its API calls to an ASGI app."""
-    settings = settings or get_settings()
+    settings = settings or get_client_settings()
     app = WebClient(
         title="mlprod web client",
         docs_url=None,

@@ -10,12 +10,12 @@ from fastapi.templating import Jinja2Templates
 from ml_client.api import DetectionApi
 from ml_client.auth import LoginLimiter, check_csrf, require_user
 from ml_client.history import Originals, TaskHistory
+from ml_client.settings import ClientSettings
 from ml_client.users import UserStore
-from ml_common.settings import Settings
 
 
-def get_settings_dep(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+def get_settings_dep(request: Request) -> ClientSettings:
+    settings: ClientSettings = request.app.state.settings
     return settings
 
 
@@ -49,7 +49,7 @@ def get_templates(request: Request) -> Jinja2Templates:
     return templates
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SettingsDep = Annotated[ClientSettings, Depends(get_settings_dep)]
 ApiDep = Annotated[DetectionApi, Depends(get_api)]
 HistoryDep = Annotated[TaskHistory, Depends(get_history)]
 OriginalsDep = Annotated[Originals, Depends(get_originals)]

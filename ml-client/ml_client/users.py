@@ -20,8 +20,8 @@ from pathlib import Path
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ml_client.settings import ClientSettings, get_client_settings
 from ml_common.logs import configure_logging
-from ml_common.settings import Settings, get_settings
 from ml_common.storage import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def _write_private(path: Path, text: str, exclusive: bool = False) -> None:
     atomic_write(path, text, 0o600, exclusive=exclusive)
 
 
-def bootstrap_users(settings: Settings) -> None:
+def bootstrap_users(settings: ClientSettings) -> None:
     """On a first start with no users configured, create `admin` and log its password once."""
     path = settings.client_users_path
     if settings.client_users is not None or path.exists():
@@ -83,7 +83,7 @@ def bootstrap_users(settings: Settings) -> None:
 class UserStore:
     """Checks passwords in constant time; the users file is re-read when it changes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ClientSettings) -> None:
         secret = settings.client_users
         self._fixed = parse_users(secret.get_secret_value()) if secret is not None else None
         self._path = settings.client_users_path
@@ -142,7 +142,7 @@ def _read_password(confirm: bool) -> str:
     return password
 
 
-def _add_user(settings: Settings, name: str, password: str) -> None:
+def _add_user(settings: ClientSettings, name: str, password: str) -> None:
     if not NAME_RE.fullmatch(name):
         raise ValueError("a user name is 1-64 letters, digits, '.', '@', '-' or '_'")
     path = settings.client_users_path
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add = sub.add_parser("add", help="add or replace a user in the users file")
     add.add_argument("name")
     args = parser.parse_args(argv)
-    settings = get_settings()
+    settings = get_client_settings()
     configure_logging(settings.log_level)
     try:
         password = _read_password(confirm=True)

@@ -1,4 +1,8 @@
-"""The one Settings object for every mlprod process, read from ML_* variables and .env."""
+"""The Settings every mlprod process shares, read from ML_* variables and .env.
+
+A process with settings of its own extends it in its own package (the web client's
+ClientSettings), so no process sees fields it does not use.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
-    AnyHttpUrl,
     AnyUrl,
+    BeforeValidator,
     Field,
     SecretStr,
     UrlConstraints,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,9 +26,22 @@ BrokerUrl = Annotated[
 RedisUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["redis", "rediss", "unix"])]
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev-secret-change-me"})
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # the one default; a DetectionResult stored before results carried their threshold reads it too
 DEFAULT_SCORE_THRESHOLD = 0.3
+
+
+def _empty_is_unset(value: object) -> object:
+    # compose passes optional variables as empty strings: treat those as not set
+    return None if value == "" else value
+
+
+EmptyIsUnset = BeforeValidator(_empty_is_unset)
+
+
+def _working_dir(*parts: str) -> Path:
+    # relative to where the process starts (the checkout for `make run`; the images set the
+    # variables), never to where the package is installed
+    return Path.cwd().joinpath(*parts)
 
 
 class Settings(BaseSettings):
@@ -36,8 +52,10 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     broker_url: BrokerUrl = AnyUrl("amqp://guest:guest@localhost:5672//")
     result_backend: RedisUrl = AnyUrl("redis://localhost:6379/0")
-    storage_dir: Path = REPO_ROOT / "ml-storages"
-    model_dir: Path = REPO_ROOT / "ml-storages" / "models" / "nanodet-g-416"
+    storage_dir: Path = Field(default_factory=lambda: _working_dir("ml-storages"))
+    model_dir: Path = Field(
+        default_factory=lambda: _working_dir("ml-storages", "models", "nanodet-g-416")
+    )
     detector: Literal["nanodet", "tf_od_api", "fake"] = "nanodet"
     # nanodet only: LiteRT (model.tflite beside the SavedModel) or the TensorFlow SavedModel
     runtime: Literal["tflite", "savedmodel"] = "tflite"
@@ -55,25 +73,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr("dev-secret-change-me")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     intra_op_threads: int = Field(0, ge=0, description="0 lets TensorFlow choose")
-    api_keys_file: Path | None = None
+    api_keys_file: Annotated[Path | None, EmptyIsUnset] = None
     cors_origins: list[str] = []
     rate_limit_per_minute: int = Field(600, ge=1)
-    # web client (ml_client): how it reaches the API, who may sign in, its session cookie
-    client_api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
-    client_api_key: SecretStr | None = None
-    client_users: SecretStr | None = Field(None, description="name:$argon2id$..., comma-separated")
-    client_users_file: Path | None = None
-    client_cookie_secure: bool = False
-    client_session_max_age_s: int = Field(8 * 3600, ge=60)
-    client_login_max_failures: int = Field(5, ge=1)
-    client_login_window_s: int = Field(900, ge=1)
-
-    @field_validator("client_api_key", "client_users", "api_keys_file", "client_users_file",
-                     mode="before")  # fmt: skip
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        # compose passes optional variables as empty strings: treat those as not set
-        return None if value == "" else value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
@@ -97,10 +99,6 @@ class Settings(BaseSettings):
     @property
     def api_keys_path(self) -> Path:
         return self.api_keys_file or self.storage_dir / "api-keys.json"
-
-    @property
-    def client_users_path(self) -> Path:
-        return self.client_users_file or self.storage_dir / "web-users"
 
 
 @functools.cache

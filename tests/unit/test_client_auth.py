@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from ml_client.app import create_app
-from ml_common.settings import Settings
+from ml_client.settings import ClientSettings
 
 PASSWORD = "a-fine-password"
 REDIS_URL = "redis://localhost:6379/11"  # a database of its own: other suites flush theirs
@@ -33,8 +33,8 @@ def user() -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, user: str) -> Settings:
-    return Settings(
+def settings(tmp_path: Path, user: str) -> ClientSettings:
+    return ClientSettings(
         _env_file=None,
         storage_dir=tmp_path,
         result_backend=REDIS_URL,
@@ -46,7 +46,7 @@ def settings(tmp_path: Path, user: str) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def client(settings: ClientSettings) -> Iterator[TestClient]:
     app = create_app(settings, api_transport=httpx.MockTransport(_unreachable_api))
     # a per-test client address keeps the per-address counter of each test apart
     with TestClient(app, client=(f"10.0.{uuid.uuid4().int % 250}.1", 5000)) as client:
@@ -129,7 +129,7 @@ def test_session_cookie_is_signed_httponly_and_samesite(client: TestClient, user
     assert client.get("/", follow_redirects=False).status_code == 303
 
 
-def test_cookie_is_secure_and_host_prefixed_over_https(settings: Settings, user: str) -> None:
+def test_cookie_is_secure_and_host_prefixed_over_https(settings: ClientSettings, user: str) -> None:
     settings = settings.model_copy(update={"client_cookie_secure": True})
     app = create_app(settings, api_transport=httpx.MockTransport(_unreachable_api))
     with TestClient(app, base_url="https://testserver") as client:
@@ -173,7 +173,7 @@ def test_sign_out_needs_the_token_and_ends_the_session(client: TestClient, user:
 
 
 def test_a_password_change_ends_existing_sessions(
-    client: TestClient, user: str, settings: Settings
+    client: TestClient, user: str, settings: ClientSettings
 ) -> None:
     sign_in(client, user)
     app = client.app

@@ -29,9 +29,9 @@ from pydantic import SecretStr
 from ml_api.app import create_app as create_api_app
 from ml_api.deps import get_queue
 from ml_client.app import create_app
+from ml_client.settings import ClientSettings
 from ml_common import records
 from ml_common.apikeys import ApiKeyStore
-from ml_common.settings import Settings
 from ml_common.storage import Storage
 from ml_common.tasks import DetectPayload
 
@@ -59,7 +59,7 @@ class RecordingQueue:
 class Stack:
     client: TestClient
     queue: RecordingQueue
-    settings: Settings
+    settings: ClientSettings
     redis: redis.Redis
 
     def finish(self, task_id: str, detections: list[dict[str, Any]] | None = None) -> None:
@@ -94,11 +94,11 @@ def jpeg(width: int = 64, height: int = 48) -> bytes:
     return buf.getvalue()
 
 
-def _settings(tmp_path: Path) -> Settings:
+def _settings(tmp_path: Path) -> ClientSettings:
     keys = ApiKeyStore(tmp_path / "api-keys.json")
     plain, _ = keys.create("web-client")
     users = ",".join(f"{name}:{CHEAP.hash(PASSWORD)}" for name in ("alice", "bob"))
-    return Settings(
+    return ClientSettings(
         _env_file=None,  # type: ignore[call-arg]
         storage_dir=tmp_path,
         result_backend=REDIS_URL,  # type: ignore[arg-type]

@@ -13,14 +13,14 @@ from argon2 import PasswordHasher
 from pydantic import SecretStr
 
 from ml_client import users
+from ml_client.settings import ClientSettings
 from ml_client.users import UserStore, bootstrap_users, hash_password, parse_users
-from ml_common.settings import Settings
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
 
 
-def _settings(tmp_path: Path, **kw: object) -> Settings:
-    return Settings(_env_file=None, storage_dir=tmp_path, **kw)  # type: ignore[arg-type]
+def _settings(tmp_path: Path, **kw: object) -> ClientSettings:
+    return ClientSettings(_env_file=None, storage_dir=tmp_path, **kw)  # type: ignore[arg-type]
 
 
 def test_hash_password_is_argon2id_and_salted() -> None:
@@ -92,7 +92,7 @@ def test_bootstrap_does_nothing_when_users_are_configured(tmp_path: Path) -> Non
 def test_cli_hash_reads_stdin_and_writes_a_verifiable_hash(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(users, "get_settings", lambda: _settings(tmp_path))
+    monkeypatch.setattr(users, "get_client_settings", lambda: _settings(tmp_path))
     monkeypatch.setattr("sys.stdin", io.StringIO("a long password\n"))
     assert users.main(["hash"]) == 0
     hashed = capsys.readouterr().out.strip()
@@ -101,7 +101,7 @@ def test_cli_hash_reads_stdin_and_writes_a_verifiable_hash(
 
 def test_cli_add_writes_the_users_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    monkeypatch.setattr(users, "get_settings", lambda: settings)
+    monkeypatch.setattr(users, "get_client_settings", lambda: settings)
     monkeypatch.setattr("sys.stdin", io.StringIO("another password\n"))
     assert users.main(["add", "carol"]) == 0
     assert UserStore(settings).verify("carol", "another password")

@@ -1,0 +1,36 @@
+"""The web client's settings: the shared ones plus how it reaches the API, its users, sessions."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, Field, SecretStr
+
+from ml_common.settings import EmptyIsUnset, Settings
+
+
+class ClientSettings(Settings):
+    """What only the web client reads, from the same ML_* variables (ML_CLIENT_*)."""
+
+    client_api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    client_api_key: Annotated[SecretStr | None, EmptyIsUnset] = None
+    client_users: Annotated[SecretStr | None, EmptyIsUnset] = Field(
+        None, description="name:$argon2id$..., comma-separated"
+    )
+    client_users_file: Annotated[Path | None, EmptyIsUnset] = None
+    client_cookie_secure: bool = False
+    client_session_max_age_s: int = Field(8 * 3600, ge=60)
+    client_login_max_failures: int = Field(5, ge=1)
+    client_login_window_s: int = Field(900, ge=1)
+
+    @property
+    def client_users_path(self) -> Path:
+        return self.client_users_file or self.storage_dir / "web-users"
+
+
+@functools.cache
+def get_client_settings() -> ClientSettings:
+    """The web client's settings, read once from the environment."""
+    return ClientSettings()
