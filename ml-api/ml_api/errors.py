@@ -1,4 +1,4 @@
-"""The one mapping from domain errors to HTTP responses, and the handlers that apply it."""
+"""The handlers that turn domain errors (each carries its HTTP status) into responses."""
 
 from __future__ import annotations
 
@@ -15,20 +15,6 @@ from ml_common import errors
 from ml_common.schemas import ErrorOut
 
 logger = logging.getLogger(__name__)
-
-STATUS: dict[type[errors.MLProdError], int] = {
-    errors.NotAuthenticated: 401,
-    errors.TaskNotFound: 404,
-    errors.TaskNotFinished: 409,
-    errors.PayloadTooLarge: 413,
-    errors.UnsupportedMedia: 415,
-    errors.InvalidImage: 422,
-    errors.ImageTooLarge: 422,
-    errors.RateLimited: 429,
-    errors.QueueUnavailable: 503,
-    errors.BackendUnavailable: 503,
-    errors.DetectorUnavailable: 503,
-}
 
 HTTP_CODES = {
     400: "bad_request",
@@ -52,15 +38,14 @@ def error_response(
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.MLProdError)
-    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
     headers: dict[str, str] = {}
     if isinstance(exc, errors.NotAuthenticated):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, errors.RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
-    if status == 503:
+    if exc.status == 503:
         headers["Retry-After"] = "5"
-    return error_response(status, exc.code, exc.detail, headers)
+    return error_response(exc.status, exc.code, exc.detail, headers)
 
 
 def _describe(err: Mapping[str, Any]) -> str:

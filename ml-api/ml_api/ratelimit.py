@@ -5,28 +5,24 @@ from __future__ import annotations
 from limits import RateLimitItemPerMinute
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
-from ml_common.errors import BackendUnavailable, RateLimited
+from ml_common.errors import RateLimited, backend_errors
 from ml_common.ratelimits import redis_storage, retry_after
-
-KEY_PREFIX = "mlprod:rate"
+from ml_common.records import RATE_PREFIX
 
 
 class RateLimiter:
     def __init__(self, redis: aioredis.Redis, per_minute: int) -> None:
-        self.limiter = MovingWindowRateLimiter(redis_storage(redis, KEY_PREFIX))
+        self.limiter = MovingWindowRateLimiter(redis_storage(redis, RATE_PREFIX))
         self.per_minute = per_minute
 
     async def hit(self, key_id: str, bucket: str) -> None:
         """Count one request atomically; raise RateLimited past the limit for the last minute."""
         item = RateLimitItemPerMinute(self.per_minute, namespace=bucket)
-        try:
+        with backend_errors():
             if await self.limiter.hit(item, key_id):
                 return
             stats = await self.limiter.get_window_stats(item, key_id)
-        except RedisError as exc:
-            raise BackendUnavailable("the result store is unreachable; try again shortly") from exc
         raise RateLimited(
             f"more than {self.per_minute} {bucket} requests in a minute",
             retry_after(stats.reset_time),

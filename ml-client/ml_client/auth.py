@@ -10,12 +10,12 @@ from fastapi import Request
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
 from ml_client.errors import CsrfFailed, LoginRequired
 from ml_client.users import UserStore
-from ml_common.errors import BackendUnavailable, RateLimited
+from ml_common.errors import RateLimited, backend_errors
 from ml_common.ratelimits import redis_storage, retry_after
+from ml_common.records import LOGIN_PREFIX, session_key
 
 USER = "user"
 USER_TAG = "user_tag"
@@ -23,7 +23,6 @@ SESSION_ID = "sid"
 CSRF = "csrf"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
-LOGIN_KEY_PREFIX = "mlprod:client:login"
 IP_FACTOR = 4  # one address may try this many times more often than one user name
 USER_FACTOR = 4  # one user name may be tried this many times more often than by one address
 
@@ -60,30 +59,20 @@ class SessionRegistry:
         self.redis = redis
         self.ttl_s = ttl_s
 
-    @staticmethod
-    def _key(session_id: str) -> str:
-        return f"mlprod:client:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
-
     async def create(self, name: str) -> str:
         session_id = secrets.token_urlsafe(32)
-        try:
-            await self.redis.set(self._key(session_id), name, ex=self.ttl_s)
-        except RedisError as exc:
-            raise BackendUnavailable("sign-in is unavailable right now; try again shortly") from exc
+        with backend_errors("sign-in is unavailable right now; try again shortly"):
+            await self.redis.set(session_key(session_id), name, ex=self.ttl_s)
         return session_id
 
     async def owner(self, session_id: str) -> str | None:
-        try:
-            raw = await self.redis.get(self._key(session_id))
-        except RedisError as exc:
-            raise BackendUnavailable("sessions are unavailable right now; try again") from exc
+        with backend_errors("sessions are unavailable right now; try again"):
+            raw = await self.redis.get(session_key(session_id))
         return raw.decode() if isinstance(raw, bytes) else None
 
     async def revoke(self, session_id: str) -> None:
-        try:
-            await self.redis.delete(self._key(session_id))
-        except RedisError as exc:
-            raise BackendUnavailable("sessions are unavailable right now; try again") from exc
+        with backend_errors("sessions are unavailable right now; try again"):
+            await self.redis.delete(session_key(session_id))
 
 
 async def sign_in(request: Request, name: str, tag: str) -> None:
@@ -138,7 +127,7 @@ class LoginLimiter:
     """
 
     def __init__(self, redis: aioredis.Redis, max_attempts: int, window_s: int) -> None:
-        self.limiter = MovingWindowRateLimiter(redis_storage(redis, LOGIN_KEY_PREFIX))
+        self.limiter = MovingWindowRateLimiter(redis_storage(redis, LOGIN_PREFIX))
         self.pair = RateLimitItemPerSecond(max_attempts, window_s, namespace="pair")
         self.first = RateLimitItemPerSecond(1, window_s, namespace="first")
         self.address = RateLimitItemPerSecond(max_attempts * IP_FACTOR, window_s, namespace="ip")
@@ -151,15 +140,13 @@ class LoginLimiter:
     async def attempt(self, name: str, address: str) -> None:
         """Count one sign-in attempt; raise RateLimited when it may not check a password."""
         user = self._user_id(name)
-        try:
+        with backend_errors("sign-in is unavailable right now; try again shortly"):
             first = await self.limiter.hit(self.first, user, address)
             for item, ids in ((self.pair, (user, address)), (self.address, (address,))):
                 if not await self.limiter.hit(item, *ids):
                     await self._refuse(item, ids)
             if not await self.limiter.hit(self.user, user) and not first:
                 await self._refuse(self.user, (user,))
-        except RedisError as exc:
-            raise BackendUnavailable("sign-in is unavailable right now; try again shortly") from exc
 
     async def _refuse(self, item: RateLimitItem, ids: tuple[str, ...]) -> None:
         stats = await self.limiter.get_window_stats(item, *ids)
@@ -168,8 +155,6 @@ class LoginLimiter:
 
     async def succeeded(self, name: str, address: str) -> None:
         user = self._user_id(name)
-        try:
+        with backend_errors("sign-in is unavailable right now; try again shortly"):
             await self.limiter.clear(self.pair, user, address)
             await self.limiter.clear(self.first, user, address)
-        except RedisError as exc:
-            raise BackendUnavailable("sign-in is unavailable right now; try again shortly") from exc

@@ -22,10 +22,12 @@ logger = logging.getLogger(__name__)
 
 class LoginRequired(errors.MLProdError):
     code = "not_authenticated"
+    status = 401
 
 
 class CsrfFailed(errors.MLProdError):
     code = "csrf_failed"
+    status = 403
 
 
 class UpstreamError(errors.MLProdError):
@@ -37,15 +39,6 @@ class UpstreamError(errors.MLProdError):
         self.code = code
 
 
-STATUS: dict[type[errors.MLProdError], int] = {
-    LoginRequired: 401,
-    CsrfFailed: 403,
-    errors.TaskNotFound: 404,
-    errors.InvalidImage: 422,
-    errors.PayloadTooLarge: 413,
-    errors.RateLimited: 429,
-    errors.BackendUnavailable: 503,
-}
 TITLES = {
     403: "This request was refused",
     404: "Not found",
@@ -60,12 +53,6 @@ def wants_json(request: Request) -> bool:
     return request.url.path.startswith("/app/") or (
         "application/json" in accept and "text/html" not in accept
     )
-
-
-def _status_of(exc: errors.MLProdError) -> int:
-    if isinstance(exc, UpstreamError):
-        return exc.status
-    return next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
 
 
 def _respond(request: Request, status: int, code: str, detail: str) -> Response:
@@ -84,7 +71,7 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.MLProdError)
     if isinstance(exc, LoginRequired) and not wants_json(request):
         return RedirectResponse("/login", status_code=303)
-    response = _respond(request, _status_of(exc), exc.code, exc.detail)
+    response = _respond(request, exc.status, exc.code, exc.detail)
     if isinstance(exc, errors.RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after_s)
     return response

@@ -6,7 +6,6 @@ may only read tasks that are in their own history.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 from dataclasses import dataclass
@@ -14,11 +13,11 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
 from ml_client.schemas import HistoryEntry
-from ml_common.errors import BackendUnavailable, TaskNotFound
+from ml_common.errors import TaskNotFound, backend_errors
 from ml_common.images import FORMATS
+from ml_common.records import history_key
 from ml_common.storage import atomic_write
 
 HISTORY_MAX = 30
@@ -30,38 +29,28 @@ class TaskHistory:
         self.redis = redis
         self.ttl_s = ttl_s
 
-    @staticmethod
-    def _key(user: str) -> str:
-        return f"mlprod:client:history:{hashlib.sha256(user.encode()).hexdigest()[:32]}"
-
     async def entries(self, user: str) -> list[HistoryEntry]:
         """The user's tasks, newest first."""
-        try:
-            raw = await self.redis.lrange(self._key(user), 0, HISTORY_MAX - 1)
-        except RedisError as exc:
-            raise BackendUnavailable("the task history is unavailable right now") from exc
+        with backend_errors("the task history is unavailable right now"):
+            raw = await self.redis.lrange(history_key(user), 0, HISTORY_MAX - 1)
         return [HistoryEntry.model_validate_json(item) for item in raw]
 
     async def add(self, user: str, entry: HistoryEntry) -> list[str]:
         """Record a task; returns the ids of older tasks that fell off the end."""
-        key = self._key(user)
-        try:
+        key = history_key(user)
+        with backend_errors("the task history is unavailable right now"):
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.lpush(key, entry.model_dump_json())
                 pipe.lrange(key, HISTORY_MAX, -1)
                 pipe.ltrim(key, 0, HISTORY_MAX - 1)
                 pipe.expire(key, self.ttl_s)
                 _, dropped, _, _ = await pipe.execute()
-        except RedisError as exc:
-            raise BackendUnavailable("the task history is unavailable right now") from exc
         return [HistoryEntry.model_validate_json(item).task_id for item in dropped]
 
     async def remove(self, user: str, task_id: str) -> None:
         entry = await self.find(user, task_id)
-        try:
-            await self.redis.lrem(self._key(user), 0, entry.model_dump_json())
-        except RedisError as exc:
-            raise BackendUnavailable("the task history is unavailable right now") from exc
+        with backend_errors("the task history is unavailable right now"):
+            await self.redis.lrem(history_key(user), 0, entry.model_dump_json())
 
     async def find(self, user: str, task_id: str) -> HistoryEntry:
         """The user's entry for `task_id`; another user's task reads as unknown."""

@@ -1,4 +1,4 @@
-"""Domain errors raised outside the HTTP layer; ml_api.errors maps each to a status code."""
+"""Domain errors raised outside the HTTP layer, each with its code and HTTP status."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from redis.exceptions import RedisError
 
 
 class MLProdError(Exception):
-    """Base class; `code` is the machine-readable name clients see."""
+    """Base class; `code` is the machine-readable name clients see, `status` the HTTP status."""
 
     code = "error"
+    status = 500
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -20,26 +21,32 @@ class MLProdError(Exception):
 
 class TaskNotFound(MLProdError):
     code = "task_not_found"
+    status = 404
 
 
 class TaskNotFinished(MLProdError):
     code = "task_not_finished"
+    status = 409
 
 
 class InvalidImage(MLProdError):
     code = "invalid_image"
+    status = 422
 
 
 class UnsupportedMedia(MLProdError):
     code = "unsupported_media_type"
+    status = 415
 
 
 class PayloadTooLarge(MLProdError):
     code = "payload_too_large"
+    status = 413
 
 
 class ImageTooLarge(MLProdError):
     code = "image_too_large"
+    status = 422
 
 
 class ExtremeAspectRatio(ImageTooLarge):
@@ -50,22 +57,27 @@ class ExtremeAspectRatio(ImageTooLarge):
 
 class QueueUnavailable(MLProdError):
     code = "queue_unavailable"
+    status = 503
 
 
 class BackendUnavailable(MLProdError):
     code = "result_backend_unavailable"
+    status = 503
 
 
 class DetectorUnavailable(MLProdError):
     code = "detector_unavailable"
+    status = 503
 
 
 class NotAuthenticated(MLProdError):
     code = "not_authenticated"
+    status = 401
 
 
 class RateLimited(MLProdError):
     code = "rate_limited"
+    status = 429
 
     def __init__(self, detail: str, retry_after_s: int) -> None:
         super().__init__(detail)
