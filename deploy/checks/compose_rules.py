@@ -1,5 +1,9 @@
 """Deployment rules that `docker compose config` does not enforce (stdlib only).
 
+Every service: a healthcheck, a restart policy, no-new-privileges, cap_drop ALL, no password on
+a command line, no FORWARDED_ALLOW_IPS=*; only the proxy publishes ports. Every Dockerfile: a
+pinned base, a HEALTHCHECK, a non-root USER, uvicorn trusting no forwarded address from anyone.
+
 Usage:
     python deploy/checks/compose_rules.py stack RESOLVED.json   # docker-compose.yaml, resolved
     python deploy/checks/compose_rules.py env-example COMPOSE_FILE...  # .env.example documents all
@@ -22,6 +26,10 @@ REQUIRED_VOLUMES = ("ml-storages", "redis-data")
 VAR_RE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)")
 # A pinned base: a full major.minor.patch version tag, optionally followed by a digest.
 PINNED_FROM_RE = re.compile(r"^[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?$")
+SECRET_NAME_RE = re.compile(r"PASSWORD|PASS$|SECRET|_KEY$|TOKEN|_AUTH$|_URL$|BACKEND$")
+SECRET_FLAGS = ("--requirepass", "--masterauth", "--password", "--pass")
+# uvicorn believing X-Forwarded-For from anyone lets a client choose its own address
+TRUST_ANY_RE = re.compile(r"""forwarded-allow-ips["',\s=]+\*|FORWARDED_ALLOW_IPS["'\s=:]+\*""")
 
 
 def service_problems(name: str, svc: dict[str, Any]) -> Iterator[str]:
@@ -38,6 +46,30 @@ def service_problems(name: str, svc: dict[str, Any]) -> Iterator[str]:
     for dep, spec in (svc.get("depends_on") or {}).items():
         if spec.get("condition") != "service_healthy":
             yield f"{name}: depends_on {dep} without condition service_healthy"
+    if "ALL" not in (svc.get("cap_drop") or []):
+        yield f"{name}: no cap_drop [ALL] (cap_add back only what it needs)"
+    yield from secret_problems(name, svc)
+    if (svc.get("environment") or {}).get("FORWARDED_ALLOW_IPS", "").strip() == "*":
+        yield f"{name}: FORWARDED_ALLOW_IPS=* lets any client choose its address"
+
+
+def secret_problems(name: str, svc: dict[str, Any]) -> Iterator[str]:
+    """No password on a command line: `ps` and `docker inspect` show every argument."""
+    env = svc.get("environment") or {}
+    secrets = [
+        str(value).rpartition("@")[0].rpartition(":")[2] if "://" in str(value) else str(value)
+        for key, value in env.items()
+        if SECRET_NAME_RE.search(key) and value
+    ]
+    health = (svc.get("healthcheck") or {}).get("test") or []
+    for field, args in (("command", svc.get("command")), ("entrypoint", svc.get("entrypoint")),
+                        ("healthcheck", health)):  # fmt: skip
+        words = [args] if isinstance(args, str) else list(args or [])
+        text = " ".join(str(word) for word in words)
+        if any(flag in words or f"{flag} " in text for flag in SECRET_FLAGS):
+            yield f"{name}: {field} passes a password flag; use a mounted file"
+        elif any(len(secret) >= 8 and secret in text for secret in secrets):
+            yield f"{name}: {field} contains a secret from its environment"
 
 
 def stack_problems(config: dict[str, Any]) -> Iterator[str]:
@@ -75,6 +107,8 @@ def dockerfile_problems(path: Path) -> Iterator[str]:
     last_stage = text.rsplit("\nFROM ", 1)[-1]
     if "\nHEALTHCHECK " not in last_stage:
         yield f"{path}: final stage has no HEALTHCHECK"
+    if TRUST_ANY_RE.search(text):
+        yield f"{path}: uvicorn trusts X-Forwarded-For from any address (use FORWARDED_ALLOW_IPS)"
     users = re.findall(r"^USER\s+(\S+)", last_stage, re.MULTILINE)
     if not users or users[-1].split(":")[0] in ("root", "0"):
         yield f"{path}: final stage does not run as a non-root USER"

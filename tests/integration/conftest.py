@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-REPORTED_MODULES = ("test_api_input", "test_security")
+REPORTED_MODULES = ("test_api_input", "test_security", "test_web_security")
 
 
 def _case(item: pytest.Item) -> str:
