@@ -40,7 +40,7 @@ def _queue_wait_ms(created_at: str) -> float | None:
 @app.task(
     name=DETECT_TASK,
     bind=True,
-    autoretry_for=(redis.ConnectionError, redis.TimeoutError, OSError),
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError),  # never the image's own errors
     dont_autoretry_for=(SoftTimeLimitExceeded,),
     retry_backoff=True,
     retry_backoff_max=30,

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ml_common.errors import ImageTooLarge, InvalidImage, UnsupportedMedia
+from ml_common.errors import ExtremeAspectRatio, ImageTooLarge, InvalidImage, UnsupportedMedia
+from ml_common.jpegscan import check_jpeg
+from ml_common.settings import Settings
 
 # Pillow format name -> (file extension, media type)
 FORMATS: dict[str, tuple[str, str]] = {
@@ -19,8 +21,13 @@ FORMATS: dict[str, tuple[str, str]] = {
     "BMP": ("bmp", "image/bmp"),
     "GIF": ("gif", "image/gif"),
 }
+# Formats taken as another: a multi-picture JPEG (MPO, as some cameras write) is its first picture
+ALIASES = {"MPO": "JPEG"}
+ACCEPTED = "JPEG, PNG, WebP, BMP or GIF"
 # What Pillow's parsers raise on malformed input, beyond the OSError family.
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError)
+DECODE_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,21 @@ class ImageInfo:
     height: int
 
 
+@dataclass(frozen=True)
+class ImageLimits:
+    """What the API accepts: pixels in all, pixels per side, and long side over short side."""
+
+    max_pixels: int
+    max_side: int
+    max_aspect_ratio: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageLimits:
+        return cls(
+            settings.max_image_pixels, settings.max_image_side, settings.max_image_aspect_ratio
+        )
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise InvalidImage("the file is empty")
@@ -40,7 +62,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         try:
             img = Image.open(io.BytesIO(data), formats=list(FORMATS))
         except UnidentifiedImageError as exc:
-            raise UnsupportedMedia("the file is not a JPEG, PNG, WebP, BMP or GIF image") from exc
+            raise UnsupportedMedia(
+                f"the file is not an image of an accepted kind: {ACCEPTED}"
+            ) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(str(exc)) from exc
         except DECODE_ERRORS as exc:  # the header names a format but is cut short or corrupt
@@ -52,21 +76,51 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
-def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
-    """Check that `data` is a whole, decodable image of an accepted format, by its content."""
-    img = _open(data, max_pixels)
-    width, height = img.size  # draft mode shrinks img.size
-    if img.format == "JPEG":
-        # decode at 1/8 scale: libjpeg still reads every scan to its end, so a cut-short or
-        # corrupt file fails just the same, for a fraction of the cost of full pixels
-        img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo:
+    """Check that `data` is a whole image of an accepted format and shape, by its content.
+
+    Its pixels are not decoded: the header gives the format and size, and the file's structure
+    (JPEG segments and scans, PNG chunks and their checksums) shows it is whole.
+    """
+    img = _open(data, limits.max_pixels)
+    fmt = ALIASES.get(img.format or "", img.format or "")
+    if fmt not in FORMATS:  # Pillow opened it, but it is none of ours
+        raise UnsupportedMedia(f"{img.format} images are not accepted: {ACCEPTED}")
+    _check_shape(img.width, img.height, limits)
+    info = ImageInfo(fmt, *FORMATS[fmt], img.width, img.height)
     try:
-        img.load()
+        _check_whole(img, data)
     except DECODE_ERRORS as exc:
-        raise InvalidImage(f"the {img.format} image is truncated or corrupt: {exc}") from exc
-    fmt = img.format or ""
-    ext, media_type = FORMATS[fmt]
-    return ImageInfo(fmt, ext, media_type, width, height)
+        raise InvalidImage(f"the {fmt} image is truncated or corrupt: {exc}") from exc
+    return info
+
+
+def _check_shape(width: int, height: int, limits: ImageLimits) -> None:
+    if max(width, height) > limits.max_side:
+        raise ImageTooLarge(
+            f"the image is {width}x{height} pixels; each side may be at most "
+            f"{limits.max_side} pixels"
+        )
+    if max(width, height) > limits.max_aspect_ratio * min(width, height):
+        raise ExtremeAspectRatio(
+            f"the image is {width}x{height} pixels; its long side may be at most "
+            f"{limits.max_aspect_ratio:g} times its short side"
+        )
+
+
+def _check_whole(img: Image.Image, data: bytes) -> None:
+    """Raise unless the file is whole; decode pixels only for the formats with no cheaper check."""
+    if img.format in ("JPEG", "MPO"):
+        check_jpeg(data)  # for an MPO: the first picture, the one the worker decodes
+    elif img.format == "PNG":
+        img.verify()  # every chunk present, every checksum right; no pixel is inflated
+    else:
+        img.load()  # GIF (first frame), WebP, BMP
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Open `data` as an image of at most `max_pixels`, reading its header only."""
+    return _open(data, max_pixels)
 
 
 def decode_rgb(data: bytes, max_pixels: int) -> Image.Image:
@@ -74,17 +128,18 @@ def decode_rgb(data: bytes, max_pixels: int) -> Image.Image:
     img = _open(data, max_pixels)
     try:
         img.load()
-        upright = ImageOps.exif_transpose(img)
-        if upright.mode in ("RGBA", "LA", "PA") or (
-            upright.mode == "P" and "transparency" in upright.info
-        ):
-            rgba = upright.convert("RGBA")
-            background = Image.new("RGB", rgba.size, (255, 255, 255))
-            background.paste(rgba, mask=rgba.getchannel("A"))
-            return background
-        if upright.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit greyscale: scale to 8 bits instead of clipping
-            return upright.point(lambda v: v / 256).convert("L").convert("RGB")
-        return upright.convert("RGB")
+        return to_rgb(ImageOps.exif_transpose(img))
     except DECODE_ERRORS as exc:
         raise InvalidImage(f"the image could not be decoded: {exc}") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB: transparency onto a white background, 16-bit greyscale scaled, not clipped."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return image.point(lambda v: v / 256).convert("L").convert("RGB")
+    return image.convert("RGB")

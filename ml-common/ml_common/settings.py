@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     max_detections: int = Field(100, ge=1, le=1000)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    # the annotated image is a JPEG, whose sides stop at 65,500 px
+    max_image_side: int = Field(30_000, ge=1, le=65_500)
+    max_image_aspect_ratio: float = Field(20.0, ge=1.0)
     result_expires_s: int = Field(7 * 24 * 3600, ge=60)
     retention_days: int = Field(7, ge=1)
     task_soft_time_limit_s: float = Field(60.0, gt=0)

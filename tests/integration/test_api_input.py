@@ -5,7 +5,9 @@ images (EXIF-rotated, animated) also go through the live stack and the real mode
 from __future__ import annotations
 
 import io
+import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ml_api.app import create_app
+from ml_common import records
 from ml_common.apikeys import ApiKeyStore
 from ml_common.settings import Settings
+from ml_common.storage import Storage
+from ml_common.tasks import DETECT_TASK
 from tests.conftest import LiveStack, encode, need, photo, reachable
 
 pytestmark = pytest.mark.integration
@@ -362,6 +367,58 @@ def test_uploads_over_the_rate_limit_are_429(api_settings: Settings) -> None:
     assert len(stored_files(limited)) == 3
 
 
+def multi_picture_jpeg(*pictures: Image.Image) -> bytes:
+    first, *rest = pictures
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=rest)
+    return buf.getvalue()
+
+
+def test_a_multi_picture_jpeg_is_taken_as_a_jpeg(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings
+) -> None:
+    """An MPO (as some cameras write) once failed with KeyError 'MPO': a 500."""
+    small = photo("astronaut").resize((160, 160))
+    data = multi_picture_jpeg(small, small.rotate(90))
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    r = post(api, {"file": ("stereo.mpo", data, "image/jpeg")})
+    assert r.status_code == 202, r.text
+    assert [p.suffix for p in stored_files(api_settings)] == [".jpg"]
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PPM", "TGA", "PCX", "SGI", "QOI"])
+def test_other_formats_pillow_opens_are_415(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings, fmt: str
+) -> None:
+    r = post(api, {"file": ("x.jpg", encode(photo("coffee").resize((60, 40)), fmt), "image/jpeg")})
+    assert (r.status_code, r.json()["code"]) == (415, "unsupported_media_type"), r.text
+    assert "JPEG, PNG, WebP, BMP or GIF" in r.json()["detail"]
+    assert stored_files(api_settings) == []
+
+
+@pytest.mark.parametrize(
+    ("size", "code", "words"),
+    [
+        ((1, 25_000), "extreme_aspect_ratio", "at most 20 times its short side"),
+        ((25_000, 1), "extreme_aspect_ratio", "at most 20 times its short side"),
+        ((35_000, 100), "image_too_large", "each side may be at most 30000 pixels"),
+    ],
+    ids=["one-pixel-wide", "one-pixel-high", "too-wide"],
+)
+def test_extreme_sides_and_aspect_ratios_are_refused_at_upload(
+    api: tuple[TestClient, dict[str, str]],
+    api_settings: Settings,
+    size: tuple[int, int],
+    code: str,
+    words: str,
+) -> None:
+    """Under the pixel cap, yet no use to the model (and past what a JPEG can hold)."""
+    r = post(api, {"file": ("thin.png", encode(Image.new("1", size), "PNG"), "image/png")})
+    assert (r.status_code, r.json()["code"]) == (422, code), r.text
+    assert words in r.json()["detail"]
+    assert stored_files(api_settings) == []
+
+
 # -- through the live stack and the real model ------------------------------------------------
 
 ONE_STACK = pytest.mark.parametrize("live_stack", ["valkey"], indirect=True)
@@ -423,3 +480,35 @@ def test_animated_gif_is_detected_on_its_first_frame(live_stack: LiveStack) -> N
         live_stack, animated_gif(Image.new("RGB", (256, 256)), person), "blank-first.gif"
     )
     assert not [d for d in blank_first["result"]["detections"] if d["label"] == "person"]
+
+
+@ONE_STACK
+def test_a_one_pixel_wide_image_is_refused_by_the_running_api(live_stack: LiveStack) -> None:
+    """1 x 39,000,000 px in a 76 kB PNG: under the pixel cap, once accepted, then retried six
+    times by the worker (about 41 s) because its annotated JPEG could not be written."""
+    data = encode(Image.new("1", (1, 39_000_000)), "PNG")
+    r = live_stack.submit(data, "thin.png", "image/png")
+    assert (r.status_code, r.json()["code"]) == (422, "image_too_large"), r.text
+    assert "each side may be at most 30000 pixels" in r.json()["detail"]
+
+
+@ONE_STACK
+def test_a_task_whose_image_cannot_be_read_fails_at_once_without_retries(
+    live_stack: LiveStack,
+) -> None:
+    """Only the result store's connection errors are retried: an error of the upload itself
+    (here an OSError: a folder where the image should be) fails the task on the first run."""
+    task_id = str(uuid.uuid4())
+    key = Storage(live_stack.settings.storage_dir).upload_key(task_id, "png")
+    (live_stack.settings.storage_dir / key).mkdir(parents=True)
+    pubsub = redis.Redis.from_url(str(live_stack.settings.result_backend)).pubsub()
+    pubsub.subscribe(records.meta_key(task_id))
+    live_stack.send_task(DETECT_TASK, task_id, upload_key=key, created_at=records.now_iso())
+    states: list[str] = []
+    deadline = time.monotonic() + 120
+    while "FAILURE" not in states and "SUCCESS" not in states and time.monotonic() < deadline:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+        if message:
+            states.append(json.loads(message["data"])["status"])
+    pubsub.close()
+    assert states[-1] == "FAILURE" and "RETRY" not in states, states

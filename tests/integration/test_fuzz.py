@@ -25,7 +25,7 @@ from schemathesis.core.result import Ok
 
 from ml_api.app import create_app
 from ml_common.errors import MLProdError
-from ml_common.images import decode_rgb, inspect_image
+from ml_common.images import ImageLimits, decode_rgb, inspect_image
 from ml_common.settings import Settings
 from tests.conftest import encode, need, photo, reachable
 from tests.integration.test_api_input import BROKER_DB, RESULTS_DB, input_settings, stored_files
@@ -176,7 +176,7 @@ def test_what_the_api_accepts_the_worker_can_decode(
     pos = min(at, len(sample))
     data = sample[:pos] + garbage + (b"" if cut else sample[pos + len(garbage) :])
     try:
-        info = inspect_image(data, 1_000_000)
+        info = inspect_image(data, ImageLimits(1_000_000, 1_000, 20.0))
     except MLProdError:
         return
     image = decode_rgb(data, 1_000_000)
