@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=OPENAPI_URL,
         redoc_url=None,
         lifespan=lifespan,
+        redirect_slashes=False,  # a redirect would be built from the request's Host
     )
     app.state.settings = settings
     app.state.storage = Storage(settings.storage_dir)

@@ -113,6 +113,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
+        redirect_slashes=False,  # a redirect would be built from the request's Host
     )
     app.state.settings = settings
     app.state.api_transport = api_transport

@@ -245,3 +245,16 @@ def test_no_secret_in_the_live_logs(live_stack: LiveStack, astronaut_jpeg: bytes
     assert live_stack.api_key not in logs
     assert live_stack.api_key.removeprefix("mlp_") not in logs
     assert live_stack.settings.secret_key.get_secret_value() not in logs
+
+
+@ONE_STACK
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_request_host(
+    live_stack: LiveStack,
+) -> None:
+    """A trailing slash with a forged Host: a JSON 404, never a redirect to that host"""
+    evil = {**live_stack.headers(), "Host": "evil.example"}
+    for path in (f"{TASK}/", "/healthz/", "/api/v1/detections/"):
+        r = httpx.get(f"{live_stack.api_url}{path}", headers=evil, timeout=10)
+        assert r.status_code == 404, (path, r.status_code, r.headers.get("location"))
+        assert "location" not in r.headers
+        assert r.json()["code"] in ("not_found", "task_not_found"), r.text

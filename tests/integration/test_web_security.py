@@ -155,3 +155,12 @@ def test_a_forged_forwarded_for_does_not_escape_the_address_limit(proxied: WebCl
     log = proxied.log.read_text()
     assert "from 127.0.0.1" in log
     assert "from 10." not in log
+
+
+def test_the_web_client_never_redirects_to_the_request_host(web_client: WebClient) -> None:
+    """A trailing slash with a forged Host: no redirect to that host from the web client"""
+    with web_client.session() as browser:
+        for path in ("/login/", "/healthz/", "/static"):
+            r = browser.get(path, headers={"Host": "evil.example"})
+            assert "evil.example" not in r.headers.get("location", ""), (path, r.headers)
+            assert r.status_code == 404, (path, r.status_code)
