@@ -1,0 +1,158 @@
+"""COCO AP of the worker's code path against full decoding, on ../shared/eval/coco-val2017-158.
+
+`worker` runs the pipeline's `analyse()` on the uploaded bytes (decoding only what the model
+needs); `full` decodes the whole image with Pillow, then runs the detector on it. Both at score
+threshold 0.05 and at most 100 boxes, on the set as published and on the set upscaled to
+12 MP (so that the reduced decode is what gets measured; boxes are mapped back to the original
+scale, where the ground truth is). pycocotools computes AP; the JSON goes to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_DIR = ROOT.parent / "shared" / "eval" / "coco-val2017-158"
+TWELVE_MP = 12_000_000
+
+from ml_celery.detectors.coco import COCO_91_TO_80  # noqa: E402
+from ml_celery.detectors.registry import load_detector  # noqa: E402
+from ml_celery.pipeline import analyse  # noqa: E402
+from ml_common.images import decode_rgb  # noqa: E402
+from ml_common.schemas import Detection  # noqa: E402
+from ml_common.settings import Settings  # noqa: E402
+
+logger = logging.getLogger("bench.accuracy")
+COCO_80_TO_91 = {index: coco_id for coco_id, index in COCO_91_TO_80.items()}
+Detect = Callable[[bytes], list[Detection]]
+
+
+def detectors(settings: Settings) -> dict[str, Detect]:
+    def worker(data: bytes) -> list[Detection]:
+        result: Any = analyse(data, settings)
+        if isinstance(result, tuple):  # (result, annotated JPEG) before lazy annotation
+            result = result[0]
+        return list(result.detections)
+
+    def full(data: bytes) -> list[Detection]:
+        image = decode_rgb(data, settings.max_image_pixels)
+        return list(load_detector(settings).detect(image).detections)
+
+    return {"worker": worker, "full": full}
+
+
+def upscaled(path: Path) -> tuple[bytes, float, float]:
+    """The photo at 12 MP (same aspect) as JPEG q90, and its scale in x and y."""
+    with Image.open(path) as img:
+        scale = math.sqrt(TWELVE_MP / (img.width * img.height))
+        size = (round(img.width * scale), round(img.height * scale))
+        big = img.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        big.save(buf, format="JPEG", quality=90)
+        return buf.getvalue(), size[0] / img.width, size[1] / img.height
+
+
+def inputs(path: Path, variant: str) -> tuple[bytes, float, float]:
+    if variant == "12mp":
+        return upscaled(path)
+    return path.read_bytes(), 1.0, 1.0
+
+
+def as_coco(image_id: int, dets: list[Detection], sx: float, sy: float) -> Iterator[dict[str, Any]]:
+    for det in dets:
+        b = det.box
+        yield {
+            "image_id": image_id,
+            "category_id": COCO_80_TO_91[det.class_id],
+            "bbox": [
+                b.x_min / sx,
+                b.y_min / sy,
+                (b.x_max - b.x_min) / sx,
+                (b.y_max - b.y_min) / sy,
+            ],
+            "score": det.score,
+        }
+
+
+def coco_ap(gt: Any, results: list[dict[str, Any]], image_ids: list[int]) -> dict[str, float]:
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluation.params.imgIds = image_ids
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    stats = evaluation.stats
+    return {"AP": round(stats[0], 4), "AP50": round(stats[1], 4), "AP75": round(stats[2], 4)}
+
+
+def evaluate(variants: list[str], limit: int | None) -> dict[str, Any]:
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(EVAL_DIR / "annotations.json"))
+    images = sorted(gt.dataset["images"], key=lambda i: i["id"])[:limit]
+    image_ids = [image["id"] for image in images]
+    settings = Settings(_env_file=None, score_threshold=0.05, max_detections=100)  # type: ignore[call-arg]
+    paths = {"worker": detectors(settings)["worker"], "full": detectors(settings)["full"]}
+    report: dict[str, Any] = {}
+    for variant in variants:
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+        for i, image in enumerate(images):
+            data, sx, sy = inputs(EVAL_DIR / "images" / image["file_name"], variant)
+            for name, detect in paths.items():
+                results[name].extend(as_coco(image["id"], detect(data), sx, sy))
+            if i % 20 == 0:
+                logger.info("%s: %d/%d images", variant, i + 1, len(images))
+        scores = {name: coco_ap(gt, res, image_ids) for name, res in results.items()}
+        scores["worker_minus_full_AP"] = round(scores["worker"]["AP"] - scores["full"]["AP"], 4)  # type: ignore[assignment]
+        report[variant] = scores
+    return {"images": len(images), "score_threshold": 0.05, "max_detections": 100, **report}
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = ["| set | worker path AP | full decoding AP | difference | AP50 worker / full |"]
+    lines.append("|---|---|---|---|---|")
+    for variant in ("original", "12mp"):
+        if variant in report:
+            r = report[variant]
+            lines.append(
+                f"| {variant} | {r['worker']['AP']:.3f} | {r['full']['AP']:.3f} | "
+                f"{r['worker_minus_full_AP']:+.4f} | {r['worker']['AP50']:.3f} / {r['full']['AP50']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit", type=int, help="only the first N images (smoke test)")
+    parser.add_argument("--variants", nargs="+", default=["original", "12mp"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    report |= evaluate(args.variants, args.limit)
+    out = ROOT / "bench" / "results" / f"accuracy-{report['date'].replace(':', '')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    sys.stdout.write(json.dumps(report, indent=2) + "\n\n" + table(report) + "\n")
+    logger.info("saved %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
