@@ -133,7 +133,8 @@ def table(report: dict[str, Any]) -> str:
             r = report[variant]
             lines.append(
                 f"| {variant} | {r['worker']['AP']:.3f} | {r['full']['AP']:.3f} | "
-                f"{r['worker_minus_full_AP']:+.4f} | {r['worker']['AP50']:.3f} / {r['full']['AP50']:.3f} |"
+                f"{r['worker_minus_full_AP']:+.4f} | "
+                f"{r['worker']['AP50']:.3f} / {r['full']['AP50']:.3f} |"
             )
     return "\n".join(lines)
 
