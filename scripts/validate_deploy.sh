@@ -107,6 +107,13 @@ if compose_cfg -f docker-compose.yaml --env-file "$tmp/dummy.env" config --forma
 else
   fail "stack rules (above) $(cat "$tmp/err")"
 fi
+if compose_cfg -f docker-compose.yaml -f deploy/compose/tls.yaml --env-file "$tmp/dummy.env" \
+     config --format json >"$tmp/tls.json" 2>"$tmp/err" \
+   && "$PY" deploy/checks/compose_rules.py tls "$tmp/tls.json"; then
+  pass "HTTPS override: tls.conf, Secure session cookie"
+else
+  fail "HTTPS override (above) $(cat "$tmp/err")"
+fi
 if "$PY" deploy/checks/compose_rules.py env-example "${COMPOSE_FILES[@]}"; then
   pass ".env.example documents every compose variable"
 else

@@ -6,6 +6,7 @@ pinned base, a HEALTHCHECK, a non-root USER, uvicorn trusting no forwarded addre
 
 Usage:
     python deploy/checks/compose_rules.py stack RESOLVED.json   # docker-compose.yaml, resolved
+    python deploy/checks/compose_rules.py tls RESOLVED.json     # ... + deploy/compose/tls.yaml
     python deploy/checks/compose_rules.py env-example COMPOSE_FILE...  # .env.example documents all
     python deploy/checks/compose_rules.py dockerfiles DOCKERFILE...
 Exits 1 and prints one line per problem.
@@ -89,6 +90,17 @@ def stack_problems(config: dict[str, Any]) -> Iterator[str]:
             yield f"named volume {volume} missing"
 
 
+def tls_problems(config: dict[str, Any]) -> Iterator[str]:
+    """Served over HTTPS, the session cookie must be Secure."""
+    services: dict[str, dict[str, Any]] = config.get("services", {})
+    env = services.get("ml-client", {}).get("environment") or {}
+    if str(env.get("ML_CLIENT_COOKIE_SECURE", "")).lower() != "true":
+        yield "ml-client: HTTPS without ML_CLIENT_COOKIE_SECURE=true (a session cookie in clear)"
+    volumes = services.get(PUBLIC_SERVICE, {}).get("volumes") or []
+    if not any(str(v.get("source", "")).endswith("tls.conf") for v in volumes):
+        yield f"{PUBLIC_SERVICE}: HTTPS without deploy/nginx/tls.conf"
+
+
 def env_example_problems(compose_files: list[Path], example: Path) -> Iterator[str]:
     """Every ${VAR} used by a compose file is documented (set or commented) in .env.example."""
     documented = set(re.findall(r"^#?\s*([A-Z_][A-Z0-9_]*)=", example.read_text(), re.MULTILINE))
@@ -115,12 +127,14 @@ def dockerfile_problems(path: Path) -> Iterator[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("stack", "env-example", "dockerfiles"):
+    if len(argv) < 2 or argv[0] not in ("stack", "tls", "env-example", "dockerfiles"):
         sys.stderr.write(__doc__ or "")
         return 2
     command, paths = argv[0], [Path(p) for p in argv[1:]]
     if command == "stack":
         problems = list(stack_problems(json.loads(paths[0].read_text())))
+    elif command == "tls":
+        problems = list(tls_problems(json.loads(paths[0].read_text())))
     elif command == "env-example":
         problems = list(env_example_problems(paths, Path(".env.example")))
     else:
