@@ -21,6 +21,7 @@ from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
 from ml_api.routes import detections, health
 from ml_api.routes.docs import OPENAPI_URL, install_docs
+from ml_common import annotate
 from ml_common.apikeys import ApiKeyStore
 from ml_common.asgi import BodySizeLimit, HeaderSizeLimit
 from ml_common.errors import QueueUnavailable
@@ -74,6 +75,7 @@ async def _warm_up(redis: aioredis.Redis, queue: TaskQueue) -> None:
         logger.warning("Redis not reachable yet: %s", exc)
     for sample in WARM_UP_IMAGES:  # load Pillow's decoders now, not on the first upload
         await run_in_threadpool(inspect_image, sample, ImageLimits(1_000_000, 1_000, 1.0))
+    await run_in_threadpool(annotate.warm_up)  # the font and encoder of GET .../image
     try:
         await run_in_threadpool(queue.warm)
     except QueueUnavailable as exc:

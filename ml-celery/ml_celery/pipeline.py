@@ -1,4 +1,7 @@
-"""The worker's pipeline: decode, detect and annotate one image; no Celery, no storage, no Redis."""
+"""The worker's pipeline: decode and detect one image; no Celery, no storage, no Redis.
+
+The annotated image is not drawn here: the API renders it on the first request for it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,8 @@ import time
 
 from PIL import Image
 
-from ml_celery.annotate import draw_detections
+from ml_celery.decode import decode_for_model
 from ml_celery.detectors.registry import load_detector
-from ml_common.images import decode_rgb
 from ml_common.schemas import DetectionResult, StageTimings
 from ml_common.settings import Settings
 
@@ -18,23 +20,24 @@ def _ms_since(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 3)
 
 
-def analyse(data: bytes, settings: Settings) -> tuple[DetectionResult, bytes]:
-    """Decode, detect and annotate one image: the task's work, without storage or Redis."""
+def _whole(width: int, height: int) -> tuple[int, int]:
+    return width, height
+
+
+def analyse(data: bytes, settings: Settings, *, reduced: bool = True) -> DetectionResult:
+    """Decode and detect one image: the task's work, without storage or Redis. The image is
+    decoded only as large as the model needs, unless `reduced` is False (full decoding, kept
+    to check the reduced decode against); boxes are in the original's pixels either way."""
+    detector = load_detector(settings)
     t0 = time.perf_counter()
-    image = decode_rgb(data, settings.max_image_pixels)
+    needed_size = detector.needed_size if reduced else _whole
+    decoded = decode_for_model(data, settings.max_image_pixels, needed_size)
     decode_ms = _ms_since(t0)
 
-    detector = load_detector(settings)
-    output = detector.detect(image)
-
-    t0 = time.perf_counter()
-    buf = io.BytesIO()
-    draw_detections(image, output.detections).save(buf, format="JPEG", quality=90)
-    annotate_ms = _ms_since(t0)
-
-    result = DetectionResult(
-        width=image.width,
-        height=image.height,
+    output = detector.detect(decoded.image, decoded.source)
+    return DetectionResult(
+        width=decoded.source.width,
+        height=decoded.source.height,
         model_name=detector.name,
         model_version=detector.version,
         inference_ms=round(output.inference_ms, 3),
@@ -44,17 +47,15 @@ def analyse(data: bytes, settings: Settings) -> tuple[DetectionResult, bytes]:
             decode_ms=decode_ms,
             inference_ms=round(output.inference_ms, 3),
             postprocess_ms=round(output.postprocess_ms + output.preprocess_ms, 3),
-            annotate_ms=annotate_ms,
         ),
     )
-    return result, buf.getvalue()
 
 
 def warm_up(settings: Settings) -> None:
     """Run the whole task path on made-up photos, so the first real task is as fast as any:
-    decoders, pre/post-processing, the annotation font and the JPEG encoder all get loaded."""
-    for size in ((640, 480), (512, 512)):
+    the decoders (JPEG at full and at reduced scale, PNG) and pre/post-processing get loaded."""
+    for size, fmt in (((640, 480), "JPEG"), ((1664, 1248), "JPEG"), ((512, 512), "PNG")):
         gradient = Image.linear_gradient("L").resize(size).convert("RGB")
         buf = io.BytesIO()
-        gradient.save(buf, format="JPEG")
+        gradient.save(buf, format=fmt)
         analyse(buf.getvalue(), settings)

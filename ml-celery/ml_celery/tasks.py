@@ -1,5 +1,4 @@
-"""The Celery tasks: detect (read the upload, run the pipeline, store the annotated image) and
-the daily retention clean-up."""
+"""The Celery tasks: detect (read the upload, run the pipeline) and the daily retention clean-up."""
 
 from __future__ import annotations
 
@@ -53,11 +52,7 @@ def detect(self: Task[Any, Any], upload_key: str, created_at: str) -> dict[str, 
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)
 
-    result, annotated = analyse(storage.read(upload_key), settings)
-    annotated_key = storage.annotated_key(upload_key, "jpg")
-    storage.write(annotated_key, annotated)
-    _records().set_annotated(task_id, annotated_key)
-
+    result = analyse(storage.read(upload_key), settings)  # the API draws the annotated image
     result.timings.queue_wait_ms = queue_wait
     logger.info("detected %d objects", len(result.detections), extra={"task_id": task_id})
     return result.model_dump(mode="json")

@@ -24,6 +24,7 @@ import redis
 from PIL import Image
 
 from ml_common import records
+from ml_common.devstack import free_port
 from ml_common.retention import remove_orphan_uploads
 from ml_common.storage import Storage
 from tests.conftest import ROOT, LiveStack, encode, launch_stack, need, photo, reachable
@@ -89,6 +90,9 @@ class StateRecorder:
 
 
 def annotated_files(live: LiveStack, task_id: str) -> list[Path]:
+    """The task's annotated images, once asked for: the API draws one on the first request."""
+    image = httpx.get(f"{live.api_url}/api/v1/detections/{task_id}/image", headers=live.headers())
+    assert image.status_code == 200, image.text
     return list(Storage(live.settings.storage_dir).root.glob(f"object-detection/*/{task_id}.*"))
 
 
@@ -172,7 +176,7 @@ def test_broker_restart_loses_nothing_and_everyone_reconnects(
 @contextlib.contextmanager
 def own_redis(tmp_path: Path) -> Iterator[tuple[int, Any, Any]]:
     """A Redis of this test's own, with the append-only file a deployment uses."""
-    port = __import__("devstack").free_port()
+    port = free_port()
     data = tmp_path / "redis"
     data.mkdir()
     args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import uuid
+from pathlib import Path
+
+import pytest
 from PIL import Image
 
-from ml_celery.annotate import class_colour, draw_detections, text_colour
+from ml_common.annotate import (
+    annotated_image,
+    class_colour,
+    draw_detections,
+    text_colour,
+    warm_up,
+)
+from ml_common.errors import TaskNotFound
 from ml_common.schemas import Box, Detection
+from ml_common.storage import Storage
 
 
 def detection(class_id: int, label: str, box: tuple[float, float, float, float]) -> Detection:
@@ -57,3 +70,40 @@ def test_classes_get_distinct_colours() -> None:
 def test_non_rgb_input_is_converted() -> None:
     annotated = draw_detections(Image.new("L", (50, 50), 10), [])
     assert annotated.mode == "RGB"
+
+
+def rotated_upload(storage: Storage) -> str:
+    """A grey 200 x 100 photo stored on its side (100 x 200) with an EXIF rotation tag."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    buf = io.BytesIO()
+    sideways = Image.new("RGB", (200, 100), (128, 128, 128)).transpose(Image.Transpose.ROTATE_90)
+    sideways.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    key = storage.upload_key(str(uuid.uuid4()), "jpg")
+    storage.write(key, buf.getvalue())
+    return key
+
+
+def test_the_annotated_image_is_drawn_upright_on_first_request_and_kept(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    upload_key = rotated_upload(storage)
+    person = detection(0, "person", (20, 40, 120, 90))
+    first = annotated_image(storage, upload_key, [person], 10**6)
+    drawn = Image.open(io.BytesIO(first))
+    assert (drawn.format, drawn.size) == ("JPEG", (200, 100))
+    red, green, blue = drawn.getpixel((20, 65))
+    assert max(abs(red - 128), abs(green - 128), abs(blue - 128)) > 40  # the box's left edge
+    stored = storage.annotated_key(upload_key, "jpg")
+    assert storage.read(stored) == first
+    storage.write(stored, b"kept")  # later requests read the stored file, drawing nothing
+    assert annotated_image(storage, upload_key, [], 10**6) == b"kept"
+
+
+def test_no_annotated_image_without_its_upload(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    with pytest.raises(TaskNotFound):
+        annotated_image(storage, storage.upload_key(str(uuid.uuid4()), "jpg"), [], 10**6)
+
+
+def test_warm_up_draws_without_error() -> None:
+    warm_up()

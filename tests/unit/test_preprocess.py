@@ -11,10 +11,13 @@ from PIL import Image
 from ml_celery.detectors.preprocess import (
     BGR_MEAN,
     BGR_STD,
+    ResizeMode,
+    Source,
     letterbox_geometry,
     normalize_bgr_nchw,
     preprocess,
     resize_image,
+    resized_size,
     stretch_geometry,
 )
 
@@ -89,3 +92,25 @@ def test_preprocess_accepts_any_mode() -> None:
     tensor, geometry = preprocess(Image.new("L", (50, 40), 128), 32, "letterbox")
     assert tensor.shape == (1, 3, 32, 32)
     assert (geometry.width, geometry.height) == (50, 40)
+
+
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_a_reduced_image_gives_the_originals_geometry_and_nearly_its_input(
+    mode: ResizeMode,
+) -> None:
+    ramp = np.linspace(0, 255, 1600, dtype=np.float32)
+    rgb = np.stack(np.broadcast_arrays(ramp[np.newaxis, :], ramp[:1200, np.newaxis], 90.0), 2)
+    full = Image.fromarray(rgb.astype(np.uint8))
+    reduced = full.reduce(4)
+    whole, expected = resize_image(full, 416, mode)
+    part, geometry = resize_image(reduced, 416, mode, Source(1600, 1200, (0, 0, 400, 300)))
+    assert geometry == expected
+    assert resized_size(geometry) == ((416, 312) if mode == "letterbox" else (416, 416))
+    assert np.abs(whole.astype(np.int16) - part).max() <= 2
+
+
+def test_only_the_source_box_of_a_reduced_image_is_used() -> None:
+    image = Image.new("RGB", (120, 100), (255, 255, 255))
+    image.paste((0, 0, 0), (100, 0, 120, 100))  # columns beyond the original's edge
+    rgb, _ = resize_image(image, 50, "stretch", Source(200, 200, (0, 0, 100, 100)))
+    assert (rgb[:, :49] == 255).all()  # without the box, the last 8 columns would be black

@@ -22,6 +22,7 @@ from ml_api.deps import (
     TasksDep,
 )
 from ml_api.results import links_for
+from ml_common.annotate import annotated_image
 from ml_common.errors import BackendUnavailable, MLProdError, PayloadTooLarge, TaskNotFinished
 from ml_common.images import ImageLimits, inspect_image
 from ml_common.records import TaskRecord
@@ -125,13 +126,23 @@ async def get_detection(
     response_class=Response,
 )
 async def get_detection_image(
-    task_id: uuid.UUID, key: ApiKeyDep, results: ResultsDep, storage: StorageDep
+    task_id: uuid.UUID,
+    key: ApiKeyDep,
+    results: ResultsDep,
+    storage: StorageDep,
+    settings: SettingsDep,
 ) -> Response:
-    """The image with the detected boxes and labels drawn on it (JPEG)."""
+    """The image with the detected boxes and labels drawn on it (JPEG), drawn on first request."""
     record, status = await results.lookup(str(task_id), key.key_id)
-    if status.status is not TaskState.succeeded or record.annotated_key is None:
+    if status.status is not TaskState.succeeded or status.result is None:
         raise TaskNotFinished(f"task {task_id} is {status.status.value}, not succeeded")
-    data = await run_in_threadpool(storage.read, record.annotated_key)
+    data = await run_in_threadpool(
+        annotated_image,
+        storage,
+        record.upload_key,
+        status.result.detections,
+        settings.max_image_pixels,
+    )
     return Response(
         data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
     )

@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
+from ml_celery.detectors.preprocess import Source
 from ml_common.schemas import Detection
 
 
@@ -27,8 +28,13 @@ class Detector(Protocol):
     name: str
     version: str
 
-    def detect(self, image: Image.Image) -> DetectionOutput:
-        """Detect objects in an upright RGB image; boxes are in that image's pixels."""
+    def needed_size(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest size a width x height photo may be decoded at for this detector."""
+        ...
+
+    def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
+        """Detect objects in an upright RGB image; boxes are in that image's pixels, or in the
+        `source`'s when `image` is a reduced decode of it."""
         ...
 
     def warm_up(self) -> None:

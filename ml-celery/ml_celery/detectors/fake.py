@@ -5,6 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from ml_celery.detectors.base import DetectionOutput
+from ml_celery.detectors.preprocess import Source
 from ml_common.schemas import Box, Detection
 
 
@@ -18,9 +19,12 @@ class FakeDetector:
         self.calls = 0
         self.warmed_up = False
 
-    def detect(self, image: Image.Image) -> DetectionOutput:
+    def needed_size(self, width: int, height: int) -> tuple[int, int]:
+        return width, height
+
+    def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
         self.calls += 1
-        width, height = image.size
+        width, height = (source.width, source.height) if source else image.size
         box = Box(x_min=width / 4, y_min=height / 4, x_max=width * 3 / 4, y_max=height * 3 / 4)
         person = Detection(
             label="person",

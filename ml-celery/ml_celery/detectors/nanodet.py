@@ -12,7 +12,13 @@ from PIL import Image
 from ml_celery.detectors.base import DetectionOutput, read_model_info
 from ml_celery.detectors.coco import COCO_80_LABELS
 from ml_celery.detectors.postprocess import postprocess
-from ml_celery.detectors.preprocess import ResizeMode, preprocess
+from ml_celery.detectors.preprocess import (
+    ResizeMode,
+    Source,
+    make_geometry,
+    preprocess,
+    resized_size,
+)
 
 NANODET_INPUT = "input_1"
 NANODET_CLS_OUTPUTS = ("cls_8", "cls_16", "cls_32")
@@ -55,9 +61,14 @@ class NanoDet:
         """Raw head outputs for a (1, 3, size, size) input, batch axis dropped."""
         raise NotImplementedError
 
-    def detect(self, image: Image.Image) -> DetectionOutput:
+    def needed_size(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest size a width x height photo can be decoded at without losing input
+        pixels: the size it is resized to inside the network input."""
+        return resized_size(make_geometry(width, height, self.input_size, self.resize_mode))
+
+    def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
         start = time.perf_counter()
-        batch, geometry = preprocess(image, self.input_size, self.resize_mode)
+        batch, geometry = preprocess(image, self.input_size, self.resize_mode, source)
         preprocess_ms, start = elapsed_ms(start), time.perf_counter()
         outputs = self.infer(batch)
         inference_ms, start = elapsed_ms(start), time.perf_counter()

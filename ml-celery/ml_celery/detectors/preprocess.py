@@ -59,15 +59,37 @@ def stretch_geometry(width: int, height: int, size: int) -> Geometry:
     return Geometry(width, height, size / width, size / height, 0.0, 0.0)
 
 
+def make_geometry(width: int, height: int, size: int, mode: ResizeMode) -> Geometry:
+    return (letterbox_geometry if mode == "letterbox" else stretch_geometry)(width, height, size)
+
+
+def resized_size(geometry: Geometry) -> tuple[int, int]:
+    """The size the original image is resized to inside the network input."""
+    return round(geometry.width * geometry.scale_x), round(geometry.height * geometry.scale_y)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The original photo that a reduced decode stands for: its upright size in pixels, and the
+    box of the reduced image that covers it (a partial last block can overhang by < 1 pixel)."""
+
+    width: int
+    height: int
+    box: tuple[float, float, float, float]
+
+
 def resize_image(
-    image: Image.Image, size: int, mode: ResizeMode
+    image: Image.Image, size: int, mode: ResizeMode, source: Source | None = None
 ) -> tuple[npt.NDArray[np.uint8], Geometry]:
-    """An RGB `size` x `size` uint8 array of `image` (black borders when letterboxed)."""
-    make_geometry = letterbox_geometry if mode == "letterbox" else stretch_geometry
-    geometry = make_geometry(image.width, image.height, size)
-    resized_w = round(image.width * geometry.scale_x)
-    resized_h = round(image.height * geometry.scale_y)
-    resized = image.convert("RGB").resize((resized_w, resized_h), Image.Resampling.BILINEAR)
+    """An RGB `size` x `size` uint8 array of `image` (black borders when letterboxed). With a
+    `source`, `image` is a reduced decode of it, and the geometry maps to the source's pixels."""
+    if source is None:
+        source = Source(image.width, image.height, (0.0, 0.0, image.width, image.height))
+    geometry = make_geometry(source.width, source.height, size, mode)
+    resized_w, resized_h = resized_size(geometry)
+    resized = image.convert("RGB").resize(
+        (resized_w, resized_h), Image.Resampling.BILINEAR, box=source.box
+    )
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     x0, y0 = int(geometry.pad_x), int(geometry.pad_y)
     canvas[y0 : y0 + resized_h, x0 : x0 + resized_w] = np.asarray(resized)
@@ -87,8 +109,11 @@ def normalize_bgr_nchw(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
 
 
 def preprocess(
-    image: Image.Image, size: int = 416, mode: ResizeMode = "letterbox"
+    image: Image.Image,
+    size: int = 416,
+    mode: ResizeMode = "letterbox",
+    source: Source | None = None,
 ) -> tuple[npt.NDArray[np.float32], Geometry]:
     """The NanoDet input tensor for `image` and the geometry that maps boxes back."""
-    rgb, geometry = resize_image(image, size, mode)
+    rgb, geometry = resize_image(image, size, mode, source)
     return normalize_bgr_nchw(rgb), geometry

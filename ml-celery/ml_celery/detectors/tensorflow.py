@@ -16,7 +16,7 @@ from ml_celery.detectors.base import DetectionOutput, read_model_info
 from ml_celery.detectors.coco import COCO_80_LABELS, COCO_91_TO_80
 from ml_celery.detectors.nanodet import NANODET_INPUT, NanoDet, elapsed_ms
 from ml_celery.detectors.postprocess import above_threshold, to_detections
-from ml_celery.detectors.preprocess import Geometry
+from ml_celery.detectors.preprocess import Geometry, Source
 from ml_common.schemas import Detection
 
 logger = logging.getLogger(__name__)
@@ -76,14 +76,18 @@ class TFODAPIDetector:
         info = read_model_info(model_dir)
         self.name, self.version = info.name, info.version
 
-    def detect(self, image: Image.Image) -> DetectionOutput:
+    def needed_size(self, width: int, height: int) -> tuple[int, int]:
+        return width, height  # the model resizes inside its graph: it takes the whole photo
+
+    def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
         start = time.perf_counter()
         batch = np.asarray(image.convert("RGB"), dtype=np.uint8)[np.newaxis]
         preprocess_ms, start = elapsed_ms(start), time.perf_counter()
         outputs = self._infer(**{self._input_name: self._tf.constant(batch)})
         arrays = {name: tensor.numpy()[0] for name, tensor in outputs.items()}
         inference_ms, start = elapsed_ms(start), time.perf_counter()
-        detections = self._to_detections(arrays, image.width, image.height)
+        width, height = (source.width, source.height) if source else image.size
+        detections = self._to_detections(arrays, width, height)
         return DetectionOutput(detections, preprocess_ms, inference_ms, elapsed_ms(start))
 
     def _to_detections(

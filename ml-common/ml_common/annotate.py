@@ -1,14 +1,19 @@
-"""Draw detections onto an image: one colour per class, labelled with the score."""
+"""The annotated image: detections drawn onto the upload, one colour per class, labelled with
+the score (pure Pillow, so the API can render it on request)."""
 
 from __future__ import annotations
 
 import colorsys
 import functools
+import io
 from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ml_common.schemas import Detection
+from ml_common.errors import TaskNotFound
+from ml_common.images import decode_rgb
+from ml_common.schemas import Box, Detection
+from ml_common.storage import Storage
 
 _GOLDEN_RATIO = 0.618033988749895
 
@@ -58,3 +63,32 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Imag
             font=font,
         )
     return annotated
+
+
+def render_annotated(data: bytes, detections: Sequence[Detection], max_pixels: int) -> bytes:
+    """The upload `data`, upright at its full size, with `detections` drawn on it, as a JPEG."""
+    buf = io.BytesIO()
+    draw_detections(decode_rgb(data, max_pixels), detections).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def annotated_image(
+    storage: Storage, upload_key: str, detections: Sequence[Detection], max_pixels: int
+) -> bytes:
+    """The annotated JPEG of a finished task: drawn and stored on the first request, read back
+    on later ones (the worker never draws it, so nobody pays for an image nobody asks for)."""
+    key = storage.annotated_key(upload_key, "jpg")
+    try:
+        return storage.read(key)
+    except TaskNotFound:
+        pass
+    data = render_annotated(storage.read(upload_key), detections, max_pixels)
+    storage.write(key, data)  # atomic: two first requests at once both write the same whole file
+    return data
+
+
+def warm_up() -> None:
+    """Draw one caption and encode one JPEG, so the first request loads no font or encoder."""
+    box = Box(x_min=8, y_min=8, x_max=64, y_max=64)
+    person = Detection(label="person", class_id=0, score=1.0, box=box, box_normalized=box)
+    draw_detections(Image.new("RGB", (640, 480)), [person]).save(io.BytesIO(), format="JPEG")
