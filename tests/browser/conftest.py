@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +12,9 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from PIL import Image
+
+from ml_common.devstack import wait_http
+from tests.conftest import ROOT, LiveStack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -30,7 +27,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
@@ -40,26 +36,6 @@ class WebClient:
     user: str
     password: str
     backend: str
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_up(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the web client exited with {proc.returncode} before {url} was up")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} not up after {timeout_s}s")
 
 
 @pytest.fixture(scope="session")
@@ -74,43 +50,25 @@ def chromium_path() -> Path:
 
 @pytest.fixture(scope="session")
 def web_client(
-    chromium_path: Path, live_stack: Any, tmp_path_factory: pytest.TempPathFactory
+    chromium_path: Path, live_stack: LiveStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebClient]:
-    """Start only the web client (uvicorn, its own process) in front of the live stack's API."""
-    base = tmp_path_factory.mktemp("web-client")
+    """The web client, started by the live stack as `make run` starts it, with a user of ours."""
     password = secrets.token_urlsafe(16)
     user = f"tester-{secrets.token_hex(3)}"  # a fresh history in the shared Redis
-    port = _free_port()
-    env = {
-        **os.environ,
-        "ML_ENVIRONMENT": "development",
-        "ML_CLIENT_API_URL": live_stack.api_url,
-        "ML_CLIENT_API_KEY": live_stack.api_key,
-        "ML_CLIENT_USERS": f"{user}:{PasswordHasher().hash(password)}",
-        "ML_RESULT_BACKEND": str(live_stack.settings.result_backend),
-        "ML_STORAGE_DIR": str(base / "storage"),
-        "ML_SECRET_KEY": secrets.token_urlsafe(32),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = (base / "client.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "uvicorn", "ml_client.app:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(port),
-        ],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )  # fmt: skip
+    stack = live_stack.stack
+    stack.start_client(
+        live_stack.api_key,
+        {
+            "ML_CLIENT_USERS": f"{user}:{PasswordHasher().hash(password)}",
+            "ML_STORAGE_DIR": str(tmp_path_factory.mktemp("web-client") / "storage"),
+            "ML_SECRET_KEY": secrets.token_urlsafe(32),
+        },
+    )
     try:
-        _wait_up(f"http://127.0.0.1:{port}/healthz", proc)
-        yield WebClient(f"http://127.0.0.1:{port}", user, password, live_stack.backend)
+        wait_http(f"{stack.client_url}/healthz", 60, stack.procs["client"])
+        yield WebClient(stack.client_url, user, password, live_stack.backend)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stack.stop_process("client")
 
 
 @pytest.fixture(scope="session")

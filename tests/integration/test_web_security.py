@@ -19,11 +19,11 @@ import pytest
 import redis
 from argon2 import PasswordHasher
 
+from ml_common.devstack import Stack, free_port, wait_http
 from tests.conftest import ROOT, need, reachable
 
 sys.path.insert(0, str(ROOT / "deploy" / "checks"))
 
-from devstack import Stack, free_port, wait_http
 from nginx_smoke import local_conf
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,6 @@ from ml_client.app import create_app
 from ml_client.settings import ClientSettings
 
 PASSWORD = "a-fine-password"
-REDIS_URL = "redis://localhost:6379/11"  # a database of its own: other suites flush theirs
 CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
 
 
@@ -33,11 +32,11 @@ def user() -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, user: str) -> ClientSettings:
+def settings(tmp_path: Path, user: str, redis_url: str) -> ClientSettings:
     return ClientSettings(
         _env_file=None,
         storage_dir=tmp_path,
-        result_backend=REDIS_URL,
+        result_backend=redis_url,
         secret_key=SecretStr("test-secret-" + uuid.uuid4().hex),
         client_users=SecretStr(f"{user}:{CHEAP.hash(PASSWORD)}"),
         client_login_max_failures=3,

