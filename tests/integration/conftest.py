@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-REPORTED_MODULES = ("test_api_input", "test_security", "test_web_security")
+REPORTED_MODULES = ("test_api_input", "test_security", "test_web_security", "test_redis_acl")
 
 
 def _case(item: pytest.Item) -> str:
