@@ -68,7 +68,7 @@ def get_api_key(
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
-SubmitDep = Annotated[TaskQueue, Depends(get_queue)]
+QueueDep = Annotated[TaskQueue, Depends(get_queue)]
 TasksDep = Annotated[TaskStore, Depends(get_tasks)]
 ResultsDep = Annotated[ResultReader, Depends(get_results)]
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]

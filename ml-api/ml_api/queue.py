@@ -8,9 +8,9 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
 from ml_common.celery_config import celery_config
+from ml_common.contract import DETECT_TASK, DetectPayload
 from ml_common.errors import QueueUnavailable
 from ml_common.settings import Settings
-from ml_common.tasks import DETECT_TASK, DetectPayload
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from celery.schedules import crontab
 
 from ml_celery import readiness
 from ml_common.celery_config import celery_config
+from ml_common.contract import CLEANUP_TASK
 from ml_common.logs import configure_logging
 from ml_common.settings import Settings, get_settings
-from ml_common.tasks import CLEANUP_TASK
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from ml_celery.celery_app import app
 from ml_celery.pipeline import analyse
+from ml_common.contract import CLEANUP_TASK, DETECT_TASK
 from ml_common.records import RecordStore
 from ml_common.retention import cleanup
 from ml_common.settings import get_settings
 from ml_common.storage import Storage
-from ml_common.tasks import CLEANUP_TASK, DETECT_TASK
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from PIL import Image
 from ml_api.app import create_app
 from ml_common import records
 from ml_common.apikeys import ApiKeyStore
+from ml_common.contract import DETECT_TASK
 from ml_common.settings import Settings
 from ml_common.storage import Storage
-from ml_common.tasks import DETECT_TASK
 from tests.conftest import LiveStack, encode, need, photo, reachable
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from ml_common import records
+from ml_common.contract import DETECT_TASK
 from ml_common.storage import Storage
-from ml_common.tasks import DETECT_TASK
 from tests.conftest import LiveStack, encode, photo
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from ml_common import records
+from ml_common.contract import CLEANUP_TASK
 from ml_common.storage import Storage
-from ml_common.tasks import CLEANUP_TASK
 from tests.conftest import LiveStack, encode, need, photo, reachable
 
 pytestmark = pytest.mark.integration

@@ -32,8 +32,8 @@ from ml_client.app import create_app
 from ml_client.settings import ClientSettings
 from ml_common import records
 from ml_common.apikeys import ApiKeyStore
+from ml_common.contract import DetectPayload
 from ml_common.storage import Storage
-from ml_common.tasks import DetectPayload
 
 PASSWORD = "a-fine-password"
 CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)

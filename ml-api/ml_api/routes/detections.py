@@ -15,19 +15,19 @@ from starlette.concurrency import run_in_threadpool
 from ml_api.deps import (
     ApiKeyDep,
     LimiterDep,
+    QueueDep,
     ResultsDep,
     SettingsDep,
     StorageDep,
-    SubmitDep,
     TasksDep,
 )
 from ml_api.results import links_for
 from ml_common.annotate import annotated_image
+from ml_common.contract import DetectPayload
 from ml_common.errors import BackendUnavailable, MLProdError, PayloadTooLarge, TaskNotFinished
 from ml_common.images import ImageLimits, inspect_image
 from ml_common.records import TaskRecord
 from ml_common.schemas import ErrorOut, TaskCreated, TaskState, TaskStatus
-from ml_common.tasks import DetectPayload
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/detections", tags=["detections"])
@@ -38,7 +38,6 @@ ERRORS: dict[int | str, dict[str, object]] = {
 UPLOAD_ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut} for code in (401, 413, 415, 422, 429, 503)
 }
-TaskId = Annotated[uuid.UUID, "a task id as returned by POST /api/v1/detections"]
 
 
 @router.post("", status_code=202, responses=UPLOAD_ERRORS)
@@ -48,7 +47,7 @@ async def create_detection(
     key: ApiKeyDep,
     settings: SettingsDep,
     storage: StorageDep,
-    queue: SubmitDep,
+    queue: QueueDep,
     tasks: TasksDep,
     limiter: LimiterDep,
 ) -> TaskCreated:

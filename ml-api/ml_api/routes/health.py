@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ml_api.deps import SubmitDep, TasksDep
+from ml_api.deps import QueueDep, TasksDep
 from ml_common.errors import BackendUnavailable, QueueUnavailable
 from ml_common.schemas import Health
 
@@ -20,7 +20,7 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"model": Health}})
-async def readyz(queue: SubmitDep, tasks: TasksDep) -> JSONResponse:
+async def readyz(queue: QueueDep, tasks: TasksDep) -> JSONResponse:
     """Broker and result store reachable, and at least one worker has its model loaded."""
     checks: dict[str, str] = {}
     try:

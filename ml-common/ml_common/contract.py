@@ -1,11 +1,11 @@
-"""Task and queue names, and the payload shape, shared by the API (producer) and the worker."""
+"""The task contract of the API (producer) and the worker: task names and the detect payload."""
 
 from __future__ import annotations
 
 from typing import TypedDict
 
 DETECT_TASK = "mlprod.detect"
-DEFAULT_QUEUE = "detections"
+CLEANUP_TASK = "mlprod.cleanup"
 
 
 class DetectPayload(TypedDict):
@@ -13,6 +13,3 @@ class DetectPayload(TypedDict):
 
     upload_key: str
     created_at: str
-
-
-CLEANUP_TASK = "mlprod.cleanup"
