@@ -29,7 +29,7 @@ def _upload_and_wait(page: Any, photo: Path) -> Any:
 
 
 def test_sign_in_upload_filter_reload_and_sign_out(
-    browser: Any, web_client: Any, astronaut_file: Path, artifacts: Path
+    browser: Any, web_client: Any, live_stack: Any, astronaut_file: Path, artifacts: Path
 ) -> None:
     expect = _expect()
     context = browser.new_context(base_url=web_client.url, viewport={"width": 1280, "height": 900})
@@ -61,6 +61,8 @@ def test_sign_in_upload_filter_reload_and_sign_out(
     assert total >= 1
 
     slider = card.get_by_role("slider", name="Minimum score")
+    # it starts at the threshold the worker reports having applied
+    expect(slider).to_have_value(str(live_stack.settings.score_threshold))
     slider.focus()
     slider.press("End")  # 1.0: no score reaches it
     expect(boxes.filter(visible=True)).to_have_count(0)

@@ -50,6 +50,8 @@ def test_astronaut_is_a_person_with_her_box(live_stack: LiveStack, astronaut_jpe
     assert (result["width"], result["height"]) == (512, 512)
     assert result["model_name"].startswith("nanodet")
     assert result["inference_ms"] > 0
+    assert result["score_threshold"] == live_stack.settings.score_threshold
+    assert min(d["score"] for d in result["detections"]) >= result["score_threshold"]
     person = labels(status)["person"]
     assert person["score"] >= 0.5
     box = person["box"]
