@@ -4,6 +4,7 @@ address the limits count is the one nginx saw, not one the client wrote."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -31,7 +32,9 @@ pytestmark = pytest.mark.integration
 CLIENT_DB = "redis://localhost:6379/13"  # a database of its own, flushed after each test
 PASSWORD = "the-owners-password"
 LIMIT = 5  # ML_CLIENT_LOGIN_MAX_FAILURES: tries of one user name from one address per window
-NGINX_CACHE = Path.home() / ".cache/mlprod-validate-deploy/nginx"  # scripts/validate_deploy.sh
+# where scripts/validate_deploy.sh (run by .ci/run before the tests) unpacks Debian's nginx
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+NGINX_CACHE = CACHE / "mlprod-validate-deploy" / "nginx"
 
 
 @dataclass
