@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from procstat import cpu_s  # noqa: E402
 
+from ml_api.app import create_app  # noqa: E402
 from ml_api.queue import TaskQueue  # noqa: E402
 from ml_common import records  # noqa: E402
 from ml_common.apikeys import ApiKeyStore  # noqa: E402
@@ -118,6 +119,7 @@ def multipart_cpu_ms(data: bytes, repeat: int) -> float:
 
 def pieces_cpu_ms(data: bytes, settings: Settings) -> dict[str, float]:
     """Each step of an upload on its own, in this process: CPU ms per call."""
+    create_app(settings)  # what the app sets for its parser (an in-memory spool) holds here too
     storage, queue = Storage(settings.storage_dir), TaskQueue(settings)
     client = aioredis.Redis.from_url(str(settings.result_backend))
     tasks, loop = TaskStore(client, 600), asyncio.new_event_loop()
