@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 
 from fastapi import Request
@@ -137,9 +138,18 @@ class LoginLimiter:
     def _user_id(name: str) -> str:
         return hashlib.sha256(name.casefold().encode()).hexdigest()[:24]
 
+    @staticmethod
+    def _network(address: str) -> str:
+        """The address, or for IPv6 its /64: one host commonly holds a whole /64 to rotate in."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
     async def attempt(self, name: str, address: str) -> None:
         """Count one sign-in attempt; raise RateLimited when it may not check a password."""
-        user = self._user_id(name)
+        user, address = self._user_id(name), self._network(address)
         with backend_errors("sign-in is unavailable right now; try again shortly"):
             first = await self.limiter.hit(self.first, user, address)
             for item, ids in ((self.pair, (user, address)), (self.address, (address,))):
@@ -154,7 +164,7 @@ class LoginLimiter:
         raise RateLimited(f"too many failed sign-ins; try again in {wait} seconds", wait)
 
     async def succeeded(self, name: str, address: str) -> None:
-        user = self._user_id(name)
+        user, address = self._user_id(name), self._network(address)
         with backend_errors("sign-in is unavailable right now; try again shortly"):
             await self.limiter.clear(self.pair, user, address)
             await self.limiter.clear(self.first, user, address)

@@ -167,3 +167,14 @@ def test_the_web_client_never_redirects_to_the_request_host(web_client: WebClien
             r = browser.get(path, headers={"Host": "evil.example"})
             assert "evil.example" not in r.headers.get("location", ""), (path, r.headers)
             assert r.status_code == 404, (path, r.status_code)
+
+
+def test_addresses_of_one_ipv6_64_count_as_one(web_client: WebClient) -> None:
+    """Password spraying from one IPv6 /64, a new address each try: limited as one address"""
+    codes = []
+    for i in range(4 * LIMIT + 5):
+        with web_client.session(f"2001:db8:0:1::{i + 1:x}") as browser:
+            codes.append(web_client.sign_in(browser, "guess", user=f"user{i}"))
+    assert codes.count(401) == 4 * LIMIT, codes
+    with web_client.session("2001:db8:0:2::1") as browser:  # the next /64 is another address
+        assert web_client.sign_in(browser, "guess", user="user0") == 401
