@@ -1,13 +1,20 @@
 from __future__ import annotations
 
 import io
+import random
 from unittest.mock import patch
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ml_common.errors import ExtremeAspectRatio, ImageTooLarge, InvalidImage, UnsupportedMedia
+from ml_common.errors import (
+    ExtremeAspectRatio,
+    ImageTooLarge,
+    InvalidImage,
+    MLProdError,
+    UnsupportedMedia,
+)
 from ml_common.images import ImageLimits, decode_rgb, inspect_image
 from ml_common.settings import Settings
 
@@ -190,3 +197,22 @@ def test_modes_become_rgb() -> None:
     assert value == (127, 127, 127)
     palette = decode_rgb(encode(RGB.convert("P"), "GIF"), 10_000)
     assert palette.mode == "RGB"
+
+
+@pytest.mark.parametrize("sample", [PROGRESSIVE, mpo(NOISE, RGB)], ids=["progressive", "mpo"])
+def test_what_the_check_accepts_the_worker_can_decode(sample: bytes) -> None:
+    """Random bytes spliced in anywhere (later scans' tables included): whatever the check lets
+    through decodes in the worker, though the check itself decodes no pixel."""
+    rng = random.Random(0)
+    accepted = 0
+    for _ in range(300):
+        garbage = rng.randbytes(rng.randint(1, 16))
+        at = rng.randrange(len(sample))
+        data = splice(sample, at, garbage, len(garbage) if rng.random() < 0.5 else 0)
+        try:
+            info = inspect_image(data, limits())
+        except MLProdError:
+            continue
+        accepted += 1
+        assert decode_rgb(data, 10**6).size == (info.width, info.height), (at, garbage)
+    assert accepted > 50  # most splices land in entropy-coded data, which libjpeg tolerates
