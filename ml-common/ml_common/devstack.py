@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import functools
 import importlib
 import logging
 import os
@@ -43,23 +42,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@functools.cache
-def _prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    return prctl
-
-
 def die_with_parent() -> Callable[[], None] | None:
     """A `preexec_fn` that sends the child SIGTERM when this process (its thread) ends.
 
     Linux only (elsewhere None: the orderly stop still ends the children). If this process died
     between the fork and the prctl call, the child ends itself at once.
     """
-    prctl, parent = _prctl(), os.getpid()
-    if prctl is None:
+    if not sys.platform.startswith("linux"):
         return None
+    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
 
     def preexec() -> None:
         prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
