@@ -68,7 +68,6 @@ _UPLOAD_KEY = "upload_key"
 _CREATED_AT = "created_at"
 _QUEUED = "queued"  # set once the broker took the task; only the orphan clean-up reads it
 _STARTED_AT = "started_at"
-_ANNOTATED_KEY = "annotated_key"
 
 
 def _text(value: str | bytes) -> str:
@@ -85,7 +84,6 @@ class TaskRecord:
     created_at: datetime
     queued: bool = False
     started_at: datetime | None = None
-    annotated_key: str | None = None
 
     @classmethod
     def new(cls, task_id: str, owner: str, upload_key: str) -> TaskRecord:
@@ -102,8 +100,6 @@ class TaskRecord:
             fields[_QUEUED] = "1"
         if self.started_at is not None:
             fields[_STARTED_AT] = self.started_at.isoformat()
-        if self.annotated_key is not None:
-            fields[_ANNOTATED_KEY] = self.annotated_key
         return fields
 
     @classmethod
@@ -122,7 +118,6 @@ class TaskRecord:
             created_at=datetime.fromisoformat(text[_CREATED_AT]),
             queued=bool(text.get(_QUEUED)),
             started_at=datetime.fromisoformat(started) if started else None,
-            annotated_key=text.get(_ANNOTATED_KEY),
         )
 
 
@@ -218,9 +213,6 @@ class RecordStore:
 
     def mark_started(self, task_id: str) -> None:
         self.redis.hset(record_key(task_id), _STARTED_AT, now_iso())
-
-    def set_annotated(self, task_id: str, annotated_key: str) -> None:
-        self.redis.hset(record_key(task_id), _ANNOTATED_KEY, annotated_key)
 
     def get(self, task_id: str) -> TaskRecord | None:
         return TaskRecord.from_hash(task_id, self.redis.hgetall(record_key(task_id)))

@@ -67,7 +67,6 @@ class Stack:
         upload_key = self.queue.submitted[task_id]["upload_key"]
         annotated = storage.annotated_key(upload_key, "jpg")
         storage.write(annotated, jpeg(64, 48))
-        records.RecordStore(self.redis).set_annotated(task_id, annotated)
         result = {
             "width": 64,
             "height": 48,

@@ -24,7 +24,6 @@ def test_every_field_survives_the_round_trip() -> None:
         RECORD,
         queued=True,
         started_at=datetime(2026, 11, 27, 10, 0, 1, tzinfo=timezone.utc),
-        annotated_key="object-detection/2026-11-27/x.jpg",
     )
     assert TaskRecord.from_hash(TID, full.to_hash()) == full
     assert TaskRecord.from_hash(TID, RECORD.to_hash()) == RECORD
@@ -45,7 +44,7 @@ def test_a_new_record_is_created_now_in_utc() -> None:
     before = datetime.now(timezone.utc)
     record = TaskRecord.new(TID, "key-1", "upload/x.jpg")
     assert before <= record.created_at <= datetime.now(timezone.utc)
-    assert not record.queued and record.started_at is None and record.annotated_key is None
+    assert not record.queued and record.started_at is None
 
 
 def test_every_key_of_ours_is_in_the_mlprod_namespace() -> None:
