@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ml_common.asgi import (
@@ -139,3 +140,25 @@ def test_other_scopes_pass_through_untouched() -> None:
     for middleware in (BodySizeLimit(app, 1), SecurityHeaders(app, [])):
         asyncio.run(middleware({"type": "lifespan"}, receive, send))
     assert seen == ["lifespan", "lifespan"]
+
+
+def test_an_unhandled_error_still_carries_the_security_headers(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from ml_api.app import create_app as create_api
+    from ml_client.app import create_app as create_client
+    from ml_client.settings import ClientSettings
+
+    settings = ClientSettings(_env_file=None, storage_dir=tmp_path)  # type: ignore[call-arg]
+
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    apps: list[FastAPI] = [create_api(settings), create_client(settings)]
+    for app in apps:
+        app.add_api_route("/boom", boom)
+        response = TestClient(app, raise_server_exceptions=False).get("/boom")
+        assert response.status_code == 500
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
