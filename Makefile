@@ -7,7 +7,7 @@ MODEL_DIR ?= ml-storages/models/nanodet-g-416
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install model run test test-unit test-integration test-browser bench lint format typecheck clean
+.PHONY: help install model run test test-unit test-integration test-browser bench bench-accuracy bench-peers lint format typecheck clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -40,8 +40,21 @@ test-integration: install model ## integration tests against real RabbitMQ/Redis
 test-browser: install model ## browser tests (Playwright + Debian's Chromium)
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)
 
-bench: install model ## benchmarks: raw model ceiling vs end to end; JSON into bench/results/
+bench: install model ## benchmarks on the photo mix: ceiling, stages, memory, end to end; JSON into bench/results/
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+bench-accuracy: install model ## COCO AP of the worker's code path vs full decoding (eval set, and at 12 MP)
+	$(PY) bench/accuracy.py $(BENCH_ARGS)
+
+BENTO_VENV := bench/.venv-bentoml
+$(BENTO_VENV)/.installed: | $(STAMP)
+	test -d $(BENTO_VENV) || $(PYTHON) -m venv $(BENTO_VENV)
+	$(PY) -m pip freeze | grep -iE '^(ai-edge-litert|numpy|pillow|pydantic|pydantic[-_]core|pydantic[-_]settings|redis|celery)==' > $(BENTO_VENV)/constraints.txt
+	$(BENTO_VENV)/bin/pip install -q "bentoml==1.4.40" ai-edge-litert numpy pillow pydantic pydantic-settings redis celery -c $(BENTO_VENV)/constraints.txt
+	touch $@
+
+bench-peers: install model $(BENTO_VENV)/.installed ## mlprod beside BentoML (sync endpoint, task queue), same model and load
+	$(PY) bench/peers.py $(BENCH_ARGS)
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -145,6 +145,7 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", default=["original", "12mp"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     report |= evaluate(args.variants, args.limit)
     out = ROOT / "bench" / "results" / f"accuracy-{report['date'].replace(':', '')}.json"

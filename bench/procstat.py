@@ -50,3 +50,24 @@ def pids_named(name: str) -> list[int]:
 
 def cpu_of(groups: dict[str, Iterable[int]]) -> dict[str, float]:
     return {name: round(sum(cpu_s(p) for p in pids), 3) for name, pids in groups.items()}
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid`'s children, their children and so on (a server's worker processes)."""
+    found, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most resident memory `pid` has had (VmHWM)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0

@@ -1,4 +1,5 @@
-"""Benchmarks: the model's ceiling, the in-process baseline and the whole stack end to end.
+"""Benchmarks on the photo mix: the model's ceiling, the worker's stages and memory in one
+process, and the whole stack end to end, per photo size (small, 2 MP, 12 MP, 4K PNG).
 
 Prints one JSON document and keeps it under bench/results/ (`--plot` also draws the README's
 figure). Figures from one run are comparable with each other; absolute numbers depend on the
@@ -9,75 +10,36 @@ the processes' memory at the start, middle and end.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from ceiling import ceiling  # noqa: E402
 from e2e import bench_end_to_end, one_request, stack_pids  # noqa: E402
+from photos import SETS, describe, photo_set  # noqa: E402
 from plot import plot  # noqa: E402
 from procstat import children, rss_mb  # noqa: E402
+from stages import memory as stage_memory  # noqa: E402
+from stages import stages  # noqa: E402
+from stages import table as stage_table  # noqa: E402
 
 from ml_common.apikeys import ApiKeyStore  # noqa: E402
 from ml_common.devstack import Stack  # noqa: E402
-from ml_common.images import decode_rgb  # noqa: E402
 from ml_common.settings import Settings  # noqa: E402
 
 logger = logging.getLogger("bench")
-PHOTOS = ("astronaut", "coffee", "chelsea")
-
-
-def photos() -> list[bytes]:
-    from skimage import data
-
-    out = []
-    for name in PHOTOS:
-        buf = io.BytesIO()
-        Image.fromarray(getattr(data, name)()).save(buf, format="JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
-
-
-def bench_in_process(images: list[bytes], n: int, threads: int) -> dict[str, Any]:
-    """The baseline: decode + detect per image in this process, no queue, no HTTP."""
-    from ml_celery.detectors.registry import build_detector
-
-    settings = Settings(_env_file=None, intra_op_threads=threads)  # type: ignore[call-arg]
-    t0 = time.perf_counter()
-    detector = build_detector(settings)
-    detector.warm_up()
-    load_s = time.perf_counter() - t0
-    latencies, inference = [], []
-    start = time.perf_counter()
-    for i in range(n):
-        t = time.perf_counter()
-        out = detector.detect(decode_rgb(images[i % len(images)], settings.max_image_pixels))
-        latencies.append((time.perf_counter() - t) * 1000)
-        inference.append(out.inference_ms)
-    wall = time.perf_counter() - start
-    return {
-        "runtime": settings.runtime,
-        "threads": threads,
-        "images": n,
-        "images_per_s": round(n / wall, 3),
-        "p50_ms": round(statistics.median(latencies), 2),
-        "inference_p50_ms": round(statistics.median(inference), 2),
-        "model_load_and_warmup_s": round(load_s, 2),
-    }
 
 
 def backend_env(backend: str, tmp: str, threads: int) -> dict[str, str]:
@@ -106,15 +68,12 @@ def memory(stack: Stack) -> dict[str, Any]:
     }
 
 
-def run_backend(
-    backend: str, images: list[bytes], args: argparse.Namespace, tmp: str
-) -> dict[str, Any]:
-    t_start = time.perf_counter()
-    stack = Stack(
-        backend_env(backend, tmp, args.intra_op_threads),
-        Path(tmp) / "logs",
-        args.worker_concurrency,
-    )
+@contextmanager
+def mlprod_stack(
+    backend: str, tmp: str, concurrency: int, threads: int
+) -> Iterator[tuple[Stack, str, float]]:
+    """A started stack on `backend` (its API key, its start-to-ready seconds); stopped after."""
+    stack = Stack(backend_env(backend, tmp, threads), Path(tmp) / "logs", concurrency)
     if backend == "valkey":
         stack.start_embedded_backend()
     settings = Settings(_env_file=None, storage_dir=Path(tmp) / "storage")  # type: ignore[call-arg]
@@ -124,7 +83,21 @@ def run_backend(
         stack.start_worker()
         stack.start_api()
         stack.wait_ready()
-        ready_s = time.perf_counter() - t_worker
+        yield stack, key, time.perf_counter() - t_worker
+    finally:
+        stack.stop()
+
+
+def run_backend(
+    backend: str, sets: dict[str, list[bytes]], args: argparse.Namespace, tmp: str
+) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    images = sets[next(iter(sets))]
+    with mlprod_stack(backend, tmp, args.worker_concurrency, args.intra_op_threads) as (
+        stack,
+        key,
+        ready_s,
+    ):
         first = one_request(stack.api_url, key, images[0])
         out: dict[str, Any] = {
             "cold_start": {
@@ -138,16 +111,23 @@ def run_backend(
         if args.soak:
             out["soak"] = soak(stack, key, images, args.soak, max(args.clients))
             return out
-        runs = {}
-        for clients in args.clients:
-            logger.info("%s: %d clients, %d images", backend, clients, args.n)
-            pids = stack_pids(stack, backend)
-            runs[str(clients)] = bench_end_to_end(stack.api_url, key, images, args.n, clients, pids)
-        out["runs"] = runs
+        out["runs"] = {
+            name: runs(stack, key, backend, name, photos, args) for name, photos in sets.items()
+        }
         out["memory_at_end"] = memory(stack)
         return out
-    finally:
-        stack.stop()
+
+
+def runs(
+    stack: Stack, key: str, backend: str, photo: str, images: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    """One photo set through the stack at each concurrency."""
+    out = {}
+    for clients in args.clients:
+        logger.info("%s photos: %d clients, %d images", photo, clients, args.n)
+        pids = stack_pids(stack, backend)
+        out[str(clients)] = bench_end_to_end(stack.api_url, key, images, args.n, clients, pids)
+    return out
 
 
 def soak(stack: Stack, key: str, images: list[bytes], n: int, clients: int) -> dict[str, Any]:
@@ -170,6 +150,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--intra-op-threads", type=int, default=1)
     parser.add_argument("--backends", nargs="+", default=["valkey", "rabbitmq-redis"])
     parser.add_argument("--ceiling-seconds", type=float, default=8, help="0 skips the ceiling")
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="photo sizes")
+    parser.add_argument("--stage-n", type=int, default=30, help="in-process tasks per photo set")
+    parser.add_argument("--memory-n", type=int, default=30, help="12 MP tasks; 0 skips")
     parser.add_argument("--soak", type=int, default=0, help="tasks for the memory soak")
     parser.add_argument("--plot", type=Path, help="draw the throughput/latency figure here")
     return parser.parse_args()
@@ -178,7 +161,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    images = photos()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    sets = {name: photo_set(name) for name in args.sets}
     report: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
@@ -188,16 +172,14 @@ def main() -> int:
             "loadavg_at_start": os.getloadavg(),
         },
         "worker": {"concurrency": args.worker_concurrency, "threads": args.intra_op_threads},
+        "photos": {name: describe(images) for name, images in sets.items()},
     }
-    if args.ceiling_seconds and not args.soak:
-        logger.info("ceiling: runtimes x processes x threads")
-        report["ceiling"] = ceiling(images[0], seconds=args.ceiling_seconds)
-    logger.info("in-process baseline (%d images)", args.n)
-    report["in_process"] = bench_in_process(images, args.n, threads=0)
+    if not args.soak:
+        measure_in_process(report, sets, args)
     report["end_to_end"] = {}
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as tmp:
-            report["end_to_end"][backend] = run_backend(backend, images, args, tmp)
+            report["end_to_end"][backend] = run_backend(backend, sets, args, tmp)
     if not args.soak:
         add_ratios(report)
     report["machine"]["loadavg_at_end"] = os.getloadavg()
@@ -208,18 +190,35 @@ def main() -> int:
     if args.plot and not args.soak:
         plot(report, args.plot)
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    if not args.soak:
+        sys.stdout.write("\n" + stage_table(report["in_process"]) + "\n")
     logger.info("saved %s", out)
     return 0
 
 
+def measure_in_process(
+    report: dict[str, Any], sets: dict[str, list[bytes]], args: argparse.Namespace
+) -> None:
+    """The ceiling, the worker's stages per photo size, and a worker's memory over 12 MP."""
+    if args.ceiling_seconds:
+        logger.info("ceiling: processes x threads, plain invoke loop")
+        report["ceiling"] = ceiling(sets["small"][0], seconds=args.ceiling_seconds)
+    logger.info("in process: the worker's stages, %d tasks per photo set", args.stage_n)
+    report["in_process"] = stages(sets, args.stage_n, args.intra_op_threads)
+    if args.memory_n:
+        logger.info("memory: %d 12 MP photos back to back in a fresh process", args.memory_n)
+        report["worker_memory_12mp"] = stage_memory(photo_set("12mp"), args.memory_n)
+
+
 def add_ratios(report: dict[str, Any]) -> None:
-    base = report["in_process"]["images_per_s"]
     limit = report.get("ceiling", {}).get("L_images_per_s")
     for e2e in report["end_to_end"].values():
-        for run in e2e["runs"].values():
-            run["ratio_to_in_process"] = round(run["images_per_s"] / base, 3)
-            if limit:
-                run["ratio_to_L"] = round(run["images_per_s"] / limit, 3)
+        for photo, by_clients in e2e["runs"].items():
+            base = report["in_process"][photo]["images_per_s"]
+            for run in by_clients.values():
+                run["ratio_to_in_process"] = round(run["images_per_s"] / base, 3)
+                if limit:
+                    run["ratio_to_L"] = round(run["images_per_s"] / limit, 3)
 
 
 if __name__ == "__main__":

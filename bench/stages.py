@@ -48,6 +48,7 @@ def stage_times(images: list[bytes], n: int, settings: Settings) -> dict[str, An
                 timings[stage].append(value)
         annotate.append(_annotate_ms(data, result.detections, settings))
     out: dict[str, Any] = {"tasks": n, "task_p50_ms": _p50(whole)}
+    out["images_per_s"] = round(1000 * n / sum(whole), 2)  # one task at a time, one process
     out |= {f"{stage}_p50": _p50(v) for stage, v in timings.items() if v}
     if annotate[0] is not None:
         out["annotate_on_request_ms_p50"] = _p50(annotate)
