@@ -239,7 +239,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for sig in STOP_SIGNALS:
-        signal.signal(sig, _on_stop_signal)
+        if signal.getsignal(sig) != signal.SIG_IGN:  # as under nohup: leave it ignored
+            signal.signal(sig, _on_stop_signal)
     from ml_common.settings import Settings
 
     settings = Settings()
