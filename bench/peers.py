@@ -145,9 +145,7 @@ def run_system(name: str, sets: dict[str, list[bytes]], args: argparse.Namespace
                 logger.info("%s, %s photos: %d clients, %d images", name, photo, clients, n)
                 pids = sut["pids"]()
                 run = drive(sut["url"], sut["headers"], send, images, n, clients, pids)
-                run["peak_rss_mb"] = {
-                    k: [round(peak_rss_mb(p), 1) for p in v] for k, v in pids.items()
-                }
+                run["peak_rss_mb"] = {k: [peak_rss_mb(p) for p in v] for k, v in pids.items()}
                 out[photo][str(clients)] = run
     return out
 
@@ -157,11 +155,11 @@ def table(report: dict[str, Any]) -> str:
     clients = report["clients"]
     head = " | ".join(f"{c} clients: img/s, p95 ms, errors" for c in clients)
     lines = [f"| system | photos | {head} |", "|---|---|" + "---|" * len(clients)]
-    limit = report.get("ceiling", {}).get("L_images_per_s")
-    if limit:
-        lines.append(
-            f"| ceiling L (plain loop, 2p x 1t) | any | {limit} |" + " |" * (len(clients) - 1)
-        )
+    if "ceiling" in report:
+        top = report["ceiling"]["best"]
+        config = report["ceiling"]["configs"][top]
+        cell = f"{config['images_per_s']} (a core each: {config['cpu_bound_images_per_s']})"
+        lines.append(f"| ceiling L, {top} | any | {cell} |" + " |" * (len(clients) - 1))
     for name, by_photo in report["systems"].items():
         for photo, runs in by_photo.items():
             cells = [runs[str(c)] for c in clients]
@@ -169,7 +167,22 @@ def table(report: dict[str, Any]) -> str:
                 f"{r['images_per_s']}, {r['p95_ms']:.0f}, {r['failed']}" for r in cells
             )
             lines.append(f"| {name} | {photo} | {row} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ratios(report))
+
+
+def ratios(report: dict[str, Any]) -> list[str]:
+    """mlprod's best images/s over each peer's best, per photo set."""
+    best = {
+        (name, photo): max(r["images_per_s"] for r in runs.values())
+        for name, by_photo in report["systems"].items()
+        for photo, runs in by_photo.items()
+    }
+    lines = [""]
+    for (name, photo), value in best.items():
+        if name != "mlprod" and ("mlprod", photo) in best and value:
+            ratio = best[("mlprod", photo)] / value
+            lines.append(f"- {photo}: mlprod / {name} at the best concurrency = {ratio:.2f}")
+    return lines
 
 
 def parse_args() -> argparse.Namespace:
