@@ -108,6 +108,21 @@ def test_modes_reduce_cannot_take_become_rgb_first(image: Image.Image, fmt: str)
     assert decoded.image.size == (200, 150)
 
 
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_greyscale_and_cmyk_jpegs_are_scaled_and_become_rgb(mode: str) -> None:
+    decoded = decode_for_model(encode(gradient(1600, 1200).convert(mode)), 10**8, needs)
+    assert (decoded.image.mode, decoded.image.size) == ("RGB", (400, 300))
+
+
+def test_a_multi_picture_jpeg_is_its_first_picture_scaled() -> None:
+    second = Image.new("RGB", (1600, 1200), (0, 0, 255))
+    data = encode(gradient(1600, 1200), "MPO", save_all=True, append_images=[second])
+    decoded = decode_for_model(data, 10**8, needs)
+    assert decoded.image.size == (400, 300)
+    red, _, blue = decoded.image.getpixel((399, 150))
+    assert red > 200 and blue < 150  # the gradient, not the blue second picture
+
+
 def test_a_truncated_jpeg_is_invalid() -> None:
     with pytest.raises(InvalidImage):
         decode_for_model(encode(gradient(800, 600))[:3000], 10**8, needs)
