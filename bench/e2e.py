@@ -30,6 +30,15 @@ class Sample:
 Send = Callable[[httpx.Client, bytes], Sample]
 
 
+# a result not there this long after the upload counts as an error (a task a system lost)
+DEADLINE_S = 120.0
+
+
+def check_deadline(start: float) -> None:
+    if time.perf_counter() - start > DEADLINE_S:
+        raise TimeoutError(f"no result {DEADLINE_S:.0f} s after the upload")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -51,6 +60,7 @@ def request(client: httpx.Client, data: bytes) -> Sample:
     stages = server_timing(r.headers.get("server-timing", ""))
     task_id = r.json()["task_id"]
     while True:
+        check_deadline(t)
         s = client.get(f"/api/v1/detections/{task_id}", params={"wait": 30})
         received = time.time()
         s.raise_for_status()
@@ -116,12 +126,13 @@ def drive(
             t = time.perf_counter()
             try:
                 sample = send(client, images[i % len(images)])
-            except httpx.HTTPError as exc:
-                sample = Sample((time.perf_counter() - t) * 1000, False)
-                with lock:
-                    errors[_error_name(exc)] = errors.get(_error_name(exc), 0) + 1
+                error = None if sample.ok else "task failed"
+            except (httpx.HTTPError, TimeoutError) as exc:
+                sample, error = Sample((time.perf_counter() - t) * 1000, False), _error_name(exc)
             with lock:
                 samples.append(sample)
+                if error:
+                    errors[error] = errors.get(error, 0) + 1
 
         cpu_before, own_before = cpu_of(pids), os.times()
         start = time.perf_counter()
@@ -134,7 +145,7 @@ def drive(
     return summarize(samples, wall, clients, cpu) | {"errors": errors}
 
 
-def _error_name(exc: httpx.HTTPError) -> str:
+def _error_name(exc: Exception) -> str:
     if isinstance(exc, httpx.HTTPStatusError):
         return f"HTTP {exc.response.status_code}"
     return type(exc).__name__

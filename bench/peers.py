@@ -30,8 +30,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+import e2e  # noqa: E402
 from ceiling import Config, ceiling  # noqa: E402
-from e2e import Sample, Send, drive, request, stack_pids  # noqa: E402
+from e2e import Sample, Send, check_deadline, drive, request, stack_pids  # noqa: E402
 from photos import describe, photo_set  # noqa: E402
 from procstat import descendants, peak_rss_mb  # noqa: E402
 from run import mlprod_stack  # noqa: E402
@@ -61,6 +62,7 @@ def bento_task(client: httpx.Client, data: bytes) -> Sample:
     r.raise_for_status()
     task_id = r.json()["task_id"]
     while True:
+        check_deadline(t)
         s = client.get("/analyse_task/status", params={"task_id": task_id})
         s.raise_for_status()
         status = s.json()["status"]
@@ -195,11 +197,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="worker processes per system")
     parser.add_argument("--threads", type=int, default=1, help="inference threads per process")
     parser.add_argument("--ceiling-seconds", type=float, default=6, help="0 skips the ceiling")
+    parser.add_argument("--deadline", type=float, default=120, help="s before a request fails")
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
+    e2e.DEADLINE_S = args.deadline
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     sets = {name: photo_set(name) for name in args.sets}
