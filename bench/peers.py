@@ -77,8 +77,9 @@ def bento_task(client: httpx.Client, data: bytes) -> Sample:
 
 
 @contextmanager
-def bentoml_server(workers: int, threads: int, log: Path) -> Iterator[tuple[str, int]]:
-    """`bentoml serve` of bento_service.Detect; its URL and process id, stopped after."""
+def bentoml_server(workers: int, threads: int, tmp: Path, log: Path) -> Iterator[tuple[str, int]]:
+    """`bentoml serve` of bento_service.Detect (its home in `tmp`, its output in `log`); its URL
+    and process id, stopped after."""
     if not (BENTO_VENV / "bin" / "bentoml").exists():
         raise SystemExit("no BentoML environment: run `make bench-peers` (it builds it)")
     port = free_port()
@@ -88,7 +89,7 @@ def bentoml_server(workers: int, threads: int, log: Path) -> Iterator[tuple[str,
         "ML_INTRA_OP_THREADS": str(threads),
         "ML_LOG_LEVEL": "WARNING",
         "BENCH_BENTO_WORKERS": str(workers),
-        "BENTOML_HOME": str(log.parent / "bentoml-home"),
+        "BENTOML_HOME": str(tmp / "bentoml-home"),
         "BENTOML_DO_NOT_TRACK": "true",
     }
     args = [str(BENTO_VENV / "bin" / "bentoml"), "serve", "bento_service:Detect"]
@@ -126,7 +127,8 @@ def system(name: str, args: argparse.Namespace, tmp: str) -> Iterator[dict[str, 
                 "pids": lambda: stack_pids(stack, args.backend),
             }
         return
-    with bentoml_server(args.workers, args.threads, Path(tmp) / f"{name}.log") as (url, pid):
+    log = ROOT / "bench" / "results" / f"{name}.log"  # kept: BentoML logs its failures there
+    with bentoml_server(args.workers, args.threads, Path(tmp), log) as (url, pid):
         yield {
             "url": url,
             "headers": {},
