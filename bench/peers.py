@@ -199,7 +199,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="worker processes per system")
     parser.add_argument("--threads", type=int, default=1, help="inference threads per process")
     parser.add_argument("--ceiling-seconds", type=float, default=6, help="0 skips the ceiling")
-    parser.add_argument("--deadline", type=float, default=120, help="s before a request fails")
+    parser.add_argument("--deadline", type=float, default=60, help="s before a request fails")
     return parser.parse_args()
 
 
