@@ -16,6 +16,7 @@ from ml_common.errors import (
     UnsupportedMedia,
 )
 from ml_common.images import ImageLimits, decode_rgb, inspect_image
+from ml_common.jpegscan import check_jpeg
 from ml_common.settings import Settings
 
 
@@ -216,3 +217,16 @@ def test_what_the_check_accepts_the_worker_can_decode(sample: bytes) -> None:
         accepted += 1
         assert decode_rgb(data, 10**6).size == (info.width, info.height), (at, garbage)
     assert accepted > 50  # most splices land in entropy-coded data, which libjpeg tolerates
+
+
+def test_jpeg_structure_at_its_edges() -> None:
+    dqt = segment(BASELINE, b"\xff\xdb")
+    check_jpeg(splice(BASELINE, dqt, b"\xff\xff"))  # fill bytes before a marker are allowed
+    check_jpeg(splice(BASELINE, dqt, b"\xff\x01"))  # and so is a standalone marker (TEM)
+    for broken, words in [
+        (b"\x89PNG\r\n\x1a\n", "SOI"),
+        (b"\xff\xd8\xff", "ends inside a marker"),
+        (BASELINE[: dqt + 30], "runs past its end"),
+    ]:
+        with pytest.raises(InvalidImage, match=words):
+            check_jpeg(broken)
