@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -16,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from redis import asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from ml_client import pages, routes
@@ -81,9 +83,10 @@ def _templates() -> Jinja2Templates:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
     )
+    static = HERE / "static"
     versions = {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:10]
-        for p in (HERE / "static").iterdir()
+        p.relative_to(static).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:10]
+        for p in static.rglob("*")
         if p.is_file()
     }
 
@@ -93,6 +96,16 @@ def _templates() -> Jinja2Templates:
 
     env.globals["static_url"] = static_url
     return Jinja2Templates(env=env)
+
+
+class Static(StaticFiles):
+    """Static files that the browser revalidates (by ETag) before each use: the modules that
+    the versioned main.js imports carry no version of their own."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 class WebClient(FastAPI):
@@ -122,7 +135,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(pages.router)
     app.include_router(routes.router)
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.mount("/static", Static(directory=HERE / "static"), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK)
     app.add_middleware(
         SessionMiddleware,

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ml_client.auth import USER, check_csrf, csrf_token, sign_in, sign_out
 from ml_client.deps import LimiterDep, SettingsDep, TemplatesDep, UserDep, UsersDep
 from ml_client.errors import CsrfFailed
 from ml_common.errors import RateLimited
+from ml_common.palette import palette_json
 from ml_common.schemas import Health
 
 logger = logging.getLogger(__name__)
@@ -20,6 +22,7 @@ router = APIRouter(tags=["pages"])
 
 NO_STORE = {"Cache-Control": "no-store"}
 FLASH = "flash"
+FAVICON = Path(__file__).parent / "static" / "favicon.svg"
 
 
 def _login_page(
@@ -40,6 +43,13 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    """Browsers ask for /favicon.ico whatever the page links: the same icon as the pages'."""
+    headers = {"Cache-Control": "public, max-age=86400"}
+    return FileResponse(FAVICON, media_type="image/svg+xml", headers=headers)
+
+
 @router.get("/", response_class=HTMLResponse)
 async def index(
     request: Request, user: UserDep, templates: TemplatesDep, settings: SettingsDep
@@ -48,6 +58,8 @@ async def index(
         "user": user,
         "csrf_token": csrf_token(request),
         "max_upload_bytes": settings.max_upload_bytes,
+        "api_public_url": settings.api_public_url,
+        "palette": palette_json(),
     }
     return templates.TemplateResponse(request, "index.html", context, headers=NO_STORE)
 
@@ -62,17 +74,20 @@ async def login_form(request: Request, templates: TemplatesDep) -> Response:
 @router.post("/login", response_class=HTMLResponse)
 async def login(
     request: Request,
-    username: Annotated[str, Form(max_length=64)],
-    password: Annotated[str, Form(max_length=1024)],
     templates: TemplatesDep,
     users: UsersDep,
     limiter: LimiterDep,
+    username: Annotated[str, Form(max_length=64)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
 ) -> Response:
     try:
         await check_csrf(request)
     except CsrfFailed:
         error = "This sign-in form had expired. Please try again."
         return _login_page(request, templates, 403, error, username)
+    if not username.strip() or not password:
+        error = "Enter your user name and your password."
+        return _login_page(request, templates, 422, error, username)
     address = request.client.host if request.client else "unknown"
     try:
         await limiter.attempt(username, address)  # counted before the password check

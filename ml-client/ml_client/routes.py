@@ -18,6 +18,7 @@ from ml_client.api import relay_events
 from ml_client.deps import ApiDep, CsrfDep, HistoryDep, OriginalsDep, SettingsDep, SignedIn, UserDep
 from ml_client.errors import UpstreamError
 from ml_client.history import NAME_MAX
+from ml_client.middleware import IMAGE_CSP
 from ml_client.schemas import HistoryEntry, HistoryItem, TaskList
 from ml_common.errors import InvalidImage, PayloadTooLarge, TaskNotFound
 from ml_common.schemas import ErrorOut, TaskCreated, TaskStatus
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/app", tags=["web client"])
 
 UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
-PRIVATE = {"Cache-Control": "private, max-age=3600"}
+PRIVATE = {"Cache-Control": "private, max-age=3600", "Content-Security-Policy": IMAGE_CSP}
 
 
 def _clean_filename(name: str | None) -> str:

@@ -16,6 +16,9 @@ class ClientSettings(Settings):
 
     client_api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
     client_api_key: Annotated[SecretStr | None, EmptyIsUnset] = None
+    client_api_public_url: Annotated[AnyHttpUrl | None, EmptyIsUnset] = Field(
+        None, description="the API as users reach it, for the page's curl example"
+    )
     client_users: Annotated[SecretStr | None, EmptyIsUnset] = Field(
         None, description="name:$argon2id$..., comma-separated"
     )
@@ -24,6 +27,10 @@ class ClientSettings(Settings):
     client_session_max_age_s: int = Field(8 * 3600, ge=60)
     client_login_max_failures: int = Field(5, ge=1)
     client_login_window_s: int = Field(900, ge=1)
+
+    @property
+    def api_public_url(self) -> str:
+        return str(self.client_api_public_url or self.client_api_url).rstrip("/")
 
     @property
     def client_users_path(self) -> Path:

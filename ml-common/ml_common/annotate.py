@@ -1,9 +1,8 @@
-"""The annotated image: detections drawn onto the upload, one colour per class, labelled with
-the score (pure Pillow, so the API can render it on request)."""
+"""The annotated image: detections drawn onto the upload in the page's class colours, labelled
+with the score (pure Pillow, so the API can render it on request)."""
 
 from __future__ import annotations
 
-import colorsys
 import functools
 import io
 from collections.abc import Sequence
@@ -12,23 +11,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ml_common.errors import TaskNotFound
 from ml_common.images import decode_rgb
+from ml_common.palette import class_colour, text_colour
 from ml_common.schemas import Box, Detection
 from ml_common.storage import Storage
-
-_GOLDEN_RATIO = 0.618033988749895
-
-
-def class_colour(class_id: int) -> tuple[int, int, int]:
-    """A saturated RGB colour per class; neighbouring ids get far-apart hues."""
-    hue = (class_id * _GOLDEN_RATIO) % 1.0
-    red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
-    return round(red * 255), round(green * 255), round(blue * 255)
-
-
-def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Black or white, whichever reads better on `background` (by its luma)."""
-    red, green, blue = background
-    return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 140 else (255, 255, 255)
 
 
 @functools.cache
@@ -50,7 +35,7 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Imag
         draw.rectangle(
             (box.x_min, box.y_min, box.x_max, box.y_max), outline=colour, width=line_width
         )
-        caption = f"{detection.label} {detection.score:.2f}"
+        caption = f"{detection.label} {round(detection.score * 100)}%"
         left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
         tag_w, tag_h = right - left + 2 * line_width, bottom - top + 2 * line_width
         tag_x = min(max(box.x_min, 0), max(annotated.width - tag_w, 0))

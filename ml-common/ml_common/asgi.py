@@ -110,7 +110,8 @@ class HeaderSizeLimit:
 
 
 class SecurityHeaders:
-    """Add `headers` to every HTTP response; a path under a key of `by_prefix` gets its own."""
+    """Add `headers` to every HTTP response that has not set them itself; a path under a key of
+    `by_prefix` gets its own."""
 
     def __init__(
         self, app: ASGIApp, headers: Headers, by_prefix: Mapping[str, Headers] | None = None
@@ -133,7 +134,9 @@ class SecurityHeaders:
 
         async def add_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
+                headers = list(message.get("headers", []))
+                own = {name.lower() for name, _ in headers}  # a route's own header wins
+                message["headers"] = [*headers, *(h for h in extra if h[0] not in own)]
             await send(message)
 
         await self.app(scope, receive, add_headers)

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import io
+import itertools
 import uuid
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from ml_common.annotate import (
-    annotated_image,
-    class_colour,
-    draw_detections,
-    text_colour,
-    warm_up,
-)
+from ml_common.annotate import annotated_image, draw_detections, warm_up
 from ml_common.errors import TaskNotFound
+from ml_common.palette import class_colour, contrast, hex_rgb, palette_json, text_colour
 from ml_common.schemas import Box, Detection
 from ml_common.storage import Storage
 
@@ -60,11 +56,20 @@ def test_a_box_at_the_top_edge_keeps_its_tag_inside_the_image() -> None:
     assert annotated.getpixel((199, 5)) == class_colour(41)
 
 
-def test_classes_get_distinct_colours() -> None:
+def test_neighbouring_classes_differ_and_every_label_reads_at_4_5_to_1() -> None:
     colours = [class_colour(i) for i in range(80)]
-    assert len(set(colours)) == 80
+    assert all(a != b for a, b in itertools.pairwise(colours))
+    car, truck, cup, cell_phone = 2, 7, 41, 67  # all yellow-green once
+    assert len({class_colour(i) for i in (0, 1, car, 3, truck, cup, cell_phone)}) == 7
+    assert all(contrast(c, text_colour(c)) >= 4.5 for c in colours)
     assert text_colour((255, 255, 0)) == (0, 0, 0)
     assert text_colour((0, 0, 160)) == (255, 255, 255)
+
+
+def test_the_page_reads_the_same_palette() -> None:
+    table = palette_json()
+    assert [hex_rgb(c) for c in table["colours"]] == [class_colour(i) for i in range(21)]
+    assert [hex_rgb(t) for t in table["text"]] == [text_colour(class_colour(i)) for i in range(21)]
 
 
 def test_non_rgb_input_is_converted() -> None:

@@ -202,7 +202,26 @@ def test_static_files_are_served(client: TestClient) -> None:
     css = re.search(r'href="(/static/style\.css\?v=\w+)"', page)
     assert css
     assert client.get(css.group(1)).headers["content-type"].startswith("text/css")
-    assert client.get("/static/app.js").status_code == 200
+    module = client.get("/static/js/main.js")
+    assert module.status_code == 200
+    assert module.headers["content-type"].startswith("text/javascript")
+    assert module.headers["cache-control"] == "no-cache"  # its imports carry no version
+
+
+def test_favicon_ico_is_the_pages_icon(client: TestClient) -> None:
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_an_empty_sign_in_form_gets_the_inline_error(client: TestClient) -> None:
+    page = client.get("/login").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    response = client.post("/login", data={"csrf_token": token.group(1)})
+    assert response.status_code == 422
+    assert "Enter your user name and your password." in response.text
+    assert 'id="username"' in response.text  # the form again, not an error page
 
 
 def test_unknown_page_gets_an_html_404(client: TestClient) -> None:

@@ -1,0 +1,67 @@
+// The user's earlier detections, loaded with the page, and the compact view for a long list.
+import { attachTask, cardList, createCard, setMeta, setStatus, showError, updateCount } from "./cards.js";
+import { applyStatus, follow } from "./follow.js";
+import { FINAL } from "./util.js";
+
+const countNote = document.getElementById("results-count");
+const compact = document.getElementById("compact-toggle");
+const COMPACT_KEY = "mlprod.compact";
+
+function showCompact(on) {
+  compact.setAttribute("aria-pressed", String(on));
+  cardList.classList.toggle("cards--compact", on);
+}
+
+export function wireCompactView() {
+  let saved = false;
+  try {
+    saved = window.localStorage.getItem(COMPACT_KEY) === "1";
+  } catch {
+    // storage may be blocked; the view then starts expanded
+  }
+  showCompact(saved);
+  compact.addEventListener("click", () => {
+    const on = compact.getAttribute("aria-pressed") !== "true";
+    showCompact(on);
+    try {
+      window.localStorage.setItem(COMPACT_KEY, on ? "1" : "0");
+    } catch {
+      // not kept, shown all the same
+    }
+  });
+}
+
+function addItem(item) {
+  const card = createCard(item.filename, false);
+  attachTask(card, item.task_id);
+  setMeta(card, item);
+  if (item.status) {
+    applyStatus(card, item.status);
+    if (!FINAL.has(item.status.status)) follow(card);
+  } else {
+    const expired = item.error && item.error.code === "task_not_found";
+    setStatus(card, expired ? "expired" : "unavailable");
+    showError(card, expired ? "This result has expired on the server" : (item.error && item.error.detail) || "unavailable");
+  }
+}
+
+export async function loadHistory() {
+  let response;
+  try {
+    response = await fetch("/app/tasks", { headers: { Accept: "application/json" } });
+  } catch {
+    countNote.textContent = "Your earlier detections could not be loaded.";
+    return;
+  }
+  if (response.status === 401) {
+    window.location.assign("/login");
+    return;
+  }
+  if (!response.ok) {
+    countNote.textContent = "Your earlier detections could not be loaded.";
+    return;
+  }
+  const { tasks } = await response.json();
+  for (const item of tasks) addItem(item);
+  updateCount();
+}
