@@ -264,7 +264,7 @@ def test_not_an_image_is_refused_in_words(stack: Stack) -> None:
     token = sign_in(stack.client)
     response = upload(stack.client, token, b"just some text", "notes.jpg")
     assert response.status_code == 415
-    assert "not a JPEG, PNG" in response.json()["detail"]
+    assert "not an image of an accepted kind: JPEG, PNG" in response.json()["detail"]
 
 
 def test_too_large_is_413(stack: Stack) -> None:
