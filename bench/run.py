@@ -30,7 +30,7 @@ from ceiling import ceiling  # noqa: E402
 from e2e import bench_end_to_end, one_request, stack_pids  # noqa: E402
 from photos import SETS, describe, photo_set  # noqa: E402
 from plot import plot  # noqa: E402
-from procstat import children, rss_mb  # noqa: E402
+from procstat import children, peak_rss_mb, rss_mb  # noqa: E402
 from stages import memory as stage_memory  # noqa: E402
 from stages import stages  # noqa: E402
 from stages import table as stage_table  # noqa: E402
@@ -65,6 +65,7 @@ def memory(stack: Stack) -> dict[str, Any]:
         "api_mb": round(rss_mb(stack.procs["api"].pid), 1),
         "worker_parent_mb": round(rss_mb(worker), 1),
         "worker_children_mb": [round(rss_mb(p), 1) for p in children(worker)],
+        "worker_children_peak_mb": [peak_rss_mb(p) for p in children(worker)],
     }
 
 
