@@ -175,7 +175,7 @@ def launch_stack(
     if backend == "valkey":
         stack.start_embedded_backend()
     settings = Settings(_env_file=None, **_settings_kwargs(stack.env))  # type: ignore[call-arg]
-    plain, _ = ApiKeyStore(settings.api_keys_path).create("tests")
+    plain, _ = ApiKeyStore(settings.api_keys_path).create("tests", delegates=True)
     try:
         stack.start_worker()
         stack.start_api()

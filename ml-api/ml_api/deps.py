@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import asyncio as aioredis
 
 from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
 from ml_api.results import ResultReader
-from ml_common.apikeys import ApiKey, ApiKeyStore
+from ml_common.apikeys import ON_BEHALF_HEADER, ApiKey, ApiKeyStore
 from ml_common.errors import NotAuthenticated
 from ml_common.records import TaskStore
 from ml_common.settings import Settings
@@ -56,6 +56,9 @@ def get_limiter(request: Request) -> RateLimiter:
 def get_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    on_behalf_of: Annotated[
+        str | None, Header(alias=ON_BEHALF_HEADER, include_in_schema=False)
+    ] = None,
 ) -> ApiKey:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated("send an API key as 'Authorization: Bearer <key>'")
@@ -63,7 +66,7 @@ def get_api_key(
     key = keys.check(credentials.credentials)
     if key is None:
         raise NotAuthenticated("the API key is not valid (unknown or revoked)")
-    return key
+    return key if on_behalf_of is None else key.on_behalf_of(on_behalf_of)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -9,6 +9,7 @@ import httpx
 from pydantic import ValidationError
 
 from ml_client.errors import UpstreamError
+from ml_common.apikeys import ON_BEHALF_HEADER
 from ml_common.schemas import ErrorOut, Links, TaskCreated, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,11 @@ async def _raise_for_error(response: httpx.Response) -> None:
         return
     await response.aread()
     if response.status_code in (401, 403):
-        logger.error("the API refused the web client's key (ML_CLIENT_API_KEY): %s", response.text)
+        logger.error(
+            "the API refused the web client's key (ML_CLIENT_API_KEY; it is created with "
+            "`mlprod api-key create NAME --delegate`): %s",
+            response.text,
+        )
         raise UpstreamError(
             502, "api_key_refused", "the web client is not allowed to use the detection service"
         )
@@ -49,14 +54,16 @@ async def _raise_for_error(response: httpx.Response) -> None:
 
 
 class DetectionApi:
-    """Submit images and read results through the API, translating its errors to ours."""
+    """Submit images and read results through the API as one web user, translating its errors
+    to ours: the API keeps each user's tasks apart (``X-On-Behalf-Of``, docs/web-client.md)."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, user: str) -> None:
         self.http = http
+        self.headers = {ON_BEHALF_HEADER: user}
 
     async def _get(self, path: str) -> httpx.Response:
         try:
-            response = await self.http.get(path)
+            response = await self.http.get(path, headers=self.headers)
         except httpx.TransportError as exc:
             raise _unreachable(exc) from exc
         await _raise_for_error(response)
@@ -65,7 +72,7 @@ class DetectionApi:
     async def submit(self, filename: str, data: bytes, media_type: str) -> TaskCreated:
         try:
             response = await self.http.post(
-                DETECTIONS, files={"file": (filename, data, media_type)}
+                DETECTIONS, files={"file": (filename, data, media_type)}, headers=self.headers
             )
         except httpx.TransportError as exc:
             raise _unreachable(exc) from exc
@@ -86,7 +93,7 @@ class DetectionApi:
         request = self.http.build_request(
             "GET",
             f"{DETECTIONS}/{task_id}/events",
-            headers={"Accept": "text/event-stream"},
+            headers={**self.headers, "Accept": "text/event-stream"},
             timeout=EVENTS_TIMEOUT,
         )
         try:

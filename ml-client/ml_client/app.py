@@ -21,7 +21,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from ml_client import pages, routes
-from ml_client.api import DetectionApi
 from ml_client.auth import LoginLimiter, SessionRegistry
 from ml_client.errors import install_error_handlers
 from ml_client.history import Originals, TaskHistory
@@ -72,7 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis, settings.client_login_max_failures, settings.client_login_window_s
     )
     async with _api_client(settings, app.state.api_transport) as http:
-        app.state.api = DetectionApi(http)
+        app.state.api_http = http
         try:
             yield
         finally:

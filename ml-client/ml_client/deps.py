@@ -19,9 +19,9 @@ def get_settings_dep(request: Request) -> ClientSettings:
     return settings
 
 
-def get_api(request: Request) -> DetectionApi:
-    api: DetectionApi = request.app.state.api
-    return api
+def get_api(request: Request, user: Annotated[str, Depends(require_user)]) -> DetectionApi:
+    """The API as the signed-in user: their own identity toward it."""
+    return DetectionApi(request.app.state.api_http, user)
 
 
 def get_history(request: Request) -> TaskHistory:

@@ -1,7 +1,8 @@
 """Each user's recent tasks, kept in Redis so they survive reloads, restarts and replicas.
 
-The history is also the access check: every user shares the client's one API key, so a user
-may only read tasks that are in their own history.
+The history is the first access check (a user reads only the tasks in their own history); the
+API is the second: each user is an owner of their own there (``X-On-Behalf-Of``), so a task id
+that reached the wrong history would still read as unknown.
 """
 
 from __future__ import annotations

@@ -14,10 +14,14 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from ml_common.errors import NotAllowed
 from ml_common.records import now_iso
 from ml_common.storage import atomic_write
 
 KEY_PREFIX = "mlp_"
+# Sent by a delegating key (the web client's) to act as one of its own users: each user is then
+# an owner of their own toward the API, so its 404-for-others holds between them too.
+ON_BEHALF_HEADER = "X-On-Behalf-Of"
 
 
 def digest(key: str) -> str:
@@ -29,6 +33,23 @@ class ApiKey:
     key_id: str
     name: str
     created_at: str
+    delegates: bool = False
+
+    def on_behalf_of(self, user: str) -> ApiKey:
+        """The identity of `user` of this delegating key: its own owner id and rate limits."""
+        if not self.delegates:
+            raise NotAllowed(
+                f"this API key may not act on behalf of others ({ON_BEHALF_HEADER}); "
+                "create the web client's key with `mlprod api-key create NAME --delegate`"
+            )
+        if not 0 < len(user) <= 256:
+            raise NotAllowed(f"{ON_BEHALF_HEADER} names a user in 1 to 256 characters")
+        user_id = digest(f"{self.key_id}\0{user}")[:16]
+        return ApiKey(f"{self.key_id}.{user_id}", f"{self.name}/{user}", self.created_at)
+
+
+def _key(hashed: str, entry: dict[str, str]) -> ApiKey:
+    return ApiKey(hashed[:16], entry["name"], entry["created_at"], entry.get("delegates") == "yes")
 
 
 class ApiKeyStore:
@@ -56,8 +77,9 @@ class ApiKeyStore:
         atomic_write(self.path, json.dumps({"keys": keys}, indent=2, sort_keys=True), 0o600)
         self._mtime = None
 
-    def create(self, name: str) -> tuple[str, ApiKey]:
-        """Make a new key; the plain key is returned once and never stored."""
+    def create(self, name: str, delegates: bool = False) -> tuple[str, ApiKey]:
+        """Make a new key; the plain key is returned once and never stored. A key that
+        `delegates` may act on behalf of its own users (the web client's)."""
         if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError("a key name is 1-64 letters, digits, '-' or '_'")
         keys = dict(self._load())
@@ -66,8 +88,10 @@ class ApiKeyStore:
         plain = KEY_PREFIX + secrets.token_urlsafe(32)
         hashed = digest(plain)
         keys[hashed] = {"name": name, "created_at": now_iso()}
+        if delegates:
+            keys[hashed]["delegates"] = "yes"
         self._save(keys)
-        return plain, ApiKey(hashed[:16], name, keys[hashed]["created_at"])
+        return plain, _key(hashed, keys[hashed])
 
     def revoke(self, name: str) -> bool:
         keys = dict(self._load())
@@ -78,7 +102,7 @@ class ApiKeyStore:
         return True
 
     def list(self) -> list[ApiKey]:
-        return [ApiKey(h[:16], e["name"], e["created_at"]) for h, e in self._load().items()]
+        return [_key(h, e) for h, e in self._load().items()]
 
     def check(self, key: str) -> ApiKey | None:
         """The key's record when `key` is valid, else None (compared in constant time)."""
@@ -86,5 +110,5 @@ class ApiKeyStore:
         found: ApiKey | None = None
         for stored, entry in self._load().items():
             if hmac.compare_digest(stored, hashed):
-                found = ApiKey(stored[:16], entry["name"], entry["created_at"])
+                found = _key(stored, entry)
         return found

@@ -20,7 +20,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     keys = sub.add_parser("api-key", help="create, list or revoke API keys")
     key_sub = keys.add_subparsers(dest="action", required=True)
-    key_sub.add_parser("create", help="create a key; it is shown once").add_argument("name")
+    create = key_sub.add_parser("create", help="create a key; it is shown once")
+    create.add_argument("name")
+    create.add_argument(
+        "--delegate",
+        action="store_true",
+        help="the key may act on behalf of its own users (X-On-Behalf-Of): the web client's",
+    )
     key_sub.add_parser("revoke", help="revoke a key by name").add_argument("name")
     key_sub.add_parser("list", help="list key names (never the keys)")
     clean = sub.add_parser("cleanup", help="delete old images and never-queued uploads")
@@ -37,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = ApiKeyStore(settings.api_keys_path)
         if args.action == "create":
             try:
-                plain, key = store.create(args.name)
+                plain, key = store.create(args.name, delegates=args.delegate)
             except ValueError as exc:
                 logger.error("%s", exc)
                 return 2

@@ -229,7 +229,7 @@ def _dev_api_key(path: Path) -> str:
 
     store = ApiKeyStore(path)
     store.revoke("local-web-client")
-    plain, _ = store.create("local-web-client")
+    plain, _ = store.create("local-web-client", delegates=True)
     return plain
 
 

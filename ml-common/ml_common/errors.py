@@ -75,6 +75,13 @@ class NotAuthenticated(MLProdError):
     status = 401
 
 
+class NotAllowed(MLProdError):
+    """Authenticated, but this key may not do what it asked (act on behalf of others)."""
+
+    code = "not_allowed"
+    status = 403
+
+
 class RateLimited(MLProdError):
     code = "rate_limited"
     status = 429

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ml_common.apikeys import ApiKeyStore
+from ml_common.errors import NotAllowed
 
 
 def test_create_check_revoke(tmp_path: Path) -> None:
@@ -31,3 +32,27 @@ def test_names_are_unique_and_plain(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="letters"):
         store.create("a b/c")
     assert [k.name for k in store.list()] == ["a"]
+
+
+def test_a_delegating_key_acts_as_each_of_its_users_apart(tmp_path: Path) -> None:
+    store = ApiKeyStore(tmp_path / "keys.json")
+    plain, _ = store.create("web", delegates=True)
+    key = store.check(plain)
+    assert key is not None and key.delegates
+    alice, bob = key.on_behalf_of("alice"), key.on_behalf_of("bob")
+    assert len({key.key_id, alice.key_id, bob.key_id}) == 3  # three owners, three rate limits
+    assert alice.key_id.startswith(key.key_id + ".") and not alice.delegates
+    assert key.on_behalf_of("alice") == alice  # the same user is the same owner every time
+    with pytest.raises(NotAllowed):
+        alice.on_behalf_of("bob")  # a user cannot pass as another
+    with pytest.raises(NotAllowed):
+        key.on_behalf_of("")
+
+
+def test_an_ordinary_key_may_not_act_for_others(tmp_path: Path) -> None:
+    store = ApiKeyStore(tmp_path / "keys.json")
+    plain, _ = store.create("alice")
+    key = store.check(plain)
+    assert key is not None and not key.delegates
+    with pytest.raises(NotAllowed, match="--delegate"):
+        key.on_behalf_of("bob")

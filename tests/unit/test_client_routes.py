@@ -94,7 +94,7 @@ def jpeg(width: int = 64, height: int = 48) -> bytes:
 
 def _settings(tmp_path: Path, redis_url: str) -> ClientSettings:
     keys = ApiKeyStore(tmp_path / "api-keys.json")
-    plain, _ = keys.create("web-client")
+    plain, _ = keys.create("web-client", delegates=True)
     users = ",".join(f"{name}:{CHEAP.hash(PASSWORD)}" for name in ("alice", "bob"))
     return ClientSettings(
         _env_file=None,  # type: ignore[call-arg]
