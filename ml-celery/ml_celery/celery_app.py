@@ -8,11 +8,13 @@ from typing import Any
 
 from celery import Celery, signals
 from celery.schedules import crontab
+from kombu import Queue
 
 from ml_celery import readiness
 from ml_common.celery_config import celery_config
 from ml_common.contract import CLEANUP_TASK
 from ml_common.logs import configure_logging
+from ml_common.models import worker_queues
 from ml_common.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,9 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("mlprod", include=["ml_celery.tasks"])
     app.conf.update(celery_config(settings))
+    # a worker consumes its models' queues (and the shared one: clean-up, older tasks) unless
+    # started with --queues
+    app.conf.task_queues = [Queue(name) for name in worker_queues(settings)]
     app.conf.beat_schedule = {
         "daily-retention-cleanup": {"task": CLEANUP_TASK, "schedule": crontab(minute=17, hour=3)},
     }
@@ -43,6 +48,8 @@ def _load_in_child(**_: Any) -> None:
 
 @signals.worker_init.connect
 def _load_without_fork(sender: Any = None, **_: Any) -> None:
+    # a bad model file stops the worker here, before any process takes a task
+    readiness.check_models(get_settings())
     # prefork children load in worker_process_init; TensorFlow must never load in a
     # parent that forks afterwards. Pools that do not fork load here.
     pool = str(getattr(sender, "pool_cls", "prefork")).lower()

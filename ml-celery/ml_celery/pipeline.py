@@ -24,11 +24,14 @@ def _whole(width: int, height: int) -> tuple[int, int]:
     return width, height
 
 
-def analyse(data: bytes, settings: Settings, *, reduced: bool = True) -> DetectionResult:
-    """Decode and detect one image: the task's work, without storage or Redis. The image is
-    decoded only as large as the model needs, unless `reduced` is False (full decoding, kept
-    to check the reduced decode against); boxes are in the original's pixels either way."""
-    detector = load_detector(settings)
+def analyse(
+    data: bytes, settings: Settings, *, reduced: bool = True, model: str | None = None
+) -> DetectionResult:
+    """Decode and detect one image with `model` (default: the deployment's default): the
+    task's work, without storage or Redis. The image is decoded only as large as the model
+    needs, unless `reduced` is False (full decoding, kept to check the reduced decode
+    against); boxes are in the original's pixels either way."""
+    detector = load_detector(settings, model)
     t0 = time.perf_counter()
     needed_size = detector.needed_size if reduced else _whole
     decoded = decode_for_model(data, settings.max_image_pixels, needed_size)
@@ -51,11 +54,11 @@ def analyse(data: bytes, settings: Settings, *, reduced: bool = True) -> Detecti
     )
 
 
-def warm_up(settings: Settings) -> None:
+def warm_up(settings: Settings, model: str | None = None) -> None:
     """Run the whole task path on made-up photos, so the first real task is as fast as any:
     the decoders (JPEG at full and at reduced scale, PNG) and pre/post-processing get loaded."""
     for size, fmt in (((640, 480), "JPEG"), ((1664, 1248), "JPEG"), ((512, 512), "PNG")):
         gradient = Image.linear_gradient("L").resize(size).convert("RGB")
         buf = io.BytesIO()
         gradient.save(buf, format=fmt)
-        analyse(buf.getvalue(), settings)
+        analyse(buf.getvalue(), settings, model=model)

@@ -1,4 +1,7 @@
-"""Worker readiness: load and warm the detector once per process, then announce it in Redis."""
+"""Worker readiness: load and warm each served model once per process, then announce it in Redis.
+
+A model whose files are missing, corrupt or of the wrong shape stops the worker at its start
+(`check_models`, in the parent, before any process takes a task), with the file named."""
 
 from __future__ import annotations
 
@@ -10,9 +13,13 @@ import threading
 
 import redis
 
-from ml_celery.detectors.registry import load_detector
+from ml_celery.detectors.base import Detector
+from ml_celery.detectors.manifest import read_manifest
+from ml_celery.detectors.registry import build_detector, load_detector
 from ml_celery.pipeline import warm_up
 from ml_common import records
+from ml_common.errors import DetectorUnavailable
+from ml_common.models import model_folder, served_models
 from ml_common.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -21,9 +28,13 @@ logger = logging.getLogger(__name__)
 class ReadinessBeacon:
     """Tells the API, through Redis, that this process has its model loaded and takes tasks."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, detectors: list[Detector]) -> None:
         self._records = records.RecordStore.connect(settings)
-        self.key = records.ready_key(socket.gethostname(), os.getpid())
+        host, pid = socket.gethostname(), os.getpid()
+        self.beacons = {
+            records.ready_key(host, pid, d.name): records.ReadyModel(d.name, d.version).to_json()
+            for d in detectors
+        }
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -32,7 +43,8 @@ class ReadinessBeacon:
 
     def _beat(self) -> None:
         try:
-            self._records.announce_ready(self.key)
+            for key, value in self.beacons.items():
+                self._records.announce_ready(key, value)
         except redis.RedisError as exc:
             logger.warning("readiness beacon not written: %s", exc)
 
@@ -43,21 +55,41 @@ class ReadinessBeacon:
     def stop(self) -> None:
         self._stop.set()
         with contextlib.suppress(redis.RedisError):
-            self._records.withdraw_ready(self.key)
+            for key in self.beacons:
+                self._records.withdraw_ready(key)
 
 
 _beacon: ReadinessBeacon | None = None
 
 
+def check_models(settings: Settings) -> None:
+    """Make sure every served model's files are there and sound, or stop the worker with a
+    message naming the file. Runtimes other than TensorFlow load the model to check it
+    (and drop it: the processes load their own); TensorFlow never loads in a parent."""
+    for model in served_models(settings):
+        try:
+            manifest = read_manifest(model, model_folder(settings, model), settings)
+            if manifest.format in ("yolox_onnx", "tflite_ssd") or (
+                manifest.format == "nanodet" and settings.runtime == "tflite"
+            ):
+                build_detector(settings, model)
+        except DetectorUnavailable as exc:
+            logger.critical("model %s cannot be served: %s", model, exc.detail)
+            raise SystemExit(f"model {model} cannot be served: {exc.detail}") from exc
+
+
 def prepare_process() -> None:
-    """Load and warm the detector in this process, then announce it as ready."""
+    """Load and warm every served model in this process, then announce them as ready."""
     global _beacon
     settings = get_settings()
-    detector = load_detector(settings)
-    detector.warm_up()
-    warm_up(settings)
-    logger.info("detector %s %s loaded and warm", detector.name, detector.version)
-    _beacon = ReadinessBeacon(settings)
+    detectors = []
+    for model in served_models(settings):
+        detector = load_detector(settings, model)
+        detector.warm_up()
+        warm_up(settings, model)
+        logger.info("model %s %s loaded and warm", detector.name, detector.version)
+        detectors.append(detector)
+    _beacon = ReadinessBeacon(settings, detectors)
     _beacon.start()
 
 

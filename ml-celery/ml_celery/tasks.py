@@ -45,14 +45,18 @@ def _queue_wait_ms(created_at: str) -> float | None:
     retry_backoff_max=30,
     max_retries=5,
 )
-def detect(self: Task[Any, Any], upload_key: str, created_at: str) -> dict[str, Any]:
-    """Detect objects in the stored upload `upload_key`; returns a DetectionResult as JSON."""
+def detect(
+    self: Task[Any, Any], upload_key: str, created_at: str, model: str | None = None
+) -> dict[str, Any]:
+    """Detect objects in the stored upload `upload_key` with `model` (this worker's default
+    when None: tasks queued before models had names); returns a DetectionResult as JSON."""
     settings = get_settings()
     storage = Storage(settings.storage_dir)
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)
 
-    result = analyse(storage.read(upload_key), settings)  # the API draws the annotated image
+    # the API draws the annotated image
+    result = analyse(storage.read(upload_key), settings, model=model)
     result.timings.queue_wait_ms = queue_wait
     logger.info("detected %d objects", len(result.detections), extra={"task_id": task_id})
     return result.model_dump(mode="json")

@@ -142,16 +142,18 @@ class Stack:
         self.env.setdefault("ML_BROKER_URL", f"{url}/0")
         self.env.setdefault("ML_RESULT_BACKEND", f"{url}/1")
 
-    def start_worker(self, name: str = "worker") -> None:
+    def start_worker(self, name: str = "worker", model: str = "", **env: str) -> None:
+        """A worker of `model` (default: every model of ML_MODELS) on its models' queues."""
+        extra = {"ML_MODELS": model, "ML_DEFAULT_MODEL": ""} if model else {}
         self._spawn(
             name,
             [
                 sys.executable, "-m", "celery", "-A", "ml_celery.celery_app", "worker",
                 "--loglevel", "INFO", "--concurrency", str(self.worker_concurrency),
                 "--pool", self.worker_pool,
-                "--queues", self.env.get("ML_QUEUE_NAME", "detections"),
                 "--hostname", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
             ],
+            {**extra, **env},
         )  # fmt: skip
 
     def start_api(self) -> None:
@@ -264,8 +266,13 @@ def _serve(stack: Stack, api_keys: Path) -> int:
         stack.start_embedded_backend()
         logger.info("embedded Valkey on port %s (broker and result backend)", stack.valkey_port)
     client = " and web client" if stack.with_client else ""
-    logger.info("starting worker, API%s; logs in %s", client, stack.log_dir)
-    stack.start_worker()
+    from ml_common.models import served_models
+    from ml_common.settings import Settings
+
+    models = served_models(Settings())
+    logger.info("starting a worker for %s, API%s; logs in %s", models, client, stack.log_dir)
+    for model in models:  # one worker per model: a slow model never delays a fast one
+        stack.start_worker(f"worker-{model}", model)
     stack.start_api()
     if stack.with_client:
         stack.start_client(_dev_api_key(api_keys))

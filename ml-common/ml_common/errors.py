@@ -39,6 +39,11 @@ class UnsupportedMedia(MLProdError):
     status = 415
 
 
+class UnknownModel(MLProdError):
+    code = "unknown_model"
+    status = 422
+
+
 class PayloadTooLarge(MLProdError):
     code = "payload_too_large"
     status = 413

@@ -44,9 +44,29 @@ def meta_key(task_id: str) -> str:
     return f"{CELERY_META_PREFIX}{task_id}"
 
 
-def ready_key(host: str, pid: int) -> str:
-    """Present while the worker process `pid` on `host` has its model loaded."""
-    return f"{READY_PREFIX}{host}:{pid}"
+def ready_key(host: str, pid: int, model: str = "") -> str:
+    """Present while the worker process `pid` on `host` has `model` loaded; its value is the
+    JSON of `ReadyModel`."""
+    return f"{READY_PREFIX}{model}:{host}:{pid}" if model else f"{READY_PREFIX}{host}:{pid}"
+
+
+@dataclass(frozen=True)
+class ReadyModel:
+    """What a worker process announces for each model it has loaded and warm."""
+
+    model: str
+    version: str
+
+    def to_json(self) -> str:
+        return json.dumps({"model": self.model, "version": self.version})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes | None) -> ReadyModel | None:
+        try:
+            value = json.loads(raw or "")
+            return cls(str(value["model"]), str(value["version"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # a beacon of a worker older than per-model readiness
 
 
 def session_key(session_id: str) -> str:
@@ -171,28 +191,37 @@ class TaskStore:
         meta = json.loads(raw_meta) if raw_meta else None
         return Lookup(TaskRecord.from_hash(task_id, raw_record), meta)
 
-    async def updates(self, task_id: str, timeout_s: float) -> AsyncGenerator[Lookup, None]:
+    async def updates(
+        self, task_id: str, timeout_s: float, channels: Channels
+    ) -> AsyncGenerator[Lookup, None]:
         """Yield a lookup now and again at each state Celery stores, until `timeout_s`.
 
         Celery PUBLISHes on the result key whenever it stores a state, so this wakes the
-        moment the worker writes; nothing polls. The caller stops once it has what it needs.
+        moment the worker writes; nothing polls. `channels` (the API's one shared subscription)
+        confirms the subscription before the first read, so no state can slip in between.
+        The caller stops once it has what it needs.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        with backend_errors():
-            async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(meta_key(task_id))
-                while True:
-                    yield await self.lookup(task_id)
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        return
-                    await pubsub.get_message(timeout=min(remaining, 15.0))
+        async with channels.listen(meta_key(task_id)) as listener:
+            while True:
+                yield await self.lookup(task_id)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                await listener.wait(min(remaining, 15.0))
 
     async def ready_workers(self) -> int:
         """How many worker processes have announced a loaded model."""
         with backend_errors():
             return len([k async for k in self.redis.scan_iter(match=READY_PATTERN, count=100)])
+
+    async def ready_models(self) -> list[ReadyModel]:
+        """One entry per worker process and model it has announced ready."""
+        with backend_errors():
+            keys = [k async for k in self.redis.scan_iter(match=READY_PATTERN, count=100)]
+            values = await self.redis.mget(keys) if keys else []
+        return [m for m in map(ReadyModel.from_json, values) if m is not None]
 
 
 class RecordStore:
@@ -224,8 +253,8 @@ class RecordStore:
     def discard(self, task_id: str) -> None:
         self.redis.delete(record_key(task_id))
 
-    def announce_ready(self, key: str) -> None:
-        self.redis.set(key, "ready", ex=READY_TTL_S)
+    def announce_ready(self, key: str, value: str = "ready") -> None:
+        self.redis.set(key, value, ex=READY_TTL_S)
 
     def withdraw_ready(self, key: str) -> None:
         self.redis.delete(key)

@@ -18,7 +18,7 @@ from pydantic import (
     UrlConstraints,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BrokerUrl = Annotated[
     AnyUrl, UrlConstraints(allowed_schemes=["amqp", "amqps", "pyamqp", "redis", "rediss", "memory"])
@@ -36,6 +36,12 @@ def _empty_is_unset(value: object) -> object:
 
 
 EmptyIsUnset = BeforeValidator(_empty_is_unset)
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 def _working_dir(*parts: str) -> Path:
@@ -56,6 +62,12 @@ class Settings(BaseSettings):
     model_dir: Path = Field(
         default_factory=lambda: _working_dir("ml-storages", "models", "nanodet-g-416")
     )
+    # the models this deployment serves (comma-separated; unset: the one in model_dir), the one
+    # an upload without a `model` field gets, and where each model's folder is
+    models: Annotated[list[str], NoDecode, BeforeValidator(_comma_list)] = []
+    default_model: Annotated[str | None, EmptyIsUnset] = None
+    models_dir: Annotated[Path | None, EmptyIsUnset] = None  # unset: model_dir's parent
+    model_dirs: dict[str, Path] = {}  # JSON: a folder per model name, overriding models_dir
     detector: Literal["nanodet", "tf_od_api", "fake"] = "nanodet"
     # nanodet only: LiteRT (model.tflite beside the SavedModel) or the TensorFlow SavedModel
     runtime: Literal["tflite", "savedmodel"] = "tflite"
@@ -87,6 +99,8 @@ class Settings(BaseSettings):
             and self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS
         ):
             raise ValueError("ML_SECRET_KEY must be set to a real secret in production")
+        if self.default_model is not None and self.models and self.default_model not in self.models:
+            raise ValueError(f"ML_DEFAULT_MODEL {self.default_model!r} is not in ML_MODELS")
         if self.task_time_limit_s <= self.task_soft_time_limit_s:
             raise ValueError("ML_TASK_TIME_LIMIT_S must exceed ML_TASK_SOFT_TIME_LIMIT_S")
         return self

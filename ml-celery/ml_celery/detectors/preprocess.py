@@ -1,4 +1,4 @@
-"""Image -> network input for NanoDet: resize, BGR mean/std normalisation, NCHW (numpy only)."""
+"""Image -> network input: stretch or letterbox (centred or top-left), BGR, NCHW (numpy only)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-ResizeMode = Literal["letterbox", "stretch"]
+# letterbox: centred (NanoDet); topleft: the image at the top-left corner (YOLOX)
+ResizeMode = Literal["letterbox", "stretch", "topleft"]
 
 # NanoDet's training config (OpenCV images, so BGR order)
 BGR_MEAN = np.array([103.53, 116.28, 123.675], dtype=np.float32)
@@ -59,8 +60,19 @@ def stretch_geometry(width: int, height: int, size: int) -> Geometry:
     return Geometry(width, height, size / width, size / height, 0.0, 0.0)
 
 
+def topleft_geometry(width: int, height: int, size: int) -> Geometry:
+    """Like `letterbox_geometry`, with the image at the top-left and the padding after it."""
+    centred = letterbox_geometry(width, height, size)
+    return Geometry(width, height, centred.scale_x, centred.scale_y, 0.0, 0.0)
+
+
 def make_geometry(width: int, height: int, size: int, mode: ResizeMode) -> Geometry:
-    return (letterbox_geometry if mode == "letterbox" else stretch_geometry)(width, height, size)
+    geometries = {
+        "letterbox": letterbox_geometry,
+        "stretch": stretch_geometry,
+        "topleft": topleft_geometry,
+    }
+    return geometries[mode](width, height, size)
 
 
 def resized_size(geometry: Geometry) -> tuple[int, int]:
@@ -79,9 +91,13 @@ class Source:
 
 
 def resize_image(
-    image: Image.Image, size: int, mode: ResizeMode, source: Source | None = None
+    image: Image.Image,
+    size: int,
+    mode: ResizeMode,
+    source: Source | None = None,
+    pad_value: int = 0,
 ) -> tuple[npt.NDArray[np.uint8], Geometry]:
-    """An RGB `size` x `size` uint8 array of `image` (black borders when letterboxed). With a
+    """An RGB `size` x `size` uint8 array of `image` (`pad_value` borders when letterboxed). With a
     `source`, `image` is a reduced decode of it, and the geometry maps to the source's pixels."""
     if source is None:
         source = Source(image.width, image.height, (0.0, 0.0, image.width, image.height))
@@ -90,7 +106,7 @@ def resize_image(
     resized = image.convert("RGB").resize(
         (resized_w, resized_h), Image.Resampling.BILINEAR, box=source.box
     )
-    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    canvas = np.full((size, size, 3), pad_value, dtype=np.uint8)
     x0, y0 = int(geometry.pad_x), int(geometry.pad_y)
     canvas[y0 : y0 + resized_h, x0 : x0 + resized_w] = np.asarray(resized)
     return canvas, geometry

@@ -1,13 +1,13 @@
-"""Pick and load the configured detector, once per process."""
+"""Pick and load each served model's detector, once per process."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
 from ml_celery.detectors.base import Detector
-from ml_common.errors import DetectorUnavailable
+from ml_celery.detectors.manifest import Manifest, RunOptions, read_manifest
+from ml_common.models import default_model, model_folder
 from ml_common.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -16,11 +16,12 @@ _lock = threading.Lock()
 _detectors: dict[tuple[object, ...], Detector] = {}
 
 
-def _cache_key(settings: Settings) -> tuple[object, ...]:
+def _cache_key(settings: Settings, model: str) -> tuple[object, ...]:
     return (
+        model,
         settings.detector,
         settings.runtime,
-        settings.model_dir.resolve(),
+        model_folder(settings, model).resolve(),
         settings.score_threshold,
         settings.iou_threshold,
         settings.max_detections,
@@ -28,60 +29,75 @@ def _cache_key(settings: Settings) -> tuple[object, ...]:
     )
 
 
-def _require_model(model_file: Path) -> None:
-    if not model_file.is_file():
-        raise DetectorUnavailable(
-            f"no {model_file.name} in {model_file.parent}: run `make model` to prepare it"
-        )
-
-
-def build_detector(settings: Settings) -> Detector:
-    """A new detector as `settings` describe it (loads the model: seconds)."""
+def build_detector(settings: Settings, model: str | None = None) -> Detector:
+    """A new detector for `model` (default: the deployment's default) as `settings` describe
+    it; loads the model (seconds). Raises DetectorUnavailable naming a missing or bad file."""
     if settings.detector == "fake":
         from ml_celery.detectors.fake import FakeDetector
 
         return FakeDetector()
-    if settings.detector == "nanodet":
-        return _build_nanodet(settings)
-    _require_model(settings.model_dir / "saved_model.pb")
+    model = model or default_model(settings)
+    manifest = read_manifest(model, model_folder(settings, model), settings)
+    builders = {
+        "nanodet": _build_nanodet,
+        "yolox_onnx": _build_labelled,
+        "tflite_ssd": _build_labelled,
+        "tf_od_api": _build_tf_od_api,
+    }
+    return builders[manifest.format](manifest, settings)
+
+
+def _build_labelled(manifest: Manifest, settings: Settings) -> Detector:
+    from ml_celery.detectors.tflite_ssd import TFLiteSSDDetector
+    from ml_celery.detectors.yolox import YoloxDetector
+
+    runtime = YoloxDetector if manifest.format == "yolox_onnx" else TFLiteSSDDetector
+    return runtime(manifest.file, RunOptions.of(manifest, settings))
+
+
+def _build_tf_od_api(manifest: Manifest, settings: Settings) -> Detector:
     from ml_celery.detectors.tensorflow import TFODAPIDetector
 
-    return TFODAPIDetector(
-        settings.model_dir,
+    detector = TFODAPIDetector(
+        manifest.folder,
         score_threshold=settings.score_threshold,
         max_detections=settings.max_detections,
         intra_op_threads=settings.intra_op_threads,
     )
+    detector.name, detector.version = manifest.name, manifest.version
+    return detector
 
 
-def _build_nanodet(settings: Settings) -> Detector:
+def _build_nanodet(manifest: Manifest, settings: Settings) -> Detector:
     from ml_celery.detectors.nanodet import NanoDet
 
     runtime: type[NanoDet]
     if settings.runtime == "tflite":
-        from ml_celery.detectors.litert import TFLITE_FILE, NanoDetLiteDetector
+        from ml_celery.detectors.litert import NanoDetLiteDetector
 
-        runtime, model_file = NanoDetLiteDetector, TFLITE_FILE
+        runtime = NanoDetLiteDetector
     else:
         from ml_celery.detectors.tensorflow import NanoDetDetector
 
-        runtime, model_file = NanoDetDetector, "saved_model.pb"
-    _require_model(settings.model_dir / model_file)
-    return runtime(
-        settings.model_dir,
+        runtime = NanoDetDetector
+    detector = runtime(
+        manifest.folder,
         score_threshold=settings.score_threshold,
         iou_threshold=settings.iou_threshold,
         max_detections=settings.max_detections,
         intra_op_threads=settings.intra_op_threads,
     )
+    detector.name, detector.version = manifest.name, manifest.version
+    return detector
 
 
-def load_detector(settings: Settings | None = None) -> Detector:
-    """The process's detector for `settings`, built on first use and reused after."""
+def load_detector(settings: Settings | None = None, model: str | None = None) -> Detector:
+    """The process's detector of `model` for `settings`, built on first use and reused after."""
     settings = settings or get_settings()
-    key = _cache_key(settings)
+    model = model or default_model(settings)
+    key = _cache_key(settings, model)
     with _lock:
         if key not in _detectors:
-            logger.info("loading detector %s from %s", settings.detector, settings.model_dir)
-            _detectors[key] = build_detector(settings)
+            logger.info("loading model %s from %s", model, model_folder(settings, model))
+            _detectors[key] = build_detector(settings, model)
         return _detectors[key]
