@@ -191,25 +191,23 @@ class TaskStore:
         meta = json.loads(raw_meta) if raw_meta else None
         return Lookup(TaskRecord.from_hash(task_id, raw_record), meta)
 
-    async def updates(
-        self, task_id: str, timeout_s: float, channels: Channels
-    ) -> AsyncGenerator[Lookup, None]:
+    async def updates(self, task_id: str, timeout_s: float) -> AsyncGenerator[Lookup, None]:
         """Yield a lookup now and again at each state Celery stores, until `timeout_s`.
 
         Celery PUBLISHes on the result key whenever it stores a state, so this wakes the
-        moment the worker writes; nothing polls. `channels` (the API's one shared subscription)
-        confirms the subscription before the first read, so no state can slip in between.
-        The caller stops once it has what it needs.
+        moment the worker writes; nothing polls. The caller stops once it has what it needs.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        async with channels.listen(meta_key(task_id)) as listener:
-            while True:
-                yield await self.lookup(task_id)
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return
-                await listener.wait(min(remaining, 15.0))
+        with backend_errors():
+            async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(meta_key(task_id))
+                while True:
+                    yield await self.lookup(task_id)
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        return
+                    await pubsub.get_message(timeout=min(remaining, 15.0))
 
     async def ready_workers(self) -> int:
         """How many worker processes have announced a loaded model."""
