@@ -31,15 +31,11 @@ from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
 
+from ml_common.ports import API_PORT, CLIENT_PORT, PortTaken, claim_port, free_port
+
 logger = logging.getLogger("devstack")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def die_with_parent() -> Callable[[], None] | None:
@@ -101,11 +97,15 @@ class Stack:
     worker_concurrency: int = 1
     worker_pool: str = "prefork"
     with_client: bool = False
-    api_port: int = field(default_factory=free_port)
-    client_port: int = field(default_factory=free_port)
+    api_port: int = 0  # 0: any free port (the tests); `make run` asks for 8000 and 8080
+    client_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, BinaryIO] = field(default_factory=dict)
     valkey_port: int | None = None
+
+    def __post_init__(self) -> None:
+        self.api_port = claim_port(self.api_port, "the API", "ML_API_PORT")
+        self.client_port = claim_port(self.client_port, "the web client", "ML_CLIENT_PORT")
 
     @property
     def api_url(self) -> str:
@@ -238,6 +238,10 @@ def _dev_api_key(path: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("ML_WORKERS", "1")))
+    port = os.environ.get("ML_API_PORT")  # 0: any free port
+    parser.add_argument("--api-port", type=int, default=int(port or API_PORT))
+    port = os.environ.get("ML_CLIENT_PORT")
+    parser.add_argument("--client-port", type=int, default=int(port or CLIENT_PORT))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for sig in STOP_SIGNALS:
@@ -247,7 +251,12 @@ def main() -> int:
 
     settings = Settings()
     env = {k: v for k, v in os.environ.items() if k.startswith("ML_")}
-    stack = Stack(env, settings.storage_dir / "logs", args.concurrency)
+    try:
+        ports = {"api_port": args.api_port, "client_port": args.client_port}
+        stack = Stack(env, settings.storage_dir / "logs", args.concurrency, **ports)
+    except PortTaken as exc:
+        logger.error("cannot start: %s", exc.detail)
+        return 2
     stack.with_client = _client_available()
     try:
         return _serve(stack, settings.api_keys_path)
