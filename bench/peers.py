@@ -3,7 +3,7 @@
 Systems, each with 2 worker processes x 1 inference thread, started one after the other so
 that they never share the CPU: mlprod (API + Celery worker, embedded Valkey or RabbitMQ + Redis),
 BentoML's sync endpoint (`@bentoml.api`, the response carries the result) and BentoML's task
-queue (`@bentoml.task`: submit, poll the status every POLL_S, get). The same load generator
+queue (`@bentoml.task`: submit, poll the status every --poll-ms, get). The same load generator
 (e2e.drive: N clients each posting one photo and waiting for its result) drives them at each
 concurrency on each photo set. BentoML runs from bench/.venv-bentoml (`make bench-peers`).
 """
@@ -41,7 +41,7 @@ from ml_common.devstack import die_with_parent, free_port, wait_http  # noqa: E4
 
 logger = logging.getLogger("bench.peers")
 BENTO_VENV = ROOT / "bench" / ".venv-bentoml"
-POLL_S = 0.02
+poll_s = 0.1  # --poll-ms
 SYSTEMS = ("mlprod", "bentoml-sync", "bentoml-task")
 
 
@@ -68,7 +68,7 @@ def bento_task(client: httpx.Client, data: bytes) -> Sample:
         status = s.json()["status"]
         if status not in ("pending", "in_progress"):
             break
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
     if status != "completed":
         return Sample((time.perf_counter() - t) * 1000, False)
     g = client.get("/analyse_task/get", params={"task_id": task_id})
@@ -116,7 +116,7 @@ def bentoml_server(workers: int, threads: int, tmp: Path, log: Path) -> Iterator
 
 
 @contextmanager
-def system(name: str, args: argparse.Namespace, tmp: str) -> Iterator[dict[str, Any]]:
+def system(name: str, args: argparse.Namespace, tmp: str, photo: str) -> Iterator[dict[str, Any]]:
     """The system `name` started: base URL, headers, send function and its processes."""
     if name == "mlprod":
         with mlprod_stack(args.backend, tmp, args.workers, args.threads) as (stack, key, _):
@@ -127,7 +127,7 @@ def system(name: str, args: argparse.Namespace, tmp: str) -> Iterator[dict[str, 
                 "pids": lambda: stack_pids(stack, args.backend),
             }
         return
-    log = ROOT / "bench" / "results" / f"{name}.log"  # kept: BentoML logs its failures there
+    log = ROOT / "bench" / "results" / f"{name}-{photo}.log"  # BentoML logs its failures
     with bentoml_server(args.workers, args.threads, Path(tmp), log) as (url, pid):
         yield {
             "url": url,
@@ -138,10 +138,11 @@ def system(name: str, args: argparse.Namespace, tmp: str) -> Iterator[dict[str, 
 
 
 def run_system(name: str, sets: dict[str, list[bytes]], args: argparse.Namespace) -> dict[str, Any]:
+    """Each photo set on a freshly started system, so one set's failures cannot carry over."""
     out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp, system(name, args, tmp) as sut:
-        send: Send = sut["send"]
-        for photo, images in sets.items():
+    for photo, images in sets.items():
+        with tempfile.TemporaryDirectory() as tmp, system(name, args, tmp, photo) as sut:
+            send: Send = sut["send"]
             drive(sut["url"], sut["headers"], send, images[:1], 2, 1, {})  # warm connections
             out[photo] = {}
             for clients in args.clients:
@@ -200,12 +201,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="inference threads per process")
     parser.add_argument("--ceiling-seconds", type=float, default=6, help="0 skips the ceiling")
     parser.add_argument("--deadline", type=float, default=60, help="s before a request fails")
+    parser.add_argument("--poll-ms", type=float, default=100, help="task queue status polls")
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
-    e2e.DEADLINE_S = args.deadline
+    global poll_s
+    e2e.DEADLINE_S, poll_s = args.deadline, args.poll_ms / 1000
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     sets = {name: photo_set(name) for name in args.sets}
