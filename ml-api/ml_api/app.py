@@ -22,6 +22,7 @@ from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
 from ml_api.routes import detections, health
 from ml_api.routes.docs import OPENAPI_URL, install_docs
+from ml_api.subscriber import Subscriber, WaitSlots
 from ml_common import annotate
 from ml_common.apikeys import ApiKeyStore
 from ml_common.asgi import BodySizeLimit, HeaderSizeLimit
@@ -48,24 +49,38 @@ MULTIPART_SLACK = 64 * 1024
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_logging(settings.log_level)
-    redis = aioredis.Redis.from_url(
+    redis = redis_client(settings)
+    queue = TaskQueue(settings)
+    subscriber = Subscriber(str(settings.result_backend))
+    app.state.redis = redis
+    app.state.queue = queue
+    app.state.limiter = RateLimiter(redis, settings.rate_limit_per_minute)
+    app.state.subscriber = subscriber
+    app.state.wait_slots = WaitSlots(settings.max_waits_per_key)
+    await run_in_threadpool(check_at_start, app.state.storage)
+    await subscriber.start()
+    await _warm_up(redis, queue)
+    try:
+        yield
+    finally:
+        await subscriber.stop()
+        await redis.aclose()
+        queue.close()
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    """The API's Redis pool: bounded, and a request that finds it full fails fast (503)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         str(settings.result_backend),
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_s,
         socket_timeout=5,
         socket_connect_timeout=2,
         health_check_interval=10,
         retry_on_timeout=True,
         decode_responses=True,
     )
-    queue = TaskQueue(settings)
-    app.state.redis = redis
-    app.state.queue = queue
-    app.state.limiter = RateLimiter(redis, settings.rate_limit_per_minute)
-    await _warm_up(redis, queue)
-    try:
-        yield
-    finally:
-        await redis.aclose()
-        queue.close()
+    return aioredis.Redis.from_pool(pool)
 
 
 async def _warm_up(redis: aioredis.Redis, queue: TaskQueue) -> None:

@@ -11,6 +11,7 @@ from redis import asyncio as aioredis
 from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
 from ml_api.results import ResultReader
+from ml_api.subscriber import Subscriber, WaitSlots
 from ml_common.apikeys import ON_BEHALF_HEADER, ApiKey, ApiKeyStore
 from ml_common.errors import NotAuthenticated
 from ml_common.records import TaskStore
@@ -44,8 +45,14 @@ def get_tasks(request: Request) -> TaskStore:
     return TaskStore(get_redis(request), get_settings_dep(request).result_expires_s)
 
 
+def get_subscriber(request: Request) -> Subscriber:
+    subscriber: Subscriber = request.app.state.subscriber
+    return subscriber
+
+
 def get_results(request: Request) -> ResultReader:
-    return ResultReader(get_tasks(request))
+    slots: WaitSlots = request.app.state.wait_slots
+    return ResultReader(get_tasks(request), get_subscriber(request), slots)
 
 
 def get_limiter(request: Request) -> RateLimiter:

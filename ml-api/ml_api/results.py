@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any
 
+from ml_api.subscriber import WaitSlots
 from ml_common.errors import TaskNotFound
-from ml_common.records import Lookup, TaskRecord, TaskStore
+from ml_common.records import Channels, Lookup, TaskRecord, TaskStore
 from ml_common.schemas import DetectionResult, Links, TaskError, TaskState, TaskStatus
 
 CELERY_STATES = {
@@ -66,10 +67,15 @@ def _owned(task_id: str, owner: str, found: Lookup) -> tuple[TaskRecord, TaskSta
 
 
 class ResultReader:
-    """Task status for one owner; another owner's task id reads as unknown."""
+    """Task status for one owner; another owner's task id reads as unknown.
 
-    def __init__(self, store: TaskStore) -> None:
+    Waiting for updates takes one of the owner's places in `slots` for as long as it lasts.
+    """
+
+    def __init__(self, store: TaskStore, channels: Channels, slots: WaitSlots) -> None:
         self.store = store
+        self.channels = channels
+        self.slots = slots
 
     async def lookup(self, task_id: str, owner: str) -> tuple[TaskRecord, TaskStatus]:
         """The task's record and status, read in one round trip."""
@@ -80,14 +86,16 @@ class ResultReader:
 
     async def updates(
         self, task_id: str, owner: str, timeout_s: float
-    ) -> AsyncIterator[TaskStatus]:
+    ) -> AsyncGenerator[TaskStatus, None]:
         """Yield the status now and again at each state change, until final or `timeout_s`."""
         last: TaskState | None = None
-        async with aclosing(self.store.updates(task_id, timeout_s)) as lookups:
-            async for found in lookups:
-                status = _owned(task_id, owner, found)[1]
-                if status.status != last:
-                    last = status.status
-                    yield status
-                if status.status in FINAL:
-                    return
+        with self.slots.hold(owner):
+            lookups = self.store.updates(task_id, timeout_s, self.channels)
+            async with aclosing(lookups):
+                async for found in lookups:
+                    status = _owned(task_id, owner, found)[1]
+                    if status.status != last:
+                        last = status.status
+                        yield status
+                    if status.status in FINAL:
+                        return

@@ -96,6 +96,13 @@ class RateLimited(MLProdError):
         self.retry_after_s = retry_after_s
 
 
+class TooManyWaits(MLProdError):
+    """The key already holds as many open long-polls and event streams as it may."""
+
+    code = "too_many_waits"
+    status = 429
+
+
 @contextmanager
 def backend_errors(
     detail: str = "the result store is unreachable; try again shortly",

@@ -13,9 +13,10 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import redis
 from redis import asyncio as aioredis
@@ -148,6 +149,17 @@ class Lookup(NamedTuple):
     meta: dict[str, Any] | None
 
 
+class Listener(Protocol):
+    async def wait(self, timeout_s: float) -> bool:
+        """Whether the channel had a message (or a reconnect) before `timeout_s` ran out."""
+
+
+class Channels(Protocol):
+    """Redis channels to listen on (the API's shared subscriber)."""
+
+    def listen(self, channel: str) -> AbstractAsyncContextManager[Listener]: ...
+
+
 class TaskStore:
     """The API's (asyncio) store: records, Celery's result meta, and worker readiness.
 
@@ -191,23 +203,25 @@ class TaskStore:
         meta = json.loads(raw_meta) if raw_meta else None
         return Lookup(TaskRecord.from_hash(task_id, raw_record), meta)
 
-    async def updates(self, task_id: str, timeout_s: float) -> AsyncGenerator[Lookup, None]:
+    async def updates(
+        self, task_id: str, timeout_s: float, channels: Channels
+    ) -> AsyncGenerator[Lookup, None]:
         """Yield a lookup now and again at each state Celery stores, until `timeout_s`.
 
         Celery PUBLISHes on the result key whenever it stores a state, so this wakes the
-        moment the worker writes; nothing polls. The caller stops once it has what it needs.
+        moment the worker writes; nothing polls. `channels` (the API's one shared subscription)
+        confirms the subscription before the first read, so no state can slip in between.
+        The caller stops once it has what it needs.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        with backend_errors():
-            async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(meta_key(task_id))
-                while True:
-                    yield await self.lookup(task_id)
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        return
-                    await pubsub.get_message(timeout=min(remaining, 15.0))
+        async with channels.listen(meta_key(task_id)) as listener:
+            while True:
+                yield await self.lookup(task_id)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                await listener.wait(min(remaining, 15.0))
 
     async def ready_workers(self) -> int:
         """How many worker processes have announced a loaded model."""

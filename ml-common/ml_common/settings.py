@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     api_keys_file: Annotated[Path | None, EmptyIsUnset] = None
     cors_origins: list[str] = []
     rate_limit_per_minute: int = Field(600, ge=1)
+    # the API: its Redis connections (past them a request waits this long, then gets a 503),
+    # and how many long-polls and event streams one key may hold open in one API process
+    redis_max_connections: int = Field(50, ge=1)
+    redis_pool_timeout_s: float = Field(2.0, gt=0)
+    max_waits_per_key: int = Field(20, ge=1)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

@@ -3,8 +3,11 @@ uvicorn, no request-chosen paths, and no secret in any log."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +20,9 @@ from PIL import Image
 from ml_api import deps
 from ml_api.app import create_app
 from ml_common.apikeys import ApiKeyStore
+from ml_common.records import TaskRecord, record_key
 from ml_common.settings import Settings
-from tests.conftest import LiveStack, encode, need, photo, reachable
+from tests.conftest import LiveStack, encode, launch_stack, need, photo, reachable
 from tests.integration.test_api_input import BROKER_DB, RESULTS_DB, input_settings
 
 pytestmark = pytest.mark.integration
@@ -258,3 +262,114 @@ def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_request_host(
         assert r.status_code == 404, (path, r.status_code, r.headers.get("location"))
         assert "location" not in r.headers
         assert r.json()["code"] in ("not_found", "task_not_found"), r.text
+
+
+# -- long-polls and event streams: one key cannot exhaust the API's Redis connections ---------
+
+
+def unfinished_task(live: LiveStack, key: str) -> str:
+    """A task of `key` that stays queued: its record exists, nothing is ever queued for it."""
+    owner = ApiKeyStore(live.settings.api_keys_path).check(key)
+    assert owner is not None
+    task_id = str(uuid.uuid4())
+    record = TaskRecord.new(task_id, owner.key_id, "upload/never.jpg")
+    redis.Redis.from_url(str(live.settings.result_backend)).hset(
+        record_key(task_id), mapping=record.to_hash()
+    )
+    return task_id
+
+
+async def open_streams(
+    client: httpx.AsyncClient, task_id: str, headers: dict[str, str], count: int
+) -> tuple[list[int], contextlib.AsyncExitStack]:
+    """Open `count` event streams on `task_id`; each 200 one has read its first event and stays
+    open until the returned stack closes."""
+    streams = contextlib.AsyncExitStack()
+
+    async def one() -> int:
+        r = await streams.enter_async_context(
+            client.stream("GET", f"/api/v1/detections/{task_id}/events", headers=headers)
+        )
+        if r.status_code == 200:  # (a dropped line iterator would close the stream)
+            lines = await streams.enter_async_context(contextlib.aclosing(r.aiter_lines()))
+            assert (await anext(lines)).startswith("event: status")
+        return r.status_code
+
+    return list(await asyncio.gather(*(one() for _ in range(count)))), streams
+
+
+def other_key_works(live: LiveStack) -> None:
+    """Another key's upload, status read, long-poll and event stream, and /readyz: all answer."""
+    headers = live.headers(live.new_key(f"other-{uuid.uuid4().hex[:6]}"))
+    api = live.api_url
+    image = encode(Image.new("RGB", (64, 48), (200, 30, 30)))
+    with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
+        created = client.post("/api/v1/detections", files={"file": ("a.jpg", image)})
+        assert created.status_code == 202, created.text
+        path = f"/api/v1/detections/{created.json()['task_id']}"
+        assert client.get(path).status_code == 200
+        done = client.get(path, params={"wait": 20})
+        assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
+        with client.stream("GET", f"{path}/events") as events:
+            assert events.status_code == 200
+            assert '"status":"succeeded"' in events.read().decode()
+        assert client.get("/readyz").status_code == 200
+
+
+def test_one_key_holding_130_event_streams_leaves_the_api_to_everyone_else(
+    tmp_path: Path,
+) -> None:
+    """One key holds 130 event streams on an unfinished task (more than redis-py's default pool
+    of 100): another key's upload, reads, long-poll, stream and /readyz all answer"""
+    with launch_stack("valkey", tmp_path, {"ML_MAX_WAITS_PER_KEY": "200"}) as live:
+        task_id = unfinished_task(live, live.api_key)
+
+        async def scenario() -> list[int]:
+            limits = httpx.Limits(max_connections=200)
+            async with httpx.AsyncClient(base_url=live.api_url, limits=limits, timeout=30) as c:
+                codes, streams = await open_streams(c, task_id, live.headers(), 130)
+                async with streams:
+                    await asyncio.to_thread(other_key_works, live)
+                    waited = await c.get(f"/api/v1/detections/{task_id}",
+                                         params={"wait": 1}, headers=live.headers())  # fmt: skip
+                    assert waited.status_code == 200, waited.text
+                return codes
+
+        codes = asyncio.run(scenario())
+    assert codes == [200] * 130, {c: codes.count(c) for c in set(codes)}
+
+
+@ONE_STACK
+def test_a_key_over_its_concurrent_waits_gets_429(live_stack: LiveStack) -> None:
+    """Past ML_MAX_WAITS_PER_KEY (20) open waits and streams, the key's next long-poll or
+    stream is a 429 too_many_waits; other keys, and the key's plain reads, still answer"""
+    key = live_stack.new_key(f"greedy-{uuid.uuid4().hex[:6]}")
+    task_id = unfinished_task(live_stack, key)
+    path = f"/api/v1/detections/{task_id}"
+
+    async def scenario() -> None:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=live_stack.api_url, limits=limits, timeout=30) as c:
+            codes, streams = await open_streams(c, task_id, live_stack.headers(key), 20)
+            async with streams:
+                assert codes == [200] * 20
+                await asyncio.to_thread(check_refused)
+            await asyncio.to_thread(check_freed)
+
+    def check_refused() -> None:
+        with httpx.Client(base_url=live_stack.api_url, headers=live_stack.headers(key)) as c:
+            for r in (c.get(f"{path}/events"), c.get(path, params={"wait": 5})):
+                assert r.status_code == 429, r.text
+                assert r.json()["code"] == "too_many_waits"
+                assert "20" in r.json()["detail"]
+            assert c.get(path).status_code == 200  # a plain read is not a wait
+        other_key_works(live_stack)
+
+    def check_freed() -> None:  # the streams closed: their places are free again
+        with httpx.Client(base_url=live_stack.api_url, headers=live_stack.headers(key)) as c:
+            deadline = time.monotonic() + 10
+            while (r := c.get(path, params={"wait": 0.5})).status_code == 429:
+                assert time.monotonic() < deadline, "the closed streams still count"
+            assert r.status_code == 200, r.text
+
+    asyncio.run(scenario())

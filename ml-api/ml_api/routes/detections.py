@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
@@ -165,8 +166,9 @@ async def stream_detection_events(
     async def events() -> AsyncIterator[str]:
         yield f"event: status\ndata: {first.model_dump_json()}\n\n"
         try:
-            async for status in updates:
-                yield f"event: status\ndata: {status.model_dump_json()}\n\n"
+            async with aclosing(updates):  # frees the key's place the moment the stream ends
+                async for status in updates:
+                    yield f"event: status\ndata: {status.model_dump_json()}\n\n"
         except BackendUnavailable as exc:
             error = ErrorOut(code=exc.code, detail=exc.detail)
             yield f"event: error\ndata: {error.model_dump_json()}\n\n"
