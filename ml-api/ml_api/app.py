@@ -57,7 +57,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.limiter = RateLimiter(redis, settings.rate_limit_per_minute)
     app.state.subscriber = subscriber
     app.state.wait_slots = WaitSlots(settings.max_waits_per_key)
-    await run_in_threadpool(check_at_start, app.state.storage)
     await subscriber.start()
     await _warm_up(redis, queue)
     try:

@@ -7,7 +7,7 @@ import logging
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
-from ml_common.celery_config import celery_config, task_priority
+from ml_common.celery_config import celery_config
 from ml_common.contract import DETECT_TASK, DetectPayload
 from ml_common.errors import QueueUnavailable
 from ml_common.settings import Settings
@@ -25,19 +25,12 @@ class TaskQueue:
         self._celery = Celery("mlprod-api", set_as_current=False)
         self._celery.conf.update(config)
         self._queue = settings.queue_name
-        self._broker = str(settings.broker_url)
 
-    def submit(self, task_id: str, payload: DetectPayload, *, bulk: bool = False) -> None:
-        """Publish the task; raises QueueUnavailable when the broker cannot take it.
-
-        A `bulk` task (a batch item) waits behind the others: nobody is watching it."""
+    def submit(self, task_id: str, payload: DetectPayload) -> None:
+        """Publish the task; raises QueueUnavailable when the broker cannot take it."""
         try:
             self._celery.send_task(
-                DETECT_TASK,
-                kwargs=dict(payload),
-                task_id=task_id,
-                queue=self._queue,
-                priority=task_priority(self._broker, bulk=bulk),
+                DETECT_TASK, kwargs=dict(payload), task_id=task_id, queue=self._queue
             )
         except (OperationalError, KombuError, OSError) as exc:
             logger.warning("enqueue failed: %s", exc, extra={"task_id": task_id})

@@ -10,16 +10,15 @@ from typing import Any
 
 import redis
 from celery import Task, signals
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded
 
 from ml_celery.celery_app import app
 from ml_celery.pipeline import analyse
-from ml_common.contract import CANCELLED_STATE, CLEANUP_TASK, DETECT_TASK
-from ml_common.errors import StorageUnavailable
+from ml_common.contract import CLEANUP_TASK, DETECT_TASK
 from ml_common.records import RecordStore
 from ml_common.retention import cleanup
 from ml_common.settings import get_settings
-from ml_common.storage import Storage, open_storage
+from ml_common.storage import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +26,6 @@ logger = logging.getLogger(__name__)
 @functools.cache
 def _records() -> RecordStore:
     return RecordStore.connect(get_settings())
-
-
-@functools.cache
-def _storage() -> Storage:
-    return open_storage(get_settings())  # one S3 client per process: it keeps its connections
 
 
 def _queue_wait_ms(created_at: str) -> float | None:
@@ -45,8 +39,7 @@ def _queue_wait_ms(created_at: str) -> float | None:
 @app.task(
     name=DETECT_TASK,
     bind=True,
-    # never the image's own errors, nor a misconfigured store (StorageMisconfigured)
-    autoretry_for=(redis.ConnectionError, redis.TimeoutError, StorageUnavailable),
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError),  # never the image's own errors
     dont_autoretry_for=(SoftTimeLimitExceeded,),
     retry_backoff=True,
     retry_backoff_max=30,
@@ -58,20 +51,14 @@ def detect(
     """Detect objects in the stored upload `upload_key` with `model` (this worker's default
     when None: tasks queued before models had names); returns a DetectionResult as JSON."""
     settings = get_settings()
+    storage = Storage(settings.storage_dir)
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)
 
-    if _records().is_cancelled(task_id):  # a durable mark: it outlives restarts and prefetch
-        logger.info("task %s: cancelled before inference", task_id, extra={"task_id": task_id})
-        self.update_state(state=CANCELLED_STATE, meta={"reason": "cancelled before inference"})
-        raise Ignore()
     # the API draws the annotated image
-    result = analyse(_storage().read(upload_key), settings, model=model)
+    result = analyse(storage.read(upload_key), settings, model=model)
     result.timings.queue_wait_ms = queue_wait
-    logger.info(
-        "task %s: detected %d objects", task_id, len(result.detections),
-        extra={"task_id": task_id},
-    )  # fmt: skip
+    logger.info("detected %d objects", len(result.detections), extra={"task_id": task_id})
     return result.model_dump(mode="json")
 
 

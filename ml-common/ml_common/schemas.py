@@ -15,7 +15,6 @@ class TaskState(str, Enum):
     started = "started"
     succeeded = "succeeded"
     failed = "failed"
-    cancelled = "cancelled"
 
 
 class Box(BaseModel):
@@ -89,44 +88,6 @@ class TaskStatus(BaseModel):
     links: Links
 
 
-class Cancelled(BaseModel):
-    """The answer to a cancel: `changed` is False when everything was already finished."""
-
-    changed: bool
-    detail: str
-
-
-class BatchLinks(BaseModel):
-    self: str
-    events: str
-    export: str
-
-
-class BatchCreated(BaseModel):
-    batch_id: str
-    total: int
-    links: BatchLinks
-
-
-class BatchItem(BaseModel):
-    task_id: str
-    file_name: str
-    status: TaskState
-    error: TaskError | None = None
-
-
-class BatchStatus(BaseModel):
-    batch_id: str
-    created_at: datetime
-    total: int
-    counts: dict[TaskState, int]
-    finished: bool
-    items: list[BatchItem]
-    offset: int
-    limit: int
-    links: BatchLinks
-
-
 class ErrorOut(BaseModel):
     """The body of every error response."""
 
@@ -137,21 +98,3 @@ class ErrorOut(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
-
-
-class ServedModel(BaseModel):
-    """A model this deployment serves, and the worker processes that have it loaded now."""
-
-    name: str
-    default: bool
-    ready_workers: int
-    versions: list[str]  # the versions those processes run (two during a rolling update)
-    licence: str | None = None
-    source: str | None = None
-    input_size: int | None = None
-    coco_ap: float | None = None  # COCO val2017 box AP as published upstream
-
-
-class ModelList(BaseModel):
-    default: str
-    models: list[ServedModel]
