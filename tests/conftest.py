@@ -162,9 +162,14 @@ def _stack_env(backend: str, storage: Path, queue: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def launch_stack(
-    backend: str, base: Path, env: dict[str, str] | None = None, concurrency: int = 1
+    backend: str,
+    base: Path,
+    env: dict[str, str] | None = None,
+    concurrency: int = 1,
+    models: tuple[str, ...] = (),
 ) -> Iterator[LiveStack]:
-    """Start a worker and the API on `backend` ("rabbitmq-redis" or "valkey"), stop them after."""
+    """Start a worker (one per model of `models`, named worker-MODEL) and the API on `backend`
+    ("rabbitmq-redis" or "valkey"), stop them after."""
     need(MODEL_DIR.is_dir(), f"no converted model at {MODEL_DIR}: run `make model`")
     if backend == "rabbitmq-redis":
         need(reachable("localhost", 5672), "RabbitMQ is not running on localhost:5672")
@@ -177,7 +182,10 @@ def launch_stack(
     settings = Settings(_env_file=None, **_settings_kwargs(stack.env))  # type: ignore[call-arg]
     plain, _ = ApiKeyStore(settings.api_keys_path).create("tests", delegates=True)
     try:
-        stack.start_worker()
+        for model in models:
+            stack.start_worker(f"worker-{model}", model)
+        if not models:
+            stack.start_worker()
         stack.start_api()
         stack.wait_ready()
         yield LiveStack(stack, settings, plain, backend)
@@ -204,8 +212,11 @@ def _delete_queue(settings: Settings) -> None:
         return
     from kombu import Connection, Queue
 
+    from ml_common.models import worker_queues
+
     with Connection(str(settings.broker_url), connect_timeout=2) as conn:
-        Queue(settings.queue_name, channel=conn.channel()).delete()
+        for name in worker_queues(settings):
+            Queue(name, channel=conn.channel()).delete()
 
 
 # --- the reliability report: each test that calls record_property("case", ...) becomes a row

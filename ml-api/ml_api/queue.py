@@ -10,6 +10,7 @@ from kombu.exceptions import KombuError, OperationalError
 from ml_common.celery_config import celery_config
 from ml_common.contract import DETECT_TASK, DetectPayload
 from ml_common.errors import QueueUnavailable
+from ml_common.models import model_queue
 from ml_common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -25,12 +26,18 @@ class TaskQueue:
         self._celery = Celery("mlprod-api", set_as_current=False)
         self._celery.conf.update(config)
         self._queue = settings.queue_name
+        self._settings = settings
 
     def submit(self, task_id: str, payload: DetectPayload) -> None:
         """Publish the task; raises QueueUnavailable when the broker cannot take it."""
         try:
             self._celery.send_task(
-                DETECT_TASK, kwargs=dict(payload), task_id=task_id, queue=self._queue
+                DETECT_TASK,
+                kwargs=dict(payload),
+                task_id=task_id,
+                queue=model_queue(self._settings, payload["model"])
+                if "model" in payload
+                else self._queue,
             )
         except (OperationalError, KombuError, OSError) as exc:
             logger.warning("enqueue failed: %s", exc, extra={"task_id": task_id})

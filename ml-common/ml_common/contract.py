@@ -8,7 +8,11 @@ DETECT_TASK = "mlprod.detect"
 CLEANUP_TASK = "mlprod.cleanup"
 
 
-class DetectPayload(TypedDict):
+class _ModelChoice(TypedDict, total=False):
+    model: str  # the served model to run (ml_common.models); absent: the worker's default
+
+
+class DetectPayload(_ModelChoice):
     """Keyword arguments of the detect task: storage keys only, never image bytes."""
 
     upload_key: str

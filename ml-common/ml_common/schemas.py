@@ -98,3 +98,21 @@ class ErrorOut(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+
+
+class ServedModel(BaseModel):
+    """A model this deployment serves, and the worker processes that have it loaded now."""
+
+    name: str
+    default: bool
+    ready_workers: int
+    versions: list[str]  # the versions those processes run (two during a rolling update)
+    licence: str | None = None
+    source: str | None = None
+    input_size: int | None = None
+    coco_ap: float | None = None  # COCO val2017 box AP as published upstream
+
+
+class ModelList(BaseModel):
+    default: str
+    models: list[ServedModel]

@@ -7,6 +7,7 @@ ClientSettings), so no process sees fields it does not use.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -44,6 +45,10 @@ def _comma_list(value: object) -> object:
     return value
 
 
+def _json_object(value: object) -> object:
+    return json.loads(value or "{}") if isinstance(value, str) else value
+
+
 def _working_dir(*parts: str) -> Path:
     # relative to where the process starts (the checkout for `make run`; the images set the
     # variables), never to where the package is installed
@@ -67,7 +72,8 @@ class Settings(BaseSettings):
     models: Annotated[list[str], NoDecode, BeforeValidator(_comma_list)] = []
     default_model: Annotated[str | None, EmptyIsUnset] = None
     models_dir: Annotated[Path | None, EmptyIsUnset] = None  # unset: model_dir's parent
-    model_dirs: dict[str, Path] = {}  # JSON: a folder per model name, overriding models_dir
+    # JSON: a folder per model name, overriding models_dir
+    model_dirs: Annotated[dict[str, Path], NoDecode, BeforeValidator(_json_object)] = {}
     detector: Literal["nanodet", "tf_od_api", "fake"] = "nanodet"
     # nanodet only: LiteRT (model.tflite beside the SavedModel) or the TensorFlow SavedModel
     runtime: Literal["tflite", "savedmodel"] = "tflite"

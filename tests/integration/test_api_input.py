@@ -512,3 +512,47 @@ def test_a_task_whose_image_cannot_be_read_fails_at_once_without_retries(
             states.append(json.loads(message["data"])["status"])
     pubsub.close()
     assert states[-1] == "FAILURE" and "RETRY" not in states, states
+
+
+@pytest.mark.parametrize("model", ["yolox-s", "NANODET-G-416", "nanodet-g-416 "])
+def test_an_unknown_model_is_refused_naming_the_served_ones(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings, model: str
+) -> None:
+    """A model field naming a model this one-model deployment does not serve"""
+    r: Any = post(
+        api, {"file": ("x.jpg", encode(photo("coffee")), "image/jpeg")}, data={"model": model}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "unknown_model"
+    assert r.json()["detail"].endswith("this deployment serves: nanodet-g-416")
+    assert stored_files(api_settings) == []
+
+
+def test_an_upload_goes_to_its_models_queue(tmp_path: Path) -> None:
+    """A model field on a two-model deployment: the task waits on that model's own queue"""
+    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    settings = input_settings(
+        tmp_path, models="nanodet-g-416,yolox-nano", default_model="yolox-nano"
+    )
+    plain, _ = ApiKeyStore(settings.api_keys_path).create("tests")
+    broker = redis.Redis.from_url(BROKER_DB)
+    photo_file = {"file": ("x.jpg", encode(photo("coffee")), "image/jpeg")}
+    try:
+        with TestClient(create_app(settings)) as client:
+            headers = {"Authorization": f"Bearer {plain}"}
+            for model in ("nanodet-g-416", "", "yolox-nano"):
+                r = client.post("/api/v1/detections", files=photo_file, data={"model": model},
+                                headers=headers)  # fmt: skip
+                assert r.status_code == 202, r.text
+            listed = client.get("/api/v1/models", headers=headers).json()
+        queued = {key.decode(): broker.llen(key) for key in broker.scan_iter(match="detections.*")}
+        assert sum(n for k, n in queued.items() if "yolox-nano" in k) == 2  # "" is the default
+        assert sum(n for k, n in queued.items() if "nanodet-g-416" in k) == 1
+        assert listed["default"] == "yolox-nano"
+        assert [(m["name"], m["ready_workers"]) for m in listed["models"]] == [
+            ("yolox-nano", 0),
+            ("nanodet-g-416", 0),
+        ]
+    finally:
+        for url in (RESULTS_DB, BROKER_DB):
+            redis.Redis.from_url(url).flushdb()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -27,6 +27,7 @@ from ml_common.annotate import annotated_image
 from ml_common.contract import DetectPayload
 from ml_common.errors import BackendUnavailable, MLProdError, PayloadTooLarge, TaskNotFinished
 from ml_common.images import ImageLimits, inspect_image
+from ml_common.models import resolve_model
 from ml_common.records import TaskRecord
 from ml_common.schemas import ErrorOut, TaskCreated, TaskState, TaskStatus
 
@@ -51,9 +52,13 @@ async def create_detection(
     queue: QueueDep,
     tasks: TasksDep,
     limiter: LimiterDep,
+    model: Annotated[
+        str | None, Form(description="a served model (GET /api/v1/models); default if absent")
+    ] = None,
 ) -> TaskCreated:
     """Accept an image and queue it for detection; poll or stream the returned links."""
     await limiter.hit(key.key_id, "upload")
+    chosen = resolve_model(settings, model)
     timer = StageTimer()
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
@@ -69,7 +74,7 @@ async def create_detection(
         await tasks.create(record)
         timer.lap("store")
         payload = DetectPayload(
-            upload_key=record.upload_key, created_at=record.created_at.isoformat()
+            upload_key=record.upload_key, created_at=record.created_at.isoformat(), model=chosen
         )
         await run_in_threadpool(queue.submit, task_id, payload)
     except MLProdError:

@@ -7,7 +7,8 @@ import threading
 
 from ml_celery.detectors.base import Detector
 from ml_celery.detectors.manifest import Manifest, RunOptions, read_manifest
-from ml_common.models import default_model, model_folder
+from ml_common.errors import DetectorUnavailable
+from ml_common.models import default_model, model_folder, served_models
 from ml_common.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def load_detector(settings: Settings | None = None, model: str | None = None) ->
     """The process's detector of `model` for `settings`, built on first use and reused after."""
     settings = settings or get_settings()
     model = model or default_model(settings)
+    if model not in served_models(settings):  # a task routed to the wrong queue
+        raise DetectorUnavailable(f"this worker does not serve model {model!r}")
     key = _cache_key(settings, model)
     with _lock:
         if key not in _detectors:
