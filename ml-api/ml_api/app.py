@@ -30,7 +30,7 @@ from ml_common.errors import QueueUnavailable
 from ml_common.images import ImageLimits, inspect_image
 from ml_common.logs import configure_logging
 from ml_common.settings import Settings, get_settings
-from ml_common.storage import Storage
+from ml_common.storage import check_at_start, open_storage
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.limiter = RateLimiter(redis, settings.rate_limit_per_minute)
     app.state.subscriber = subscriber
     app.state.wait_slots = WaitSlots(settings.max_waits_per_key)
+    await run_in_threadpool(check_at_start, app.state.storage)
     await subscriber.start()
     await _warm_up(redis, queue)
     try:
@@ -115,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,  # a redirect would be built from the request's Host
     )
     app.state.settings = settings
-    app.state.storage = Storage(settings.storage_dir)
+    app.state.storage = open_storage(settings)
     app.state.api_keys = ApiKeyStore(settings.api_keys_path)
     install_error_handlers(app)
     app.include_router(health.router)

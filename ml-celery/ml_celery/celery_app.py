@@ -16,6 +16,7 @@ from ml_common.contract import CLEANUP_TASK
 from ml_common.logs import configure_logging
 from ml_common.models import worker_queues
 from ml_common.settings import Settings, get_settings
+from ml_common.storage import check_at_start, open_storage
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def _load_in_child(**_: Any) -> None:
 def _load_without_fork(sender: Any = None, **_: Any) -> None:
     # a bad model file stops the worker here, before any process takes a task
     readiness.check_models(get_settings())
+    check_at_start(open_storage(get_settings()))  # wrong credentials, no bucket: stop
     # prefork children load in worker_process_init; TensorFlow must never load in a
     # parent that forks afterwards. Pools that do not fork load here.
     pool = str(getattr(sender, "pool_cls", "prefork")).lower()

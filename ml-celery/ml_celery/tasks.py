@@ -15,10 +15,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 from ml_celery.celery_app import app
 from ml_celery.pipeline import analyse
 from ml_common.contract import CLEANUP_TASK, DETECT_TASK
+from ml_common.errors import StorageUnavailable
 from ml_common.records import RecordStore
 from ml_common.retention import cleanup
 from ml_common.settings import get_settings
-from ml_common.storage import Storage
+from ml_common.storage import Storage, open_storage
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ logger = logging.getLogger(__name__)
 @functools.cache
 def _records() -> RecordStore:
     return RecordStore.connect(get_settings())
+
+
+@functools.cache
+def _storage() -> Storage:
+    return open_storage(get_settings())  # one S3 client per process: it keeps its connections
 
 
 def _queue_wait_ms(created_at: str) -> float | None:
@@ -39,7 +45,8 @@ def _queue_wait_ms(created_at: str) -> float | None:
 @app.task(
     name=DETECT_TASK,
     bind=True,
-    autoretry_for=(redis.ConnectionError, redis.TimeoutError),  # never the image's own errors
+    # never the image's own errors, nor a misconfigured store (StorageMisconfigured)
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError, StorageUnavailable),
     dont_autoretry_for=(SoftTimeLimitExceeded,),
     retry_backoff=True,
     retry_backoff_max=30,
@@ -51,12 +58,11 @@ def detect(
     """Detect objects in the stored upload `upload_key` with `model` (this worker's default
     when None: tasks queued before models had names); returns a DetectionResult as JSON."""
     settings = get_settings()
-    storage = Storage(settings.storage_dir)
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)
 
     # the API draws the annotated image
-    result = analyse(storage.read(upload_key), settings, model=model)
+    result = analyse(_storage().read(upload_key), settings, model=model)
     result.timings.queue_wait_ms = queue_wait
     logger.info("detected %d objects", len(result.detections), extra={"task_id": task_id})
     return result.model_dump(mode="json")

@@ -65,6 +65,20 @@ class QueueUnavailable(MLProdError):
     status = 503
 
 
+class StorageUnavailable(MLProdError):
+    """The store (folder or bucket) failed in a way that may pass: retry later."""
+
+    code = "storage_unavailable"
+    status = 503
+
+
+class StorageMisconfigured(MLProdError):
+    """Wrong credentials, a missing bucket or an unwritable folder: stops a process at start."""
+
+    code = "storage_misconfigured"
+    status = 503
+
+
 class BackendUnavailable(MLProdError):
     code = "result_backend_unavailable"
     status = 503

@@ -1,4 +1,8 @@
-"""Retention: delete stored images past their retention, and uploads no task will ever read."""
+"""Retention: delete stored images past their retention, and uploads no task will ever read.
+
+Both work the same on a folder and on a bucket: the bucket is listed by day prefix
+(``upload/2026-11-27/``), so no lifecycle rule has to be kept in step with ML_RETENTION_DAYS.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass
 
 from ml_common.records import RecordStore
 from ml_common.settings import Settings
-from ml_common.storage import UPLOAD, Storage
+from ml_common.storage import open_storage
 
 logger = logging.getLogger(__name__)
 ORPHAN_GRACE_S = 3600
@@ -26,18 +30,14 @@ def remove_orphan_uploads(settings: Settings, grace_s: float = ORPHAN_GRACE_S) -
     An upload is an orphan when, `grace_s` after it was written, its task record is gone or
     was never marked queued nor started. The client of such an upload never got a task id.
     """
-    storage = Storage(settings.storage_dir)
+    storage = open_storage(settings)
     records = RecordStore.connect(settings)
     cutoff = time.time() - grace_s
     removed = 0
-    for path in sorted((storage.root / UPLOAD).glob("*/*")):
-        key = path.relative_to(storage.root).as_posix()
-        try:
-            _, _, task_id, _ = storage.parse(key)
-        except ValueError:
+    for key, written in storage.uploads():
+        if written > cutoff:
             continue
-        if path.stat().st_mtime > cutoff:
-            continue
+        _, _, task_id, _ = storage.parse(key)
         record = records.get(task_id)
         if record is not None and (record.queued or record.started_at is not None):
             continue
@@ -52,7 +52,7 @@ def remove_orphan_uploads(settings: Settings, grace_s: float = ORPHAN_GRACE_S) -
 
 def cleanup(settings: Settings, days: int | None = None) -> CleanupReport:
     days = days or settings.retention_days
-    expired = Storage(settings.storage_dir).purge_older_than(days)
+    expired = open_storage(settings).purge_older_than(days)
     orphans = remove_orphan_uploads(settings)
     logger.info("cleanup: %d files past %d days, %d orphan uploads", expired, days, orphans)
     return CleanupReport(expired, orphans)

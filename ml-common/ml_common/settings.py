@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AnyHttpUrl,
     AnyUrl,
     BeforeValidator,
     Field,
@@ -64,6 +66,19 @@ class Settings(BaseSettings):
     broker_url: BrokerUrl = AnyUrl("amqp://guest:guest@localhost:5672//")
     result_backend: RedisUrl = AnyUrl("redis://localhost:6379/0")
     storage_dir: Path = Field(default_factory=lambda: _working_dir("ml-storages"))
+    # uploads and annotated images: a folder (unset: storage_dir) or s3://bucket/prefix; the
+    # S3 client reads unset credentials the usual way (AWS_* variables, profile, instance role)
+    storage_url: Annotated[str | None, EmptyIsUnset] = None
+    s3_endpoint_url: Annotated[AnyHttpUrl | None, EmptyIsUnset] = None  # unset: AWS itself
+    s3_region: Annotated[str | None, EmptyIsUnset] = None
+    s3_access_key_id: Annotated[str | None, EmptyIsUnset] = None
+    s3_secret_access_key: Annotated[SecretStr | None, EmptyIsUnset] = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_connect_timeout_s: float = Field(2.0, gt=0)
+    s3_read_timeout_s: float = Field(10.0, gt=0)
+    s3_max_attempts: int = Field(3, ge=1, le=10)
+    # > 0: GET .../image answers a redirect to a URL of the bucket valid this long
+    storage_presign_s: int = Field(0, ge=0, le=7 * 24 * 3600)
     model_dir: Path = Field(
         default_factory=lambda: _working_dir("ml-storages", "models", "nanodet-g-416")
     )
@@ -112,9 +127,28 @@ class Settings(BaseSettings):
             raise ValueError("ML_SECRET_KEY must be set to a real secret in production")
         if self.default_model is not None and self.models and self.default_model not in self.models:
             raise ValueError(f"ML_DEFAULT_MODEL {self.default_model!r} is not in ML_MODELS")
+        url = self.storage_url or ""
+        if "://" in url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?|file://.+", url):
+            raise ValueError("ML_STORAGE_URL is a folder, file://folder or s3://bucket/prefix")
         if self.task_time_limit_s <= self.task_soft_time_limit_s:
             raise ValueError("ML_TASK_TIME_LIMIT_S must exceed ML_TASK_SOFT_TIME_LIMIT_S")
         return self
+
+    @property
+    def s3_location(self) -> tuple[str, str] | None:
+        """(bucket, key prefix) when the storage is an S3 bucket, else None."""
+        if not self.storage_url or not self.storage_url.startswith("s3://"):
+            return None
+        bucket, _, prefix = self.storage_url.removeprefix("s3://").partition("/")
+        prefix = prefix.strip("/")
+        return bucket, f"{prefix}/" if prefix else ""
+
+    @property
+    def storage_root(self) -> Path:
+        """The folder of uploads and annotated images when the storage is local."""
+        if self.storage_url and self.s3_location is None:
+            return Path(self.storage_url.removeprefix("file://"))
+        return self.storage_dir
 
     @property
     def upload_dir(self) -> Path:

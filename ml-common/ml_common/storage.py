@@ -1,24 +1,33 @@
-"""Where uploads and annotated images live on shared storage, and how they are written safely.
+"""Where uploads and annotated images live (a folder or an S3 bucket); the one atomic write.
 
 Keys are relative POSIX paths such as ``upload/2026-11-27/<uuid>.jpg``. Only keys this module
-built are accepted back, so no request can name a path on the server.
+built are accepted back, so no request can name a path on the server or an object in the bucket.
+`open_storage` picks the implementation from the settings; callers see only `Storage`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from ml_common.errors import TaskNotFound
+from ml_common.errors import StorageMisconfigured, StorageUnavailable, TaskNotFound
 
+if TYPE_CHECKING:
+    from ml_common.settings import Settings
+
+logger = logging.getLogger(__name__)
 UPLOAD = "upload"
 ANNOTATED = "object-detection"
+KINDS = (UPLOAD, ANNOTATED)
 KEY_RE = re.compile(
     r"^(upload|object-detection)/(\d{4}-\d{2}-\d{2})/"
     r"([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})\.(jpg|png|webp|bmp|gif)$"
@@ -55,38 +64,74 @@ def _today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-@dataclass(frozen=True)
-class Storage:
-    """A root folder with ``upload/`` and ``object-detection/`` below it."""
+def upload_key(task_id: str, ext: str, day: date | None = None) -> str:
+    return f"{UPLOAD}/{(day or _today()).isoformat()}/{task_id}.{ext}"
 
-    root: Path
+
+def parse_key(key: str) -> tuple[str, str, str, str]:
+    """(kind, day, task id, extension) of a key this module built; ValueError for any other."""
+    match = KEY_RE.fullmatch(key)
+    if match is None:
+        raise ValueError(f"not a storage key: {key!r}")
+    kind, day, task_id, ext = match.groups()
+    return kind, day, task_id, ext
+
+
+def cutoff_day(cutoff: float) -> str:
+    """The newest day folder that may hold a file written before `cutoff` (epoch seconds)."""
+    return datetime.fromtimestamp(cutoff, timezone.utc).date().isoformat()
+
+
+class Storage(Protocol):
+    """Uploads and annotated images under keys this module builds; errors are domain errors:
+    TaskNotFound (no such file), StorageUnavailable (may pass: retry) and StorageMisconfigured."""
+
+    def upload_key(self, task_id: str, ext: str, day: date | None = None) -> str: ...
+    def annotated_key(self, upload_key: str, ext: str) -> str: ...
+    def parse(self, key: str) -> tuple[str, str, str, str]: ...
+    def write(self, key: str, data: bytes) -> None: ...
+    def read(self, key: str) -> bytes: ...
+    def delete(self, key: str) -> None: ...
+    def uploads(self) -> Iterator[tuple[str, float]]: ...
+    def purge_older_than(self, days: int, now: float | None = None) -> int: ...
+    def check(self) -> None: ...
+    def presigned_url(self, key: str, expires_s: int) -> str | None: ...
+
+
+class KeyLayout:
+    """The key builders both implementations share."""
 
     def upload_key(self, task_id: str, ext: str, day: date | None = None) -> str:
-        return f"{UPLOAD}/{(day or _today()).isoformat()}/{task_id}.{ext}"
+        return upload_key(task_id, ext, day)
 
     def annotated_key(self, upload_key: str, ext: str) -> str:
         """The annotated image's key: same day and task id as its upload."""
-        _, day, task_id, _ = self.parse(upload_key)
+        _, day, task_id, _ = parse_key(upload_key)
         return f"{ANNOTATED}/{day}/{task_id}.{ext}"
 
     @staticmethod
     def parse(key: str) -> tuple[str, str, str, str]:
-        match = KEY_RE.fullmatch(key)
-        if match is None:
-            raise ValueError(f"not a storage key: {key!r}")
-        kind, day, task_id, ext = match.groups()
-        return kind, day, task_id, ext
+        return parse_key(key)
+
+
+@dataclass(frozen=True)
+class LocalStorage(KeyLayout):
+    """A root folder with ``upload/`` and ``object-detection/`` below it (one host, or NFS)."""
+
+    root: Path
 
     def path(self, key: str) -> Path:
         self.parse(key)
         return self.root / key
 
-    def write(self, key: str, data: bytes) -> Path:
+    def write(self, key: str, data: bytes) -> None:
         """Write atomically: a reader sees the whole file or none of it."""
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        atomic_write(target, data)
-        return target
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            atomic_write(target, data)
+        except OSError as exc:
+            raise StorageUnavailable(f"the upload could not be stored: {exc.strerror}") from exc
 
     def read(self, key: str) -> bytes:
         try:
@@ -97,11 +142,18 @@ class Storage:
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
+    def uploads(self) -> Iterator[tuple[str, float]]:
+        """Each stored upload's key and when it was written (epoch seconds)."""
+        for path in sorted((self.root / UPLOAD).glob("*/*")):
+            key = path.relative_to(self.root).as_posix()
+            if KEY_RE.fullmatch(key):
+                yield key, path.stat().st_mtime
+
     def purge_older_than(self, days: int, now: float | None = None) -> int:
         """Delete stored files (and empty day folders) older than `days`; returns files removed."""
         cutoff = (now if now is not None else time.time()) - days * 86400
         removed = 0
-        for kind in (UPLOAD, ANNOTATED):
+        for kind in KINDS:
             base = self.root / kind
             if not base.is_dir():
                 continue
@@ -113,3 +165,40 @@ class Storage:
                 if not any(day_dir.iterdir()):
                     shutil.rmtree(day_dir, ignore_errors=True)
         return removed
+
+    def check(self) -> None:
+        """Fail at process start when the folder cannot be written."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise StorageMisconfigured(
+                f"storage folder {self.root} is not writable: {exc.strerror}"
+            ) from exc
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        return None  # a folder has no URLs: the API sends the bytes
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage the settings name: an S3 bucket for ``s3://`` URLs, else a local folder."""
+    location = settings.s3_location
+    if location is None:
+        return LocalStorage(settings.storage_root)
+    from ml_common.s3storage import S3Storage  # boto3 loads only where a bucket is used
+
+    return S3Storage.from_settings(settings, *location)
+
+
+def check_at_start(storage: Storage) -> None:
+    """Stop a starting process on wrong credentials, a missing bucket or an unwritable folder,
+    with the reason; a store that is down only warns (it may come back: requests get a 503)."""
+    try:
+        storage.check()
+    except StorageMisconfigured as exc:
+        logger.critical("storage: %s", exc.detail)
+        raise SystemExit(f"storage: {exc.detail}") from exc
+    except StorageUnavailable as exc:
+        logger.warning("storage not reachable yet: %s", exc.detail)

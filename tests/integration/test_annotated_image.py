@@ -9,14 +9,14 @@ import httpx
 import pytest
 from PIL import Image
 
-from ml_common.storage import Storage
+from ml_common.storage import LocalStorage
 from tests.conftest import LiveStack, encode, photo
 
 pytestmark = pytest.mark.integration
 
 
 def annotated_files(live: LiveStack, task_id: str) -> list[Path]:
-    return list(Storage(live.settings.storage_dir).root.glob(f"object-detection/*/{task_id}.*"))
+    return list(live.settings.storage_dir.glob(f"object-detection/*/{task_id}.*"))
 
 
 def get_image(live: LiveStack, task_id: str) -> httpx.Response:

@@ -23,7 +23,7 @@ from ml_common import records
 from ml_common.apikeys import ApiKeyStore
 from ml_common.contract import DETECT_TASK
 from ml_common.settings import Settings
-from ml_common.storage import Storage
+from ml_common.storage import LocalStorage
 from tests.conftest import LiveStack, encode, need, photo, reachable
 
 pytestmark = pytest.mark.integration
@@ -499,7 +499,7 @@ def test_a_task_whose_image_cannot_be_read_fails_at_once_without_retries(
     """Only the result store's connection errors are retried: an error of the upload itself
     (here an OSError: a folder where the image should be) fails the task on the first run."""
     task_id = str(uuid.uuid4())
-    key = Storage(live_stack.settings.storage_dir).upload_key(task_id, "png")
+    key = LocalStorage(live_stack.settings.storage_dir).upload_key(task_id, "png")
     (live_stack.settings.storage_dir / key).mkdir(parents=True)
     pubsub = redis.Redis.from_url(str(live_stack.settings.result_backend)).pubsub()
     pubsub.subscribe(records.meta_key(task_id))

@@ -26,7 +26,7 @@ from PIL import Image
 from ml_common import records
 from ml_common.devstack import free_port
 from ml_common.retention import remove_orphan_uploads
-from ml_common.storage import Storage
+from ml_common.storage import LocalStorage
 from tests.conftest import ROOT, LiveStack, encode, launch_stack, need, photo, reachable
 
 pytestmark = pytest.mark.integration
@@ -93,7 +93,7 @@ def annotated_files(live: LiveStack, task_id: str) -> list[Path]:
     """The task's annotated images, once asked for: the API draws one on the first request."""
     image = httpx.get(f"{live.api_url}/api/v1/detections/{task_id}/image", headers=live.headers())
     assert image.status_code == 200, image.text
-    return list(Storage(live.settings.storage_dir).root.glob(f"object-detection/*/{task_id}.*"))
+    return list(live.settings.storage_dir.glob(f"object-detection/*/{task_id}.*"))
 
 
 @pytest.fixture
@@ -166,7 +166,7 @@ def test_broker_restart_loses_nothing_and_everyone_reconnects(
     ids.append(after.json()["task_id"])
     finals = [live.wait_final(t, 180) for t in ids]
     assert [f["status"] for f in finals] == ["succeeded"] * len(ids)
-    stored = list(Storage(live.settings.storage_dir).root.glob("upload/*/*"))
+    stored = list(LocalStorage(live.settings.storage_dir).root.glob("upload/*/*"))
     assert len(stored) == len(ids)  # the refused upload left no file behind
     record_property("observed", f"upload while down: 503 queue_unavailable after {refused_s:.1f}s,"
                     f" nothing stored; /readyz 503; API and worker reconnected by themselves; "
@@ -285,7 +285,7 @@ def test_api_killed_mid_upload_leaves_no_task_that_never_ends(
         # every upload left on disk now belongs to an accepted task, or is an orphan that the
         # clean-up removes (grace 0 here; an hour in production)
         removed = remove_orphan_uploads(live.settings, grace_s=0)
-        stored = {p.stem for p in Storage(live.settings.storage_dir).root.glob("upload/*/*")}
+        stored = {p.stem for p in LocalStorage(live.settings.storage_dir).root.glob("upload/*/*")}
         assert stored == set(accepted), (removed, stored - set(accepted))
         record_property("observed", f"{len(accepted)}/{len(accepted)} accepted tasks succeeded; "
                         f"{removed} orphan upload(s) removed by the clean-up")  # fmt: skip
@@ -300,7 +300,7 @@ def test_orphan_upload_is_removed_and_a_queued_one_kept(
 
     settings = Settings(_env_file=None, storage_dir=tmp_path,  # type: ignore[call-arg]
                         result_backend="redis://localhost:6379/6")  # type: ignore[arg-type]  # fmt: skip
-    storage = Storage(tmp_path)
+    storage = LocalStorage(tmp_path)
     client = redis.Redis.from_url(str(settings.result_backend))
     ids = {name: str(uuid.uuid4()) for name in ("never-queued", "no-record", "queued")}
     for name, task_id in ids.items():

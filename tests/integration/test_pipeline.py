@@ -6,6 +6,7 @@ import io
 import json
 import stat
 import uuid
+from datetime import date
 from typing import Any
 
 import httpx
@@ -14,10 +15,23 @@ from PIL import Image
 
 from ml_common import records
 from ml_common.contract import DETECT_TASK
-from ml_common.storage import Storage
-from tests.conftest import LiveStack, encode, photo
+from ml_common.s3storage import S3Storage
+from ml_common.storage import LocalStorage, Storage, open_storage
+from tests.conftest import STORAGE_PARAMS, LiveStack, encode, photo
 
-pytestmark = pytest.mark.integration
+# the whole module runs on the local folder (both backends) and on a SeaweedFS bucket
+pytestmark = [pytest.mark.integration, STORAGE_PARAMS]
+
+
+def assert_private(storage: Storage, key: str) -> None:
+    """Nobody but the service reads a stored file: no world bits, no anonymous GET."""
+    if isinstance(storage, LocalStorage):
+        mode = stat.S_IMODE(storage.path(key).stat().st_mode)
+        assert mode & 0o007 == 0, "uploads must not be world-readable"
+        return
+    assert isinstance(storage, S3Storage)
+    url = f"{storage.client.meta.endpoint_url.rstrip('/')}/{storage.bucket}/{storage.prefix}{key}"
+    assert httpx.get(url).status_code == 403, "uploads must not be readable without a signature"
 
 
 def labels(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -62,10 +76,10 @@ def test_astronaut_is_a_person_with_her_box(live_stack: LiveStack, astronaut_jpe
     assert norm["x_max"] == pytest.approx(box["x_max"] / 512, abs=1e-3)
     assert status["created_at"] <= status["started_at"] <= status["finished_at"]
 
-    storage = Storage(live_stack.settings.storage_dir)
-    upload = next(storage.root.glob(f"upload/*/{task_id}.jpg"))
-    assert upload.read_bytes() == astronaut_jpeg
-    assert stat.S_IMODE(upload.stat().st_mode) & 0o007 == 0, "uploads must not be world-readable"
+    storage = open_storage(live_stack.settings)
+    key = storage.upload_key(task_id, "jpg", date.fromisoformat(status["created_at"][:10]))
+    assert storage.read(key) == astronaut_jpeg
+    assert_private(storage, key)
 
     image = httpx.get(
         f"{live_stack.api_url}{created['links']['image']}", headers=live_stack.headers()
@@ -114,7 +128,7 @@ def test_events_stream_ends_with_the_result(live_stack: LiveStack, astronaut_jpe
 def test_a_task_that_fails_in_the_worker_ends_failed(live_stack: LiveStack) -> None:
     """A corrupt file found only by the worker: the task ends failed with a readable error."""
     settings = live_stack.settings
-    storage = Storage(settings.storage_dir)
+    storage = open_storage(settings)
     task_id = str(uuid.uuid4())
     key = storage.upload_key(task_id, "jpg")
     storage.write(key, encode(photo("astronaut"))[:2000])  # a truncated JPEG

@@ -16,15 +16,16 @@ import redis
 
 from ml_common import records
 from ml_common.contract import CLEANUP_TASK
-from ml_common.storage import Storage
+from ml_common.storage import LocalStorage
 from tests.conftest import LiveStack, encode, need, photo, reachable
 
 pytestmark = pytest.mark.integration
 
 
-def old_file(storage: Storage, days: int) -> Path:
+def old_file(storage: LocalStorage, days: int) -> Path:
     key = storage.upload_key(str(uuid.uuid4()), "jpg", date(2026, 1, 1))
-    path = storage.write(storage.annotated_key(key, "jpg"), b"old")
+    storage.write(storage.annotated_key(key, "jpg"), b"old")
+    path = storage.path(storage.annotated_key(key, "jpg"))
     then = time.time() - days * 86400
     os.utime(path, (then, then))
     return path
@@ -33,9 +34,11 @@ def old_file(storage: Storage, days: int) -> Path:
 def test_cli_cleanup_removes_files_past_retention(tmp_path: Path, record_property: Any) -> None:
     record_property("case", "`mlprod cleanup` with files older than ML_RETENTION_DAYS")
     need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
-    storage = Storage(tmp_path)
+    storage = LocalStorage(tmp_path)
     old = old_file(storage, 10)
-    fresh = storage.write(storage.upload_key(str(uuid.uuid4()), "jpg"), b"new")
+    fresh_key = storage.upload_key(str(uuid.uuid4()), "jpg")
+    storage.write(fresh_key, b"new")
+    fresh = storage.path(fresh_key)
     env = {**os.environ, "ML_STORAGE_DIR": str(tmp_path), "ML_RETENTION_DAYS": "7",
            "ML_RESULT_BACKEND": "redis://localhost:6379/6"}  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "ml_common.cli", "cleanup"], env=env,
@@ -49,7 +52,7 @@ def test_worker_runs_the_scheduled_cleanup_task(
     live_stack: LiveStack, record_property: Any
 ) -> None:
     record_property("case", "the daily clean-up task (sent by celery beat) run by a worker")
-    storage = Storage(live_stack.settings.storage_dir)
+    storage = LocalStorage(live_stack.settings.storage_dir)
     old = old_file(storage, live_stack.settings.retention_days + 1)
     live_stack.send_task(CLEANUP_TASK)
     deadline = time.monotonic() + 60

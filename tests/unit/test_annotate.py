@@ -14,7 +14,7 @@ from ml_common.annotate import annotated_image, draw_detections, warm_up
 from ml_common.errors import TaskNotFound
 from ml_common.palette import class_colour, contrast, hex_rgb, palette_json, text_colour
 from ml_common.schemas import Box, Detection
-from ml_common.storage import Storage
+from ml_common.storage import LocalStorage
 
 
 def detection(class_id: int, label: str, box: tuple[float, float, float, float]) -> Detection:
@@ -77,7 +77,7 @@ def test_non_rgb_input_is_converted() -> None:
     assert annotated.mode == "RGB"
 
 
-def rotated_upload(storage: Storage) -> str:
+def rotated_upload(storage: LocalStorage) -> str:
     """A grey 200 x 100 photo stored on its side (100 x 200) with an EXIF rotation tag."""
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to show
@@ -90,7 +90,7 @@ def rotated_upload(storage: Storage) -> str:
 
 
 def test_the_annotated_image_is_drawn_upright_on_first_request_and_kept(tmp_path: Path) -> None:
-    storage = Storage(tmp_path)
+    storage = LocalStorage(tmp_path)
     upload_key = rotated_upload(storage)
     person = detection(0, "person", (20, 40, 120, 90))
     first = annotated_image(storage, upload_key, [person], 10**6)
@@ -105,7 +105,7 @@ def test_the_annotated_image_is_drawn_upright_on_first_request_and_kept(tmp_path
 
 
 def test_no_annotated_image_without_its_upload(tmp_path: Path) -> None:
-    storage = Storage(tmp_path)
+    storage = LocalStorage(tmp_path)
     with pytest.raises(TaskNotFound):
         annotated_image(storage, storage.upload_key(str(uuid.uuid4()), "jpg"), [], 10**6)
 

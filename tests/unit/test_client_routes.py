@@ -33,7 +33,7 @@ from ml_client.settings import ClientSettings
 from ml_common import records
 from ml_common.apikeys import ApiKeyStore
 from ml_common.contract import DetectPayload
-from ml_common.storage import Storage
+from ml_common.storage import LocalStorage
 
 PASSWORD = "a-fine-password"
 CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
@@ -63,7 +63,7 @@ class Stack:
 
     def finish(self, task_id: str, detections: list[dict[str, Any]] | None = None) -> None:
         """Do what the worker does when a task succeeds."""
-        storage = Storage(self.settings.storage_dir)
+        storage = LocalStorage(self.settings.storage_dir)
         upload_key = self.queue.submitted[task_id]["upload_key"]
         annotated = storage.annotated_key(upload_key, "jpg")
         storage.write(annotated, jpeg(64, 48))

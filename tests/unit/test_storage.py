@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from ml_common.errors import TaskNotFound
-from ml_common.storage import Storage, atomic_write
+from ml_common.storage import LocalStorage, atomic_write
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    return Storage(tmp_path)
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path)
 
 
-def test_keys_are_dated_and_annotated_keys_follow_uploads(storage: Storage) -> None:
+def test_keys_are_dated_and_annotated_keys_follow_uploads(storage: LocalStorage) -> None:
     task_id = str(uuid.uuid4())
     key = storage.upload_key(task_id, "png", date(2026, 11, 27))
     assert key == f"upload/2026-11-27/{task_id}.png"
@@ -36,14 +36,15 @@ def test_keys_are_dated_and_annotated_keys_follow_uploads(storage: Storage) -> N
         "models/2026-11-27/7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f.jpg",
     ],
 )
-def test_only_keys_it_built_are_accepted(storage: Storage, key: str) -> None:
+def test_only_keys_it_built_are_accepted(storage: LocalStorage, key: str) -> None:
     with pytest.raises(ValueError, match="not a storage key"):
         storage.path(key)
 
 
-def test_write_is_atomic_private_and_leaves_no_temp_files(storage: Storage) -> None:
+def test_write_is_atomic_private_and_leaves_no_temp_files(storage: LocalStorage) -> None:
     key = storage.upload_key(str(uuid.uuid4()), "jpg")
-    path = storage.write(key, b"abc")
+    storage.write(key, b"abc")
+    path = storage.path(key)
     assert path.read_bytes() == b"abc"
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert [p.name for p in path.parent.iterdir()] == [path.name]
@@ -81,9 +82,12 @@ def test_an_exclusive_write_never_replaces(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
-def test_purge_removes_only_old_files(storage: Storage) -> None:
-    old = storage.write(storage.upload_key(str(uuid.uuid4()), "jpg", date(2026, 1, 1)), b"o")
-    new = storage.write(storage.upload_key(str(uuid.uuid4()), "jpg"), b"n")
+def test_purge_removes_only_old_files(storage: LocalStorage) -> None:
+    old_key = storage.upload_key(str(uuid.uuid4()), "jpg", date(2026, 1, 1))
+    new_key = storage.upload_key(str(uuid.uuid4()), "jpg")
+    storage.write(old_key, b"o")
+    storage.write(new_key, b"n")
+    old, new = storage.path(old_key), storage.path(new_key)
     ten_days_ago = time.time() - 10 * 86400
     os.utime(old, (ten_days_ago, ten_days_ago))
     assert storage.purge_older_than(7) == 1
