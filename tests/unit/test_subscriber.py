@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from redis import asyncio as aioredis
 
+from ml_api.app import redis_client
 from ml_api.subscriber import Subscriber, WaitSlots
 from ml_common.devstack import free_port
-from ml_common.errors import BackendUnavailable, TooManyWaits
+from ml_common.errors import BackendUnavailable, TooManyWaits, backend_errors
+from ml_common.settings import Settings
 
 Scenario = Callable[[Subscriber, aioredis.Redis], Awaitable[None]]
 
@@ -96,3 +99,21 @@ def test_a_key_gets_only_its_share_of_waits() -> None:
     with slots.hold("k"):
         assert slots.held == {"k": 1}
     assert not slots.held
+
+
+def test_a_full_redis_pool_is_a_quick_503_not_a_hang(redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, result_backend=redis_url, storage_dir=tmp_path,  # type: ignore[call-arg]
+                        redis_max_connections=1, redis_pool_timeout_s=0.1)  # type: ignore[arg-type]  # fmt: skip
+
+    async def scenario() -> None:
+        redis = redis_client(settings)
+        held = await redis.connection_pool.get_connection()
+        try:
+            with pytest.raises(BackendUnavailable), backend_errors():
+                await redis.ping()
+        finally:
+            await redis.connection_pool.release(held)
+        assert await redis.ping()
+        await redis.aclose()
+
+    asyncio.run(scenario())
