@@ -319,8 +319,10 @@ def other_key_works(live: LiveStack) -> None:
 def test_one_key_holding_130_event_streams_leaves_the_api_to_everyone_else(
     tmp_path: Path,
 ) -> None:
-    """One key holds 130 event streams on an unfinished task (more than redis-py's default pool
-    of 100): another key's upload, reads, long-poll, stream and /readyz all answer"""
+    """One key holding 130 event streams (redis-py's default pool was 100): others still served.
+
+    The streams wait on an unfinished task; meanwhile another key's upload, reads, long-poll,
+    stream and /readyz all answer."""
     with launch_stack("valkey", tmp_path, {"ML_MAX_WAITS_PER_KEY": "200"}) as live:
         task_id = unfinished_task(live, live.api_key)
 
@@ -341,8 +343,10 @@ def test_one_key_holding_130_event_streams_leaves_the_api_to_everyone_else(
 
 @ONE_STACK
 def test_a_key_over_its_concurrent_waits_gets_429(live_stack: LiveStack) -> None:
-    """Past ML_MAX_WAITS_PER_KEY (20) open waits and streams, the key's next long-poll or
-    stream is a 429 too_many_waits; other keys, and the key's plain reads, still answer"""
+    """A key already holding its 20 open waits and streams: its next one is a 429.
+
+    Past ML_MAX_WAITS_PER_KEY, the key's next long-poll or stream is a 429 too_many_waits; other
+    keys, and the key's plain reads, still answer; a closed stream frees its place."""
     key = live_stack.new_key(f"greedy-{uuid.uuid4().hex[:6]}")
     task_id = unfinished_task(live_stack, key)
     path = f"/api/v1/detections/{task_id}"
