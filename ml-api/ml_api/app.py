@@ -20,7 +20,7 @@ from ml_api.errors import install_error_handlers
 from ml_api.middleware import security_headers
 from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
-from ml_api.routes import detections, health, models
+from ml_api.routes import batches, detections, health, models
 from ml_api.routes.docs import OPENAPI_URL, install_docs
 from ml_api.subscriber import Subscriber, WaitSlots
 from ml_common import annotate
@@ -122,8 +122,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     install_docs(app)
     app.include_router(detections.router, prefix="/api/v1")
+    app.include_router(batches.router, prefix="/api/v1")
     app.include_router(models.router, prefix="/api/v1")
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_upload_bytes + MULTIPART_SLACK,
+        by_path={"/api/v1/batches": settings.batch_max_bytes + MULTIPART_SLACK},
+    )
     # Parse an upload in memory (the route reads it whole anyway): spooled past 1 MB to a
     # temporary file, a 3 MB photo cost 4 CPU-ms more (bench/api_cost.py). Process-wide.
     MultiPartParser.spool_max_size = max(
@@ -133,8 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
     app.add_middleware(HeaderSizeLimit)
     return app

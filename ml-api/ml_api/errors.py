@@ -29,6 +29,11 @@ HTTP_CODES = {
 }
 
 
+def documented(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """The `responses=` of a route: each status answers an ErrorOut."""
+    return {status: {"model": ErrorOut} for status in statuses}
+
+
 def error_response(
     status: int, code: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:

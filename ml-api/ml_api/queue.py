@@ -7,7 +7,7 @@ import logging
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
-from ml_common.celery_config import celery_config
+from ml_common.celery_config import celery_config, task_priority
 from ml_common.contract import DETECT_TASK, DetectPayload
 from ml_common.errors import QueueUnavailable
 from ml_common.models import model_queue
@@ -27,9 +27,12 @@ class TaskQueue:
         self._celery.conf.update(config)
         self._queue = settings.queue_name
         self._settings = settings
+        self._broker = str(settings.broker_url)
 
-    def submit(self, task_id: str, payload: DetectPayload) -> None:
-        """Publish the task; raises QueueUnavailable when the broker cannot take it."""
+    def submit(self, task_id: str, payload: DetectPayload, *, bulk: bool = False) -> None:
+        """Publish the task; raises QueueUnavailable when the broker cannot take it.
+
+        A `bulk` task (a batch item) waits behind the others: nobody is watching it."""
         try:
             self._celery.send_task(
                 DETECT_TASK,
@@ -38,6 +41,7 @@ class TaskQueue:
                 queue=model_queue(self._settings, payload["model"])
                 if "model" in payload
                 else self._queue,
+                priority=task_priority(self._broker, bulk=bulk),
             )
         except (OperationalError, KombuError, OSError) as exc:
             logger.warning("enqueue failed: %s", exc, extra={"task_id": task_id})

@@ -7,6 +7,7 @@ from contextlib import aclosing
 from typing import Any
 
 from ml_api.subscriber import WaitSlots
+from ml_common.contract import CANCELLED_STATE
 from ml_common.errors import TaskNotFound
 from ml_common.records import Channels, Lookup, TaskRecord, TaskStore
 from ml_common.schemas import DetectionResult, Links, TaskError, TaskState, TaskStatus
@@ -18,9 +19,10 @@ CELERY_STATES = {
     "STARTED": TaskState.started,
     "SUCCESS": TaskState.succeeded,
     "FAILURE": TaskState.failed,
-    "REVOKED": TaskState.failed,
+    "REVOKED": TaskState.cancelled,
+    CANCELLED_STATE: TaskState.cancelled,
 }
-FINAL = frozenset({TaskState.succeeded, TaskState.failed})
+FINAL = frozenset({TaskState.succeeded, TaskState.failed, TaskState.cancelled})
 
 
 def links_for(task_id: str) -> Links:
@@ -38,14 +40,24 @@ def _error_of(meta: Mapping[str, Any]) -> TaskError:
     return TaskError(type="Error", message=str(raw))
 
 
+def _state_of(record: TaskRecord, meta: Mapping[str, Any] | None) -> TaskState:
+    if record.refused:
+        return TaskState.failed
+    state = CELERY_STATES.get(str(meta.get("status")), TaskState.queued) if meta else None
+    if record.cancelled_at is not None and state in (None, TaskState.queued):
+        return TaskState.cancelled  # it never runs; one already running finishes as it would
+    return state or TaskState.queued
+
+
 def build_status(record: TaskRecord, meta: Mapping[str, Any] | None) -> TaskStatus:
-    state = (
-        CELERY_STATES.get(str(meta.get("status")), TaskState.queued) if meta else TaskState.queued
-    )
-    finished = meta.get("date_done") if meta else None
+    state = _state_of(record, meta)
+    finished = (meta.get("date_done") if meta else None) or record.cancelled_at
     result = error = None
-    if state is TaskState.succeeded and meta is not None:
+    if meta is not None and str(meta.get("status")) == "SUCCESS":
         result = DetectionResult.model_validate(meta["result"])
+    elif record.refused:
+        code, _, detail = record.refused.partition(": ")
+        error, finished = TaskError(type=code, message=detail), record.created_at
     elif state is TaskState.failed and meta is not None:
         error = _error_of(meta)
     return TaskStatus(

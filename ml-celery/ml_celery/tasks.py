@@ -10,11 +10,11 @@ from typing import Any
 
 import redis
 from celery import Task, signals
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from ml_celery.celery_app import app
 from ml_celery.pipeline import analyse
-from ml_common.contract import CLEANUP_TASK, DETECT_TASK
+from ml_common.contract import CANCELLED_STATE, CLEANUP_TASK, DETECT_TASK
 from ml_common.errors import StorageUnavailable
 from ml_common.records import RecordStore
 from ml_common.retention import cleanup
@@ -50,7 +50,7 @@ def _queue_wait_ms(created_at: str) -> float | None:
     dont_autoretry_for=(SoftTimeLimitExceeded,),
     retry_backoff=True,
     retry_backoff_max=30,
-    max_retries=5,
+    max_retries=8,  # about a minute: long enough for a store or Redis to restart
 )
 def detect(
     self: Task[Any, Any], upload_key: str, created_at: str, model: str | None = None
@@ -61,10 +61,17 @@ def detect(
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)
 
+    if _records().is_cancelled(task_id):  # a durable mark: it outlives restarts and prefetch
+        logger.info("task %s: cancelled before inference", task_id, extra={"task_id": task_id})
+        self.update_state(state=CANCELLED_STATE, meta={"reason": "cancelled before inference"})
+        raise Ignore()
     # the API draws the annotated image
     result = analyse(_storage().read(upload_key), settings, model=model)
     result.timings.queue_wait_ms = queue_wait
-    logger.info("detected %d objects", len(result.detections), extra={"task_id": task_id})
+    logger.info(
+        "task %s: detected %d objects", task_id, len(result.detections),
+        extra={"task_id": task_id},
+    )  # fmt: skip
     return result.model_dump(mode="json")
 
 

@@ -46,17 +46,24 @@ class BodySizeLimit:
     response.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, by_path: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max_bytes = max_bytes
+        self.by_path = dict(by_path or {})  # another limit for the paths under a prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = next(
+            (n for prefix, n in self.by_path.items() if scope["path"].startswith(prefix)),
+            self.default_max_bytes,
+        )
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(send)
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+                await self._refuse(send, max_bytes)
                 return
         seen = 0
         too_large = started = refused = False
@@ -66,7 +73,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     too_large = True
                     raise BodyTooLarge
             return message
@@ -76,7 +83,7 @@ class BodySizeLimit:
             if too_large and not started:  # the app answers our error its own way: 413 instead
                 if not refused:
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(send, max_bytes)
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -85,10 +92,10 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
             if not started and not refused:
-                await self._refuse(send)
+                await self._refuse(send, max_bytes)
 
-    async def _refuse(self, send: Send) -> None:
-        detail = f"the upload exceeds the limit of {self.max_bytes} bytes"
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
+        detail = f"the upload exceeds the limit of {max_bytes} bytes"
         await send_error(send, 413, "payload_too_large", detail)
 
 

@@ -10,6 +10,14 @@ from typing import Any
 from ml_common.settings import Settings
 
 
+def task_priority(broker_url: str, *, bulk: bool) -> int:
+    """The message priority of a detect task: a batch item (`bulk`) goes after single uploads.
+
+    Celery's Redis transport serves priority 0 first; RabbitMQ serves the highest first."""
+    amqp = broker_url.startswith(("amqp", "pyamqp"))
+    return (0 if bulk else 9) if amqp else (9 if bulk else 0)
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Everything both sides of the queue must agree on."""
     return {

@@ -1,4 +1,4 @@
-"""The `mlprod` command: API keys and storage clean-up."""
+"""The `mlprod` command: API keys, storage clean-up, and `detect` (the SDK's, in ml-sdk)."""
 
 from __future__ import annotations
 
@@ -29,12 +29,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     key_sub.add_parser("revoke", help="revoke a key by name").add_argument("name")
     key_sub.add_parser("list", help="list key names (never the keys)")
+    sub.add_parser("detect", help="detect objects in images or folders (mlprod detect -h)")
     clean = sub.add_parser("cleanup", help="delete old images and never-queued uploads")
     clean.add_argument("--days", type=int, help="override ML_RETENTION_DAYS")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["detect"]:  # the SDK's command: needs no server settings at all
+        from mlprod_client.cli import main as detect
+
+        return detect(argv[1:])
     args = _parser().parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level)

@@ -6,6 +6,8 @@ from typing import TypedDict
 
 DETECT_TASK = "mlprod.detect"
 CLEANUP_TASK = "mlprod.cleanup"
+# the state the worker stores for a task it skipped because it was cancelled while queued
+CANCELLED_STATE = "CANCELLED"
 
 
 class _ModelChoice(TypedDict, total=False):

@@ -24,6 +24,35 @@ class TaskNotFound(MLProdError):
     status = 404
 
 
+class BatchNotFound(MLProdError):
+    code = "batch_not_found"
+    status = 404
+
+
+class IdempotencyConflict(MLProdError):
+    """The Idempotency-Key was used before with a different request body."""
+
+    code = "idempotency_key_reused"
+    status = 409
+
+
+class UnsafeArchive(MLProdError):
+    """An archive with escaping paths, links, or a compression ratio past the bomb limit."""
+
+    code = "unsafe_archive"
+    status = 422
+
+
+class EmptyBatch(MLProdError):
+    code = "empty_batch"
+    status = 422
+
+
+class BatchTooLarge(MLProdError):
+    code = "batch_too_large"
+    status = 413
+
+
 class TaskNotFinished(MLProdError):
     code = "task_not_finished"
     status = 409

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -89,6 +89,10 @@ _UPLOAD_KEY = "upload_key"
 _CREATED_AT = "created_at"
 _QUEUED = "queued"  # set once the broker took the task; only the orphan clean-up reads it
 _STARTED_AT = "started_at"
+_NAME = "name"  # the uploaded file's name (exports are named after it)
+_BATCH_ID = "batch_id"
+_CANCELLED_AT = "cancelled_at"  # the durable cancel mark the worker checks before inference
+_REFUSED = "refused"  # "code: detail" of a batch item refused before it was queued
 
 
 def _text(value: str | bytes) -> str:
@@ -105,10 +109,17 @@ class TaskRecord:
     created_at: datetime
     queued: bool = False
     started_at: datetime | None = None
+    name: str = ""
+    batch_id: str = ""
+    cancelled_at: datetime | None = None
+    refused: str = ""
 
     @classmethod
-    def new(cls, task_id: str, owner: str, upload_key: str) -> TaskRecord:
-        return cls(task_id, owner, upload_key, datetime.now(timezone.utc))
+    def new(
+        cls, task_id: str, owner: str, upload_key: str, *, name: str = "", batch_id: str = ""
+    ) -> TaskRecord:
+        now = datetime.now(timezone.utc)
+        return cls(task_id, owner, upload_key, now, name=name, batch_id=batch_id)
 
     def to_hash(self) -> dict[str, str]:
         """The hash fields; the task id is in the key, and unset fields are left out."""
@@ -121,7 +132,10 @@ class TaskRecord:
             fields[_QUEUED] = "1"
         if self.started_at is not None:
             fields[_STARTED_AT] = self.started_at.isoformat()
-        return fields
+        if self.cancelled_at is not None:
+            fields[_CANCELLED_AT] = self.cancelled_at.isoformat()
+        optional = {_NAME: self.name, _BATCH_ID: self.batch_id, _REFUSED: self.refused}
+        return fields | {k: v for k, v in optional.items() if v}
 
     @classmethod
     def from_hash(
@@ -131,7 +145,7 @@ class TaskRecord:
         text = {_text(k): _text(v) for k, v in fields.items()}
         if _OWNER not in text or _CREATED_AT not in text:
             return None
-        started = text.get(_STARTED_AT)
+        started, cancelled = text.get(_STARTED_AT), text.get(_CANCELLED_AT)
         return cls(
             task_id=task_id,
             owner=text[_OWNER],
@@ -139,6 +153,10 @@ class TaskRecord:
             created_at=datetime.fromisoformat(text[_CREATED_AT]),
             queued=bool(text.get(_QUEUED)),
             started_at=datetime.fromisoformat(started) if started else None,
+            name=text.get(_NAME, ""),
+            batch_id=text.get(_BATCH_ID, ""),
+            cancelled_at=datetime.fromisoformat(cancelled) if cancelled else None,
+            refused=text.get(_REFUSED, ""),
         )
 
 
@@ -184,6 +202,28 @@ class TaskStore:
             await self.redis.hset(record_key(task_id), _QUEUED, "1")
         except RedisError:
             logger.warning("could not mark the task queued", extra={"task_id": task_id})
+
+    async def cancel(self, task_ids: Sequence[str]) -> None:
+        """Set the durable cancel mark the worker checks before it runs the model."""
+        when = now_iso()
+        with backend_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.hset(record_key(task_id), _CANCELLED_AT, when)
+                await pipe.execute()
+
+    async def lookup_many(self, task_ids: Sequence[str]) -> list[Lookup]:
+        """Records and Celery's metas of many tasks, in one round trip."""
+        with backend_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.hgetall(record_key(task_id))
+                    pipe.get(meta_key(task_id))
+                raw = await pipe.execute()
+        return [
+            Lookup(TaskRecord.from_hash(task_id, record), json.loads(meta) if meta else None)
+            for task_id, record, meta in zip(task_ids, raw[::2], raw[1::2], strict=True)
+        ]
 
     async def discard(self, task_id: str) -> None:
         try:
@@ -254,6 +294,9 @@ class RecordStore:
 
     def mark_started(self, task_id: str) -> None:
         self.redis.hset(record_key(task_id), _STARTED_AT, now_iso())
+
+    def is_cancelled(self, task_id: str) -> bool:
+        return bool(self.redis.hexists(record_key(task_id), _CANCELLED_AT))
 
     def get(self, task_id: str) -> TaskRecord | None:
         return TaskRecord.from_hash(task_id, self.redis.hgetall(record_key(task_id)))

@@ -15,6 +15,7 @@ class TaskState(str, Enum):
     started = "started"
     succeeded = "succeeded"
     failed = "failed"
+    cancelled = "cancelled"
 
 
 class Box(BaseModel):
@@ -86,6 +87,44 @@ class TaskStatus(BaseModel):
     result: DetectionResult | None = None
     error: TaskError | None = None
     links: Links
+
+
+class Cancelled(BaseModel):
+    """The answer to a cancel: `changed` is False when everything was already finished."""
+
+    changed: bool
+    detail: str
+
+
+class BatchLinks(BaseModel):
+    self: str
+    events: str
+    export: str
+
+
+class BatchCreated(BaseModel):
+    batch_id: str
+    total: int
+    links: BatchLinks
+
+
+class BatchItem(BaseModel):
+    task_id: str
+    file_name: str
+    status: TaskState
+    error: TaskError | None = None
+
+
+class BatchStatus(BaseModel):
+    batch_id: str
+    created_at: datetime
+    total: int
+    counts: dict[TaskState, int]
+    finished: bool
+    items: list[BatchItem]
+    offset: int
+    limit: int
+    links: BatchLinks
 
 
 class ErrorOut(BaseModel):

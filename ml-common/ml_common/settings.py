@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     api_keys_file: Annotated[Path | None, EmptyIsUnset] = None
     cors_origins: list[str] = []
     rate_limit_per_minute: int = Field(600, ge=1)
+    # batches: files and bytes per batch, batch items per key per day, and the largest
+    # uncompressed/compressed ratio an archive may have before it is taken for a bomb
+    batch_max_files: int = Field(10_000, ge=1)
+    batch_max_bytes: int = Field(2 * 1024**3, ge=1)
+    batch_max_items_per_key_per_day: int = Field(100_000, ge=1)
+    archive_max_ratio: float = Field(100.0, ge=1.0)
+    idempotency_ttl_s: int = Field(24 * 3600, ge=60)
     # the API: its Redis connections (past them a request waits this long, then gets a 503),
     # and how many long-polls and event streams one key may hold open in one API process
     redis_max_connections: int = Field(50, ge=1)

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-REPORTED_MODULES = ("test_api_input", "test_security", "test_web_security", "test_redis_acl")
+REPORTED_MODULES = (
+    "test_api_input", "test_security", "test_web_security", "test_redis_acl", "test_batch_input"
+)
 
 
 def _case(item: pytest.Item) -> str:

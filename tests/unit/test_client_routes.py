@@ -50,7 +50,7 @@ PERSON = {
 class RecordingQueue:
     submitted: dict[str, DetectPayload] = field(default_factory=dict)
 
-    def submit(self, task_id: str, payload: DetectPayload) -> None:
+    def submit(self, task_id: str, payload: DetectPayload, *, bulk: bool = False) -> None:
         self.submitted[task_id] = payload
 
 

@@ -3,33 +3,33 @@
 from __future__ import annotations
 
 import logging
-import time
+import posixpath
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from enum import Enum
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ml_api.deps import (
-    ApiKeyDep,
-    LimiterDep,
-    QueueDep,
-    ResultsDep,
-    SettingsDep,
-    StorageDep,
-    TasksDep,
+from ml_api.deps import ApiKeyDep, LimiterDep, ResultsDep, SettingsDep, StorageDep, TasksDep
+from ml_api.downloads import event_stream, export_response
+from ml_api.results import FINAL, links_for
+from ml_api.submit import (
+    IdempotencyDep,
+    IdempotencyKeyHeader,
+    StageTimer,
+    SubmitterDep,
+    Upload,
+    fingerprint,
 )
-from ml_api.results import links_for
 from ml_common.annotate import annotated_image
-from ml_common.contract import DetectPayload
-from ml_common.errors import BackendUnavailable, MLProdError, PayloadTooLarge, TaskNotFinished
-from ml_common.images import ImageLimits, inspect_image
+from ml_common.errors import BackendUnavailable, PayloadTooLarge, TaskNotFinished
+from ml_common.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_common.models import resolve_model
-from ml_common.records import TaskRecord
-from ml_common.schemas import ErrorOut, TaskCreated, TaskState, TaskStatus
+from ml_common.schemas import Cancelled, ErrorOut, TaskCreated, TaskState, TaskStatus
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/detections", tags=["detections"])
@@ -42,71 +42,52 @@ UPLOAD_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.post("", status_code=202, responses=UPLOAD_ERRORS)
+class SingleFormat(str, Enum):
+    """The export formats that make sense for one task (its annotated image is at /image)."""
+
+    jsonl = "jsonl"
+    csv = "csv"
+    coco = "coco"
+
+
+SINGLE_MEDIA_TYPES = [MEDIA_TYPES[ExportFormat(f.value)].split(";")[0] for f in SingleFormat]
+
+
+@router.post("", status_code=202, responses={**UPLOAD_ERRORS, 409: {"model": ErrorOut}})
 async def create_detection(
     file: Annotated[UploadFile, File(description="a JPEG, PNG, WebP, BMP or GIF image")],
     response: Response,
     key: ApiKeyDep,
     settings: SettingsDep,
-    storage: StorageDep,
-    queue: QueueDep,
-    tasks: TasksDep,
+    submitter: SubmitterDep,
+    claims: IdempotencyDep,
     limiter: LimiterDep,
+    idempotency_key: IdempotencyKeyHeader = None,
     model: Annotated[
         str | None, Form(description="a served model (GET /api/v1/models); default if absent")
     ] = None,
 ) -> TaskCreated:
-    """Accept an image and queue it for detection; poll or stream the returned links."""
+    """Accept an image and queue it for detection; poll or stream the returned links.
+
+    With an `Idempotency-Key`, a retry with the same key and file returns the same task."""
     await limiter.hit(key.key_id, "upload")
-    chosen = resolve_model(settings, model)
     timer = StageTimer()
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"the upload exceeds the limit of {settings.max_upload_bytes} bytes")
     timer.lap("receive")
-    info = await run_in_threadpool(inspect_image, data, ImageLimits.from_settings(settings))
-    timer.lap("validate")
-
-    task_id = str(uuid.uuid4())
-    record = TaskRecord.new(task_id, key.key_id, storage.upload_key(task_id, info.ext))
-    await run_in_threadpool(storage.write, record.upload_key, data)
-    try:
-        await tasks.create(record)
-        timer.lap("store")
-        payload = DetectPayload(
-            upload_key=record.upload_key, created_at=record.created_at.isoformat(), model=chosen
-        )
-        await run_in_threadpool(queue.submit, task_id, payload)
-    except MLProdError:
-        # nothing half-done stays behind: the client gets no task id, so no file or record
-        await run_in_threadpool(storage.delete, record.upload_key)
-        await tasks.discard(task_id)
-        raise
-    await tasks.mark_queued(task_id)
-    timer.lap("enqueue")
-    logger.info(
-        "queued %s (%s, %d bytes)", task_id, info.format, len(data), extra={"task_id": task_id}
+    chosen = resolve_model(settings, model)
+    upload = Upload(
+        data, key.key_id, name=file.filename or "", task_id=str(uuid.uuid4()), model=chosen
     )
+    async with claims.once(
+        key.key_id, idempotency_key, fingerprint(data, chosen), upload.task_id
+    ) as done:
+        task_id = done or (await submitter.submit(upload, timer)).task_id
     response.headers["Server-Timing"] = timer.header()
     links = links_for(task_id)
     response.headers["Location"] = links.self
     return TaskCreated(task_id=task_id, status=TaskState.queued, links=links)
-
-
-class StageTimer:
-    """Milliseconds per stage of a request, for its `Server-Timing` header."""
-
-    def __init__(self) -> None:
-        self._last = time.perf_counter()
-        self.stages: dict[str, float] = {}
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.stages[stage] = (now - self._last) * 1000
-        self._last = now
-
-    def header(self) -> str:
-        return ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in self.stages.items())
 
 
 @router.get("/{task_id}", responses=ERRORS)
@@ -178,8 +159,41 @@ async def stream_detection_events(
             error = ErrorOut(code=exc.code, detail=exc.detail)
             yield f"event: error\ndata: {error.model_dump_json()}\n\n"
 
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(events())
+
+
+@router.delete("/{task_id}", responses=ERRORS)
+async def cancel_detection(
+    task_id: uuid.UUID, key: ApiKeyDep, results: ResultsDep, tasks: TasksDep
+) -> Cancelled:
+    """Cancel a task: a queued one never runs its model and ends `cancelled` (the worker
+    checks a durable mark first); a running one finishes. A finished one stays as it is."""
+    _, status = await results.lookup(str(task_id), key.key_id)
+    if status.status in FINAL:
+        return Cancelled(changed=False, detail=f"the task is {status.status.value}: unchanged")
+    await tasks.cancel([str(task_id)])
+    if status.status is TaskState.started:
+        detail = "the task is running: it finishes and keeps its result"
+        return Cancelled(changed=True, detail=detail)
+    return Cancelled(changed=True, detail="the task is cancelled: it will not run")
+
+
+@router.get(
+    "/{task_id}/export",
+    responses={**ERRORS, 200: {"content": {t: {} for t in SINGLE_MEDIA_TYPES}}},
+    response_class=Response,
+)
+async def export_detection(
+    task_id: uuid.UUID,
+    key: ApiKeyDep,
+    results: ResultsDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    format: Annotated[SingleFormat, Query(description="jsonl, csv or coco")] = SingleFormat.jsonl,
+) -> Response:
+    """The task in JSON Lines, CSV (one row per detection) or COCO detection JSON, named after
+    the uploaded file."""
+    record, status = await results.lookup(str(task_id), key.key_id)
+    item = ExportItem(status, record.name, record.upload_key)
+    basename = posixpath.splitext(item.name)[0] or str(task_id)
+    return await export_response([item], ExportFormat(format.value), basename, storage, settings)

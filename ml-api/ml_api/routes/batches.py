@@ -1,0 +1,247 @@
+"""/api/v1/batches: submit many images at once, follow their progress, cancel and export them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ml_api.deps import ApiKeyDep, LimiterDep, RedisDep, SettingsDep, StorageDep, TasksDep
+from ml_api.downloads import event_stream, export_response
+from ml_api.errors import documented
+from ml_api.intake import UPLOAD_BODY, Intake, archive_limits, form_files
+from ml_api.results import FINAL, build_status
+from ml_api.submit import IdempotencyDep, IdempotencyKeyHeader, SubmitterDep, Upload
+from ml_common.archives import Member
+from ml_common.batches import BatchRecord, BatchStore
+from ml_common.errors import BatchNotFound, MLProdError
+from ml_common.exports import ExportFormat, ExportItem
+from ml_common.models import resolve_model
+from ml_common.records import TaskRecord
+from ml_common.schemas import (
+    BatchCreated,
+    BatchItem,
+    BatchLinks,
+    BatchStatus,
+    Cancelled,
+    TaskState,
+    TaskStatus,
+)
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/batches", tags=["batches"])
+
+ERRORS = documented(401, 404, 422, 429, 503)
+UPLOAD_ERRORS = documented(401, 409, 413, 415, 422, 429, 503)
+ITEMS_PER_WRITE = 100  # item ids are appended in slices, so progress shows while submitting
+PROGRESS_POLL_S = 1.0
+
+
+def links_for_batch(batch_id: str) -> BatchLinks:
+    base = f"/api/v1/batches/{batch_id}"
+    return BatchLinks(self=base, events=f"{base}/events", export=f"{base}/export")
+
+
+def get_batches(redis: RedisDep, settings: SettingsDep) -> BatchStore:
+    return BatchStore(redis, settings.result_expires_s)
+
+
+BatchesDep = Annotated[BatchStore, Depends(get_batches)]
+
+
+async def _submit_all(
+    intake: Intake, batch: BatchRecord, submitter: SubmitterDep, batches: BatchStore, model: str
+) -> int:
+    """Submit each file as a task of `batch`; a file that is no image fails alone."""
+    members = intake.members()
+    pending: list[str] = []
+    done = 0
+    while (member := await run_in_threadpool(next, members, None)) is not None:
+        pending.append(await _submit_one(member, batch, submitter, model))
+        if len(pending) >= ITEMS_PER_WRITE:
+            await batches.add_items(batch.batch_id, pending)
+            done, pending = done + len(pending), []
+    await batches.add_items(batch.batch_id, pending)
+    return done + len(pending)
+
+
+async def _submit_one(
+    member: Member, batch: BatchRecord, submitter: SubmitterDep, model: str
+) -> str:
+    data, task_id = member.data or b"", str(uuid.uuid4())
+    upload = Upload(data, batch.owner, member.name, batch.batch_id, task_id, model=model)
+    if member.error is not None:
+        return (await submitter.refuse(upload, member.error)).task_id
+    try:
+        return (await submitter.submit(upload)).task_id
+    except MLProdError as exc:
+        return (await submitter.refuse(upload, exc)).task_id
+
+
+async def _start(
+    intake: Intake,
+    batch: BatchRecord,
+    submitter: SubmitterDep,
+    batches: BatchStore,
+    settings: SettingsDep,
+    model: str,
+) -> None:
+    per_day = settings.batch_max_items_per_key_per_day
+    await batches.take_quota(batch.owner, intake.count, per_day)
+    await batches.create(batch)
+    total = await _submit_all(intake, batch, submitter, batches, model)
+    logger.info("batch %s: %d items queued", batch.batch_id, total)
+
+
+@router.post("", status_code=202, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY)
+async def create_batch(
+    request: Request,
+    response: Response,
+    key: ApiKeyDep,
+    settings: SettingsDep,
+    submitter: SubmitterDep,
+    batches: BatchesDep,
+    claims: IdempotencyDep,
+    limiter: LimiterDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> BatchCreated:
+    """Queue many images (several `files` parts, or one zip or tar archive) as one batch.
+
+    The whole request is checked first (file count and bytes, the archive's paths, links and
+    compression ratio, the key's daily quota); then each file becomes an ordinary detection
+    task, and a file that is not an image fails alone. Batch items wait behind single uploads.
+    """
+    await limiter.hit(key.key_id, "batch")
+    batch = BatchRecord.new(str(uuid.uuid4()), key.key_id)
+    async with form_files(request, settings.batch_max_files) as (files, requested):
+        model = resolve_model(settings, requested)
+        intake = await run_in_threadpool(Intake.check, files, archive_limits(settings))
+        fingerprint = await run_in_threadpool(intake.fingerprint) + model
+        async with claims.once(key.key_id, idempotency_key, fingerprint, batch.batch_id) as earlier:
+            if earlier is None:
+                await _start(intake, batch, submitter, batches, settings, model)
+    batch_id = earlier or batch.batch_id
+    found = await batches.get(batch_id)
+    links = links_for_batch(batch_id)
+    response.headers["Location"] = links.self
+    return BatchCreated(batch_id=batch_id, total=found.total if found else 0, links=links)
+
+
+async def _items(
+    batch_id: str, owner: str, batches: BatchStore, tasks: TasksDep
+) -> tuple[BatchRecord, list[tuple[TaskRecord, TaskStatus]]]:
+    """The batch and each item's record and status; another key's batch reads as unknown."""
+    batch = await batches.get(batch_id)
+    if batch is None or batch.owner != owner:
+        raise BatchNotFound(f"no batch {batch_id}")
+    found = await tasks.lookup_many(await batches.items(batch_id))
+    items = [(f.record, build_status(f.record, f.meta)) for f in found if f.record is not None]
+    return batch, items
+
+
+def _progress(
+    batch: BatchRecord, items: list[tuple[TaskRecord, TaskStatus]], offset: int, limit: int
+) -> BatchStatus:
+    counts = Counter(status.status for _, status in items)
+    page = [
+        BatchItem(task_id=r.task_id, file_name=r.name, status=s.status, error=s.error)
+        for r, s in items[offset : offset + limit]
+    ]
+    return BatchStatus(
+        batch_id=batch.batch_id,
+        created_at=batch.created_at,
+        total=batch.total,
+        counts={state: counts.get(state, 0) for state in TaskState},
+        finished=sum(counts[s] for s in FINAL) >= batch.total,
+        items=page,
+        offset=offset,
+        limit=limit,
+        links=links_for_batch(batch.batch_id),
+    )
+
+
+@router.get("/{batch_id}", responses=ERRORS)
+async def get_batch(
+    batch_id: uuid.UUID,
+    key: ApiKeyDep,
+    batches: BatchesDep,
+    tasks: TasksDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> BatchStatus:
+    """Counts per state, the total, and one page of the items (task id, file name, state)."""
+    batch, items = await _items(str(batch_id), key.key_id, batches, tasks)
+    return _progress(batch, items, offset, limit)
+
+
+@router.get(
+    "/{batch_id}/events",
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamingResponse,
+)
+async def stream_batch_events(
+    batch_id: uuid.UUID,
+    key: ApiKeyDep,
+    batches: BatchesDep,
+    tasks: TasksDep,
+    timeout: Annotated[float, Query(gt=0, le=3600)] = 600,
+) -> StreamingResponse:
+    """Server-sent events: a `progress` event (counts, no items) whenever they change, until
+    the batch is finished or `timeout` passes."""
+    first = _progress(*await _items(str(batch_id), key.key_id, batches, tasks), 0, 0)
+
+    async def events() -> AsyncIterator[str]:
+        # A batch has thousands of result keys: its counts are re-read once a second rather
+        # than subscribed to item by item.
+        loop = asyncio.get_running_loop()
+        deadline, last = loop.time() + timeout, first
+        yield f"event: progress\ndata: {first.model_dump_json()}\n\n"
+        while not last.finished and loop.time() < deadline:
+            await asyncio.sleep(PROGRESS_POLL_S)
+            now = _progress(*await _items(str(batch_id), key.key_id, batches, tasks), 0, 0)
+            if now.counts != last.counts or now.finished:
+                yield f"event: progress\ndata: {now.model_dump_json()}\n\n"
+            last = now
+
+    return event_stream(events())
+
+
+@router.delete("/{batch_id}", responses=ERRORS)
+async def cancel_batch(
+    batch_id: uuid.UUID, key: ApiKeyDep, batches: BatchesDep, tasks: TasksDep
+) -> Cancelled:
+    """Cancel every unfinished item: queued ones never run their model, running ones finish."""
+    _, items = await _items(str(batch_id), key.key_id, batches, tasks)
+    open_items = [s for _, s in items if s.status not in FINAL]
+    await tasks.cancel([s.task_id for s in open_items])
+    running = sum(s.status is TaskState.started for s in open_items)
+    if not open_items:
+        return Cancelled(changed=False, detail="every item had finished: unchanged")
+    detail = f"{len(open_items)} items cancelled; {running} running finish first"
+    return Cancelled(changed=True, detail=detail)
+
+
+@router.get("/{batch_id}/export", responses=ERRORS, response_class=Response)
+async def export_batch(
+    batch_id: uuid.UUID,
+    key: ApiKeyDep,
+    batches: BatchesDep,
+    tasks: TasksDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    format: Annotated[ExportFormat, Query(description="jsonl, csv, coco or zip")] = (
+        ExportFormat.jsonl
+    ),
+) -> Response:
+    """Every item once, named after its file: JSON Lines, CSV (one row per detection), COCO
+    detection JSON, or a zip of the annotated images of the succeeded items."""
+    _, items = await _items(str(batch_id), key.key_id, batches, tasks)
+    exported = [ExportItem(status, record.name, record.upload_key) for record, status in items]
+    return await export_response(exported, format, f"batch-{batch_id}", storage, settings)

@@ -1,0 +1,142 @@
+"""The one submit path of an upload and of each batch item: validate, store, record, enqueue."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Annotated
+
+from fastapi import Depends, Header
+from starlette.concurrency import run_in_threadpool
+
+from ml_api.deps import QueueDep, RedisDep, SettingsDep, StorageDep, TasksDep
+from ml_api.queue import TaskQueue
+from ml_common.batches import IdempotencyStore
+from ml_common.contract import DetectPayload
+from ml_common.errors import MLProdError
+from ml_common.images import ImageLimits, inspect_image
+from ml_common.models import default_model
+from ml_common.records import TaskRecord, TaskStore
+from ml_common.settings import Settings
+from ml_common.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+
+class StageTimer:
+    """Milliseconds per stage of a request, for its `Server-Timing` header."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = (now - self._last) * 1000
+        self._last = now
+
+    def header(self) -> str:
+        return ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in self.stages.items())
+
+
+def fingerprint(*parts: bytes | str) -> str:
+    """What an Idempotency-Key is checked against: a digest of the request's contents."""
+    digest = hashlib.sha256()
+    for part in parts:
+        raw = part.encode() if isinstance(part, str) else part
+        digest.update(len(raw).to_bytes(8, "big") + raw)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image to submit, and where it comes from."""
+
+    data: bytes
+    owner: str
+    name: str = ""
+    batch_id: str = ""
+    task_id: str = ""  # a fresh one when empty
+    model: str = ""  # a served model (ml_common.models.resolve_model); "" for the default
+
+    @property
+    def bulk(self) -> bool:
+        """Batch items wait behind single uploads, which have somebody waiting."""
+        return bool(self.batch_id)
+
+
+@dataclass(frozen=True)
+class Submitter:
+    settings: Settings
+    storage: Storage
+    queue: TaskQueue
+    tasks: TaskStore
+
+    async def submit(self, upload: Upload, timer: StageTimer | None = None) -> TaskRecord:
+        """Queue `upload` for detection; on any failure nothing of it stays behind."""
+        timer = timer or StageTimer()
+        limits = ImageLimits.from_settings(self.settings)
+        info = await run_in_threadpool(inspect_image, upload.data, limits)
+        timer.lap("validate")
+        task_id = upload.task_id or str(uuid.uuid4())
+        key = self.storage.upload_key(task_id, info.ext)
+        record = TaskRecord.new(
+            task_id, upload.owner, key, name=upload.name, batch_id=upload.batch_id
+        )
+        await run_in_threadpool(self.storage.write, key, upload.data)
+        try:
+            await self.tasks.create(record)
+            timer.lap("store")
+            payload = DetectPayload(
+                upload_key=key,
+                created_at=record.created_at.isoformat(),
+                model=upload.model or default_model(self.settings),
+            )
+            await run_in_threadpool(self.queue.submit, task_id, payload, bulk=upload.bulk)
+        except MLProdError:
+            # nothing half-done stays behind: the client gets no task id, so no file or record
+            await run_in_threadpool(self.storage.delete, key)
+            await self.tasks.discard(task_id)
+            raise
+        await self.tasks.mark_queued(task_id)
+        timer.lap("enqueue")
+        logger.info(
+            "queued %s (%s, %d bytes)", task_id, info.format, len(upload.data),
+            extra={"task_id": task_id},
+        )  # fmt: skip
+        return record
+
+    async def refuse(self, upload: Upload, error: MLProdError) -> TaskRecord:
+        """Record a batch item that cannot run (not an image, too large) as failed at once."""
+        task_id = upload.task_id or str(uuid.uuid4())
+        new = TaskRecord.new(task_id, upload.owner, "", name=upload.name, batch_id=upload.batch_id)
+        record = replace(new, refused=f"{error.code}: {error.detail}")
+        await self.tasks.create(record)
+        return record
+
+
+def get_submitter(
+    settings: SettingsDep, storage: StorageDep, queue: QueueDep, tasks: TasksDep
+) -> Submitter:
+    return Submitter(settings, storage, queue, tasks)
+
+
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
+
+
+def get_idempotency(redis: RedisDep, settings: SettingsDep) -> IdempotencyStore:
+    return IdempotencyStore(redis, settings.idempotency_ttl_s)
+
+
+IdempotencyDep = Annotated[IdempotencyStore, Depends(get_idempotency)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="retries with the same key and body return the first answer's id",
+    ),
+]

@@ -1,0 +1,160 @@
+"""Zip and tar archives of images, read safely: the whole archive is checked before any file
+is taken (no escaping paths, no links, no compression bombs), then files are read one at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import BinaryIO
+
+from ml_common.errors import (
+    BatchTooLarge,
+    InvalidImage,
+    MLProdError,
+    PayloadTooLarge,
+    UnsafeArchive,
+)
+
+READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError)
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    max_files: int
+    max_bytes: int  # all files uncompressed
+    max_file_bytes: int  # one file; a larger one fails alone
+    max_ratio: float  # uncompressed over compressed
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file of the archive: its bytes, or why it cannot be taken (it fails alone)."""
+
+    name: str
+    data: bytes | None
+    error: MLProdError | None = None
+
+
+def archive_kind(fh: BinaryIO) -> str | None:
+    """ "zip", "tar" (plain or compressed) or None, by content; the position is kept."""
+    start = fh.tell()
+    try:
+        if zipfile.is_zipfile(fh):
+            return "zip"
+        fh.seek(start)
+        try:
+            with tarfile.open(fileobj=fh, mode="r:*"):
+                return "tar"
+        except (tarfile.TarError, EOFError, OSError):
+            return None
+    finally:
+        fh.seek(start)
+
+
+def _safe_name(name: str) -> str:
+    clean = name.replace("\\", "/")
+    parts = clean.split("/")
+    if clean.startswith("/") or ".." in parts or (parts and parts[0].endswith(":")):
+        raise UnsafeArchive(f"the archive path {name!r} escapes the archive")
+    return posixpath.normpath(clean)
+
+
+def _check_totals(count: int, total: int, packed: int, limits: ArchiveLimits) -> None:
+    if count > limits.max_files:
+        raise BatchTooLarge(f"the archive has more than {limits.max_files} files")
+    if total > limits.max_bytes:
+        raise BatchTooLarge(f"the archive unpacks to more than {limits.max_bytes} bytes")
+    if total > limits.max_ratio * max(packed, 1) and total > 1024 * 1024:
+        raise UnsafeArchive(
+            f"the archive unpacks to {total} bytes from {packed}: past the ratio "
+            f"{limits.max_ratio:g} allowed"
+        )
+
+
+def _member(name: str, size: int, read: Callable[[], bytes], limits: ArchiveLimits) -> Member:
+    if size > limits.max_file_bytes:
+        detail = f"{size} bytes, past the limit of {limits.max_file_bytes} per file"
+        return Member(name, None, PayloadTooLarge(detail))
+    try:
+        return Member(name, read())
+    except READ_ERRORS as exc:  # a damaged entry (bad CRC, lying size) fails alone
+        return Member(name, None, InvalidImage(f"the file is damaged in the archive: {exc}"))
+
+
+def _zip_files(
+    archive: zipfile.ZipFile, packed: int, limits: ArchiveLimits
+) -> list[zipfile.ZipInfo]:
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    for info in infos:
+        _safe_name(info.filename)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise UnsafeArchive(f"the archive holds a link: {info.filename!r}")
+    _check_totals(len(infos), sum(i.file_size for i in infos), packed, limits)
+    return infos
+
+
+def _tar_files(
+    archive: tarfile.TarFile, packed: int, limits: ArchiveLimits
+) -> list[tarfile.TarInfo]:
+    members = []
+    for info in archive:  # one pass over the headers, stopped as soon as a limit is passed
+        _safe_name(info.name)
+        if info.issym() or info.islnk() or not (info.isfile() or info.isdir()):
+            raise UnsafeArchive(f"the archive holds a link or special file: {info.name!r}")
+        if info.isfile():
+            members.append(info)
+            _check_totals(len(members), sum(m.size for m in members), packed, limits)
+    return members
+
+
+def _zip_members(fh: BinaryIO, packed: int, limits: ArchiveLimits) -> Iterator[Member]:
+    with zipfile.ZipFile(fh) as archive:
+        for info in _zip_files(archive, packed, limits):
+            read = partial(archive.read, info)
+            yield _member(_safe_name(info.filename), info.file_size, read, limits)
+
+
+def _tar_members(fh: BinaryIO, packed: int, limits: ArchiveLimits) -> Iterator[Member]:
+    with tarfile.open(fileobj=fh, mode="r:*") as archive:
+        for info in _tar_files(archive, packed, limits):
+            extracted = archive.extractfile(info)
+            assert extracted is not None  # a regular file always has a reader
+            yield _member(_safe_name(info.name), info.size, extracted.read, limits)
+
+
+def check_archive(fh: BinaryIO, kind: str, limits: ArchiveLimits) -> int:
+    """The number of files; UnsafeArchive or BatchTooLarge if the archive may not be taken."""
+    start = fh.tell()
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(fh) as archive:
+                return len(_zip_files(archive, _length(fh), limits))
+        with tarfile.open(fileobj=fh, mode="r:*") as archive:
+            return len(_tar_files(archive, _length(fh), limits))
+    except READ_ERRORS as exc:
+        raise UnsafeArchive(f"the archive is damaged: {exc}") from exc
+    finally:
+        fh.seek(start)
+
+
+def read_archive(fh: BinaryIO, kind: str, limits: ArchiveLimits) -> Iterator[Member]:
+    """The archive's files in order, each read when its turn comes (after check_archive)."""
+    members = _zip_members if kind == "zip" else _tar_members
+    try:
+        yield from members(fh, _length(fh), limits)
+    except READ_ERRORS as exc:
+        raise UnsafeArchive(f"the archive is damaged: {exc}") from exc
+
+
+def _length(fh: BinaryIO) -> int:
+    start = fh.tell()
+    size = fh.seek(0, os.SEEK_END)
+    fh.seek(start)
+    return size

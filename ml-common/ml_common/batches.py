@@ -1,0 +1,176 @@
+"""Batch records, per-key batch quotas and idempotency keys: their Redis keys and the API's store.
+
+A batch is a hash (owner, creation time, total) and a list of its items' task ids; each item
+is an ordinary task with its own record (`ml_common.records`), which names its batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from redis import asyncio as aioredis
+
+from ml_common.errors import BatchTooLarge, IdempotencyConflict, backend_errors
+
+BATCH_PREFIX = "mlprod:batch:"
+IDEMPOTENCY_PREFIX = "mlprod:idem:"
+QUOTA_PREFIX = "mlprod:batchquota:"
+QUOTA_WINDOW_S = 24 * 3600
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def batch_key(batch_id: str) -> str:
+    return f"{BATCH_PREFIX}{batch_id}"
+
+
+def batch_items_key(batch_id: str) -> str:
+    """The batch's task ids, in the order of its files."""
+    return f"{BATCH_PREFIX}{batch_id}:items"
+
+
+def idempotency_key(owner: str, key: str) -> str:
+    """One client key, scoped to the API key that sent it; the client's text is hashed."""
+    return f"{IDEMPOTENCY_PREFIX}{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def quota_key(owner: str) -> str:
+    return f"{QUOTA_PREFIX}{owner}"
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch, kept as a Redis hash at `batch_key(batch_id)`."""
+
+    batch_id: str
+    owner: str
+    created_at: datetime
+    total: int = 0
+
+    @classmethod
+    def new(cls, batch_id: str, owner: str) -> BatchRecord:
+        return cls(batch_id, owner, datetime.now(timezone.utc))
+
+    def to_hash(self) -> dict[str, str]:
+        return {
+            "owner": self.owner,
+            "created_at": self.created_at.isoformat(),
+            "total": str(self.total),
+        }
+
+    @classmethod
+    def from_hash(cls, batch_id: str, raw: Mapping[str | bytes, str | bytes]) -> BatchRecord | None:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if "owner" not in fields or "created_at" not in fields:
+            return None
+        return cls(
+            batch_id,
+            fields["owner"],
+            datetime.fromisoformat(fields["created_at"]),
+            int(fields.get("total", "0")),
+        )
+
+
+class BatchStore:
+    """The API's (asyncio) store of batches; Redis failures surface as BackendUnavailable."""
+
+    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+
+    async def create(self, record: BatchRecord) -> None:
+        with backend_errors("the result store is unreachable; nothing was stored"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(batch_key(record.batch_id), mapping=record.to_hash())  # type: ignore[arg-type]
+                pipe.expire(batch_key(record.batch_id), self.ttl_s)
+                await pipe.execute()
+
+    async def add_items(self, batch_id: str, task_ids: list[str]) -> None:
+        """Append task ids to the batch and count them in its total."""
+        if not task_ids:
+            return
+        with backend_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(batch_items_key(batch_id), *task_ids)
+                pipe.expire(batch_items_key(batch_id), self.ttl_s)
+                pipe.hincrby(batch_key(batch_id), "total", len(task_ids))
+                await pipe.execute()
+
+    async def get(self, batch_id: str) -> BatchRecord | None:
+        with backend_errors():
+            fields = await self.redis.hgetall(batch_key(batch_id))
+        return BatchRecord.from_hash(batch_id, fields)
+
+    async def items(self, batch_id: str, start: int = 0, stop: int = -1) -> list[str]:
+        """Task ids from `start` to `stop` (inclusive; -1 is the last)."""
+        with backend_errors():
+            ids = await self.redis.lrange(batch_items_key(batch_id), start, stop)
+        return [_text(i) for i in ids]
+
+    async def take_quota(self, owner: str, items: int, per_day: int) -> None:
+        """Count `items` against the key's daily batch items; BatchTooLarge past `per_day`."""
+        name = quota_key(owner)
+        with backend_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incrby(name, items)
+                pipe.expire(name, QUOTA_WINDOW_S, nx=True)
+                used, _ = await pipe.execute()
+            if used > per_day:
+                await self.redis.decrby(name, items)
+                raise BatchTooLarge(
+                    f"this API key may submit {per_day} batch items a day; "
+                    f"{used - items} were used and this batch has {items}"
+                )
+
+
+class IdempotencyStore:
+    """`Idempotency-Key` claims: the first request with a key does the work, and a retry with
+    the same key and body gets the same id back; Redis's SET NX settles concurrent ones."""
+
+    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+
+    async def claim(self, owner: str, key: str, fingerprint: str, new_id: str) -> str | None:
+        """None when this request owns the key (go on with `new_id`); else the id it got
+        before. IdempotencyConflict when the key came with a different body."""
+        name = idempotency_key(owner, key)
+        value = json.dumps({"fingerprint": fingerprint, "id": new_id})
+        with backend_errors():
+            if await self.redis.set(name, value, nx=True, ex=self.ttl_s):
+                return None
+            raw = await self.redis.get(name)
+        if raw is None:  # expired between the two calls: take it afresh
+            return await self.claim(owner, key, fingerprint, new_id)
+        earlier = json.loads(raw)
+        if earlier["fingerprint"] != fingerprint:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
+        return str(earlier["id"])
+
+    @asynccontextmanager
+    async def once(
+        self, owner: str, key: str | None, fingerprint: str, new_id: str
+    ) -> AsyncIterator[str | None]:
+        """Yield the id an earlier request with `key` got, or None to do the work now (a
+        failure inside then releases the key). Without a key, always None."""
+        earlier = await self.claim(owner, key, fingerprint, new_id) if key else None
+        if earlier is not None or key is None:
+            yield earlier
+            return
+        try:
+            yield None
+        except BaseException:
+            await self.release(owner, key)
+            raise
+
+    async def release(self, owner: str, key: str) -> None:
+        """Forget a claim whose request failed, so that a retry can do the work."""
+        with backend_errors():
+            await self.redis.delete(idempotency_key(owner, key))

@@ -1,0 +1,229 @@
+"""The mlprod API as Python calls, sync (`Client`) and async (`AsyncClient`); needs only httpx.
+
+Both build the same requests (`_Requests`) and read the same answers; only sending differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+
+FINAL = frozenset({"succeeded", "failed", "cancelled"})
+Source = Path | str | bytes
+Named = Source | tuple[str, Source]  # a source, or (the name the API should keep, source)
+
+
+class ApiError(Exception):
+    """An error answer of the API: its HTTP status, machine-readable code and detail."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status, self.code, self.detail = status, code, detail
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    batch_id: str
+    total: int
+    counts: dict[str, int]
+    finished: bool
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(state, 0) for state in FINAL)
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    if response.is_success:
+        return response
+    try:
+        body = response.json()
+        code, detail = str(body.get("code", "error")), str(body.get("detail", ""))
+    except ValueError:
+        code, detail = "error", response.text[:200]
+    raise ApiError(response.status_code, code, detail)
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    body: dict[str, Any] = _checked(response).json()
+    return body
+
+
+def _progress(response: httpx.Response) -> BatchProgress:
+    b = _json(response)
+    return BatchProgress(b["batch_id"], b["total"], b["counts"], b["finished"], b["items"])
+
+
+def _file_part(item: Named, name: str | None, stack: ExitStack) -> tuple[str, Any]:
+    source: Source = item[1] if isinstance(item, tuple) else item
+    if isinstance(item, tuple):
+        name = item[0]
+    if isinstance(source, bytes):
+        return name or "image", source
+    path = Path(source)
+    handle: BinaryIO = stack.enter_context(path.open("rb"))
+    return name or path.name, handle
+
+
+class _Requests:
+    """The requests of each call, built once for both clients."""
+
+    def __init__(self, api_url: str, api_key: str, timeout: float) -> None:
+        self.http_args: dict[str, Any] = {
+            "base_url": api_url.rstrip("/") + "/api/v1",
+            "headers": {"Authorization": f"Bearer {api_key}"},
+            "timeout": timeout,
+        }
+
+    @classmethod
+    def detect(
+        cls, image: Named, name: str | None, model: str | None, key: str | None,
+        stack: ExitStack,
+    ) -> dict[str, Any]:  # fmt: skip
+        return cls.upload("/detections", [("file", _file_part(image, name, stack))], model, key)
+
+    @classmethod
+    def batch(
+        cls, images: Iterable[Named], model: str | None, key: str | None, stack: ExitStack
+    ) -> dict[str, Any]:
+        files = [("files", _file_part(image, None, stack)) for image in images]
+        return cls.upload("/batches", files, model, key)
+
+    @staticmethod
+    def upload(
+        route: str, files: list[tuple[str, Any]], model: str | None, key: str | None
+    ) -> dict[str, Any]:
+        return {
+            "method": "POST",
+            "url": route,
+            "files": files,
+            "data": {"model": model} if model else None,
+            "headers": {"Idempotency-Key": key} if key else None,
+        }
+
+
+class Client:
+    """The sync client: `with Client(url, key) as api: api.detect("cat.jpg")`."""
+
+    def __init__(self, api_url: str, api_key: str, timeout: float = 120) -> None:
+        self._http = httpx.Client(**_Requests(api_url, api_key, timeout).http_args)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def detect(
+        self, image: Source, *, name: str | None = None, model: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:  # fmt: skip
+        """Submit one image; returns its task id."""
+        with ExitStack() as stack:
+            request = _Requests.detect(image, name, model, idempotency_key, stack)
+            return str(_json(self._http.request(**request))["task_id"])
+
+    def task(self, task_id: str, wait: float = 0) -> dict[str, Any]:
+        """The task's status; with `wait`, up to that many seconds for it to finish."""
+        params = {"wait": wait}
+        return _json(self._http.get(f"/detections/{task_id}", params=params, timeout=wait + 30))
+
+    def create_batch(
+        self, images: Iterable[Named], *, model: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:  # fmt: skip
+        """Submit many images (or one zip/tar archive) as one batch; returns its id."""
+        with ExitStack() as stack:
+            request = _Requests.batch(images, model, idempotency_key, stack)
+            return str(_json(self._http.request(**request))["batch_id"])
+
+    def batch(self, batch_id: str, offset: int = 0, limit: int = 100) -> BatchProgress:
+        params = {"offset": offset, "limit": limit}
+        return _progress(self._http.get(f"/batches/{batch_id}", params=params))
+
+    def wait_batch(
+        self, batch_id: str, on_progress: Callable[[BatchProgress], None] | None = None,
+        poll_s: float = 1.0,
+    ) -> BatchProgress:  # fmt: skip
+        """Poll the batch until every item is finished, reporting progress on the way."""
+        while not (progress := self.batch(batch_id, limit=1)).finished:
+            if on_progress:
+                on_progress(progress)
+            time.sleep(poll_s)
+        return progress
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return _json(self._http.delete(f"/detections/{task_id}"))
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return _json(self._http.delete(f"/batches/{batch_id}"))
+
+    def export(self, batch_id: str, fmt: str = "jsonl") -> bytes:
+        """The batch as jsonl, csv, coco or zip (annotated images)."""
+        params = {"format": fmt}
+        return _checked(self._http.get(f"/batches/{batch_id}/export", params=params)).content
+
+
+class AsyncClient:
+    """The async client: `async with AsyncClient(url, key) as api: await api.detect(...)`."""
+
+    def __init__(self, api_url: str, api_key: str, timeout: float = 120) -> None:
+        self._http = httpx.AsyncClient(**_Requests(api_url, api_key, timeout).http_args)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def detect(
+        self, image: Source, *, name: str | None = None, model: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:  # fmt: skip
+        with ExitStack() as stack:
+            request = _Requests.detect(image, name, model, idempotency_key, stack)
+            return str(_json(await self._http.request(**request))["task_id"])
+
+    async def task(self, task_id: str, wait: float = 0) -> dict[str, Any]:
+        params = {"wait": wait}
+        response = await self._http.get(f"/detections/{task_id}", params=params, timeout=wait + 30)
+        return _json(response)
+
+    async def create_batch(
+        self, images: Sequence[Named], *, model: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:  # fmt: skip
+        with ExitStack() as stack:
+            request = _Requests.batch(images, model, idempotency_key, stack)
+            return str(_json(await self._http.request(**request))["batch_id"])
+
+    async def batch(self, batch_id: str, offset: int = 0, limit: int = 100) -> BatchProgress:
+        params = {"offset": offset, "limit": limit}
+        return _progress(await self._http.get(f"/batches/{batch_id}", params=params))
+
+    async def wait_batch(self, batch_id: str, poll_s: float = 1.0) -> BatchProgress:
+        while not (progress := await self.batch(batch_id, limit=1)).finished:
+            await asyncio.sleep(poll_s)
+        return progress
+
+    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return _json(await self._http.delete(f"/batches/{batch_id}"))
+
+    async def export(self, batch_id: str, fmt: str = "jsonl") -> bytes:
+        params = {"format": fmt}
+        response = await self._http.get(f"/batches/{batch_id}/export", params=params)
+        return _checked(response).content

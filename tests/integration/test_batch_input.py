@@ -1,0 +1,167 @@
+"""Bad batch input against the API on real Redis (and a Redis broker with no worker): unsafe
+archives, limits, another key's batch. Each is refused with a clear error before work starts."""
+
+from __future__ import annotations
+
+import io
+import stat
+import tarfile
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from ml_api.app import create_app
+from ml_common.apikeys import ApiKeyStore
+from ml_common.settings import Settings
+from tests.conftest import encode, need, reachable
+from tests.integration.test_api_input import BROKER_DB, RESULTS_DB, input_settings, stored_files
+
+pytestmark = pytest.mark.integration
+Api = tuple[TestClient, dict[str, str]]
+
+
+def jpeg(seed: int = 0) -> bytes:
+    return encode(Image.new("RGB", (40, 30), (seed % 256, 90, 160)))
+
+
+def zipped(entries: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            info = zipfile.ZipInfo(name)
+            if name in links:
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, data, zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def tarred_with_link() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as archive:
+        info = tarfile.TarInfo("a.jpg")
+        data = jpeg()
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("passwd.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def settings_small(tmp_path: Path) -> Settings:
+    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    return input_settings(
+        tmp_path, batch_max_files=4, batch_max_bytes=3_000_000, archive_max_ratio=50,
+        batch_max_items_per_key_per_day=6,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def api(settings_small: Settings) -> Iterator[Api]:
+    plain, _ = ApiKeyStore(settings_small.api_keys_path).create("tests")
+    with TestClient(create_app(settings_small), raise_server_exceptions=False) as client:
+        yield client, {"Authorization": f"Bearer {plain}"}
+    for url in (RESULTS_DB, BROKER_DB):
+        redis.Redis.from_url(url).flushdb()
+
+
+def post_batch(api: Api, parts: list[tuple[str, bytes]], **headers: str) -> object:
+    client, auth = api
+    files = [("files", (name, data, "application/octet-stream")) for name, data in parts]
+    return client.post("/api/v1/batches", files=files, headers={**auth, **headers})
+
+
+@pytest.mark.parametrize(
+    ("archive", "code"),
+    [
+        (zipped({"../escape.jpg": jpeg()}), "unsafe_archive"),
+        (zipped({"/etc/cron.d/x.jpg": jpeg()}), "unsafe_archive"),
+        (zipped({"ok.jpg": jpeg(), "link.jpg": b"/etc/passwd"}, links=("link.jpg",)),
+         "unsafe_archive"),
+        (tarred_with_link(), "unsafe_archive"),
+        (zipped({"bomb.jpg": b"\0" * 2_500_000}), "unsafe_archive"),
+        (zipped({f"{i}.jpg": jpeg(i) for i in range(5)}), "batch_too_large"),
+    ],
+    ids=["dot-dot-path", "absolute-path", "zip-symlink", "tar-symlink", "zip-bomb-ratio",
+         "too-many-files"],
+)  # fmt: skip
+def test_unsafe_or_oversized_archive_is_refused_before_any_work(
+    api: Api, settings_small: Settings, archive: bytes, code: str
+) -> None:
+    r = post_batch(api, [("photos.zip", archive)])
+    assert r.status_code in (413, 422), r.text  # type: ignore[attr-defined]
+    assert r.json()["code"] == code  # type: ignore[attr-defined]
+    assert stored_files(settings_small) == []
+
+
+def test_batch_without_files_is_refused(api: Api) -> None:
+    client, auth = api
+    r = client.post("/api/v1/batches", files={"other": ("a.jpg", jpeg())}, headers=auth)
+    assert r.status_code == 422 and r.json()["code"] == "empty_batch", r.text
+    r = client.post("/api/v1/batches", data={"model": ""}, headers=auth)
+    assert r.status_code == 415, r.text
+
+
+def test_more_parts_than_the_file_limit_is_refused(api: Api) -> None:
+    r = post_batch(api, [(f"{i}.jpg", jpeg(i)) for i in range(6)])
+    assert r.status_code == 413 and r.json()["code"] == "batch_too_large", r.text  # type: ignore[attr-defined]
+
+
+def test_batch_over_the_byte_limit_is_refused(api: Api) -> None:
+    r = post_batch(api, [(f"{i}.jpg", b"\xff" * 1_000_000) for i in range(4)])
+    assert r.status_code == 413, r.text  # type: ignore[attr-defined]
+
+
+def test_a_non_image_in_a_batch_fails_alone(api: Api, settings_small: Settings) -> None:
+    r = post_batch(api, [("a.jpg", jpeg(1)), ("notes.txt", b"plain text"), ("b.jpg", jpeg(2))])
+    assert r.status_code == 202, r.text  # type: ignore[attr-defined]
+    client, auth = api
+    body = client.get(f"/api/v1/batches/{r.json()['batch_id']}", headers=auth).json()  # type: ignore[attr-defined]
+    assert [i["status"] for i in body["items"]] == ["queued", "failed", "queued"]
+    assert body["items"][1]["error"]["type"] == "unsupported_media_type"
+    assert len(stored_files(settings_small)) == 2
+
+
+def test_the_daily_quota_of_batch_items_per_key(api: Api) -> None:
+    assert post_batch(api, [(f"{i}.jpg", jpeg(i)) for i in range(4)]).status_code == 202  # type: ignore[attr-defined]
+    r = post_batch(api, [(f"{i}.jpg", jpeg(i)) for i in range(3)])
+    assert r.status_code == 413 and "a day" in r.json()["detail"], r.text  # type: ignore[attr-defined]
+
+
+def test_unknown_or_another_keys_batch_is_404(api: Api, settings_small: Settings) -> None:
+    client, auth = api
+    batch_id = post_batch(api, [("a.jpg", jpeg())]).json()["batch_id"]  # type: ignore[attr-defined]
+    other, _ = ApiKeyStore(settings_small.api_keys_path).create("other")
+    theirs = {"Authorization": f"Bearer {other}"}
+    for path in ("", "/export", "/events"):
+        assert client.get(f"/api/v1/batches/{batch_id}{path}", headers=theirs).status_code == 404
+    assert client.delete(f"/api/v1/batches/{batch_id}", headers=theirs).status_code == 404
+    assert client.get(f"/api/v1/batches/{uuid.uuid4()}", headers=auth).status_code == 404
+
+
+def test_an_idempotency_key_with_another_body_is_409(api: Api) -> None:
+    key = {"Idempotency-Key": "retry-1"}
+    first = post_batch(api, [("a.jpg", jpeg(1))], **key)
+    again = post_batch(api, [("a.jpg", jpeg(1))], **key)
+    assert first.json()["batch_id"] == again.json()["batch_id"]  # type: ignore[attr-defined]
+    r = post_batch(api, [("a.jpg", jpeg(2))], **key)
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_key_reused"  # type: ignore[attr-defined]
+
+
+def test_cancel_a_queued_task_then_again(api: Api) -> None:
+    client, auth = api
+    r = client.post("/api/v1/detections", files={"file": ("a.jpg", jpeg(), "image/jpeg")},
+                    headers=auth)  # fmt: skip
+    task_id = r.json()["task_id"]
+    first = client.delete(f"/api/v1/detections/{task_id}", headers=auth).json()
+    assert first["changed"] is True
+    status = client.get(f"/api/v1/detections/{task_id}", headers=auth).json()
+    assert status["status"] == "cancelled" and status["finished_at"]
+    assert client.delete(f"/api/v1/detections/{task_id}", headers=auth).json()["changed"] is False

@@ -1,0 +1,227 @@
+"""Batches, cancel, idempotent submits and exports against the real stack (worker, model,
+broker, Redis)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import signal
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import LiveStack, encode, launch_stack, photo
+
+pytestmark = pytest.mark.integration
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+def tiny_jpeg(seed: int) -> bytes:
+    """A small, distinct JPEG: the model still runs, but decoding costs next to nothing."""
+    return encode(Image.new("RGB", (48, 32), (seed % 251, (seed * 7) % 251, (seed * 13) % 251)))
+
+
+def zip_of(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def post_batch(
+    live: LiveStack, files: list[tuple[str, bytes, str]], **headers: str
+) -> httpx.Response:
+    return httpx.post(
+        f"{live.api_url}/api/v1/batches",
+        files=[("files", f) for f in files],
+        headers={**live.headers(), **headers},
+        timeout=300,
+    )
+
+
+def batch_status(live: LiveStack, batch_id: str, **params: Any) -> dict[str, Any]:
+    r = httpx.get(
+        f"{live.api_url}/api/v1/batches/{batch_id}",
+        params=params,
+        headers=live.headers(),
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def wait_batch(live: LiveStack, batch_id: str, timeout_s: float = 600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = batch_status(live, batch_id, limit=1)
+        if body["finished"]:
+            return body
+        time.sleep(1)
+    raise AssertionError(f"batch {batch_id} not finished after {timeout_s}s: {body['counts']}")
+
+
+def export(live: LiveStack, path: str, fmt: str) -> httpx.Response:
+    r = httpx.get(
+        f"{live.api_url}/api/v1/{path}/export",
+        params={"format": fmt},
+        headers=live.headers(),
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    return r
+
+
+def inferences(live: LiveStack) -> dict[str, int]:
+    """How many times the model ran per task id, from the workers' logs."""
+    counts: dict[str, int] = {}
+    for log in live.stack.log_dir.glob("worker*.log"):
+        for task_id in re.findall(r"task ([0-9a-f-]{36}): detected", log.read_text()):
+            counts[task_id] = counts.get(task_id, 0) + 1
+    return counts
+
+
+def test_batch_of_images_and_a_non_image_exports_every_format(live_stack: LiveStack) -> None:
+    live = live_stack
+    cat = encode(photo("chelsea"), quality=90)
+    files = [("cat.jpg", cat, "image/jpeg"), ("notes.txt", b"hello", "text/plain"),
+             ("red.jpg", tiny_jpeg(1), "image/jpeg")]  # fmt: skip
+    r = post_batch(live, files)
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["batch_id"]
+    assert r.json()["total"] == 3
+    done = wait_batch(live, batch_id)
+    assert done["counts"]["succeeded"] == 2 and done["counts"]["failed"] == 1
+    page = batch_status(live, batch_id)["items"]
+    assert [i["file_name"] for i in page] == ["cat.jpg", "notes.txt", "red.jpg"]
+    assert page[1]["error"]["type"] == "unsupported_media_type"
+
+    lines = [json.loads(x) for x in export(live, f"batches/{batch_id}", "jsonl").text.splitlines()]
+    assert sorted(x["file_name"] for x in lines) == ["cat.jpg", "notes.txt", "red.jpg"]
+    rows = list(csv.DictReader(io.StringIO(export(live, f"batches/{batch_id}", "csv").text)))
+    assert any(row["file_name"] == "cat.jpg" and row["label"] == "cat" for row in rows)
+    coco = export(live, f"batches/{batch_id}", "coco").json()
+    assert {i["file_name"] for i in coco["images"]} == {"cat.jpg", "red.jpg"}
+    zipped = zipfile.ZipFile(io.BytesIO(export(live, f"batches/{batch_id}", "zip").content))
+    assert sorted(zipped.namelist()) == ["cat.jpg", "red.jpg"]
+    assert Image.open(io.BytesIO(zipped.read("cat.jpg"))).size == photo("chelsea").size
+
+    task_id = page[0]["task_id"]
+    single = export(live, f"detections/{task_id}", "csv")
+    assert 'filename="cat.csv"' in single.headers["content-disposition"]
+
+
+def test_batch_from_a_zip_archive(live_stack: LiveStack) -> None:
+    live = live_stack
+    archive = zip_of({f"dir/img{i}.jpg": tiny_jpeg(i) for i in range(5)})
+    r = post_batch(live, [("photos.zip", archive, "application/zip")])
+    assert r.status_code == 202, r.text
+    done = wait_batch(live, r.json()["batch_id"])
+    assert done["total"] == 5 and done["counts"]["succeeded"] == 5
+
+
+def test_cancel_a_queued_task_and_a_finished_one(live_stack: LiveStack) -> None:
+    live = live_stack
+    task_id = live.submit(tiny_jpeg(3)).json()["task_id"]
+    final = live.wait_final(task_id)
+    r = httpx.delete(f"{live.api_url}/api/v1/detections/{task_id}", headers=live.headers())
+    assert r.status_code == 200 and r.json()["changed"] is False, r.text
+    assert live.status(task_id).json()["status"] == final["status"] == "succeeded"
+
+
+def test_same_idempotency_key_twice_at_once_makes_one_task(live_stack: LiveStack) -> None:
+    live = live_stack
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    data = tiny_jpeg(5)
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{live.api_url}/api/v1/detections",
+            files={"file": ("a.jpg", data, "image/jpeg")},
+            headers={**live.headers(), **key},
+            timeout=30,
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(post, range(2))
+    assert first.status_code == second.status_code == 202, (first.text, second.text)
+    assert first.json()["task_id"] == second.json()["task_id"]
+    other = httpx.post(
+        f"{live.api_url}/api/v1/detections",
+        files={"file": ("a.jpg", tiny_jpeg(6), "image/jpeg")},
+        headers={**live.headers(), **key},
+        timeout=30,
+    )
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_key_reused"
+    again = post_batch(live, [("a.jpg", data, "image/jpeg")], **key)
+    assert again.status_code == 409  # the key is the client's, whatever the route
+
+
+@pytest.fixture(scope="module")
+def lone_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    with launch_stack("rabbitmq-redis", tmp_path_factory.mktemp("batch-stack")) as live:
+        yield live
+
+
+def test_cancel_a_500_item_batch_no_cancelled_item_runs_the_model(lone_worker: LiveStack) -> None:
+    live = lone_worker
+    archive = zip_of({f"img{i:03}.jpg": tiny_jpeg(i) for i in range(500)})
+    batch_id = post_batch(live, [("many.zip", archive, "application/zip")]).json()["batch_id"]
+    r = httpx.delete(f"{live.api_url}/api/v1/batches/{batch_id}", headers=live.headers())
+    assert r.status_code == 200 and r.json()["changed"] is True, r.text
+    done = wait_batch(live, batch_id)
+    items = batch_status(live, batch_id, limit=1000)["items"]
+    cancelled = {i["task_id"] for i in items if i["status"] == "cancelled"}
+    assert len(cancelled) > 400 and done["counts"]["cancelled"] == len(cancelled)
+    _drain(live, items)
+    ran = inferences(live)
+    assert not cancelled & set(ran), sorted(cancelled & set(ran))[:5]
+
+
+def _drain(live: LiveStack, items: list[dict[str, Any]]) -> None:
+    """Wait until the worker has taken the last item off the queue (it marks it cancelled)."""
+    last = items[-1]["task_id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if any(f"task {last}: cancelled" in p.read_text()
+               for p in live.stack.log_dir.glob("worker*.log")):  # fmt: skip
+            return
+        time.sleep(1)
+    raise AssertionError("the worker never reached the last cancelled item")
+
+
+def test_1000_images_with_the_worker_killed_halfway(lone_worker: LiveStack, tmp_path: Path) -> None:
+    live = lone_worker
+    names = [f"photo-{i:04}.jpg" for i in range(1000)]
+    files = {name: tiny_jpeg(i) for i, name in enumerate(names)}
+    files[names[0]] = encode(photo("chelsea"), quality=90)  # so the COCO export has boxes
+    r = post_batch(live, [("thousand.zip", zip_of(files), "application/zip")])
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["batch_id"]
+    while batch_status(live, batch_id, limit=1)["counts"]["succeeded"] < 500:
+        time.sleep(1)
+    live.stack.stop_process("worker", signal.SIGKILL)
+    live.stack.start_worker("worker2")
+    done = wait_batch(live, batch_id, timeout_s=1200)
+    assert done["counts"]["succeeded"] + done["counts"]["failed"] == 1000, done["counts"]
+    lines = export(live, f"batches/{batch_id}", "jsonl").text.splitlines()
+    assert sorted(json.loads(x)["file_name"] for x in lines) == names
+    coco_path = tmp_path / "coco.json"
+    coco_path.write_bytes(export(live, f"batches/{batch_id}", "coco").content)
+    from pycocotools.coco import COCO
+
+    ground = COCO(str(coco_path))
+    assert len(ground.getImgIds()) == done["counts"]["succeeded"]
+    detections = ground.loadRes(ground.dataset["annotations"])
+    assert detections.getAnnIds()
