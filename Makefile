@@ -15,7 +15,7 @@ RUN_MODELS ?= yolox-nano,nanodet-g-416
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install model run test test-unit test-integration test-browser bench bench-accuracy bench-peers lint format typecheck clean
+.PHONY: help install model run test test-unit test-integration test-browser bench eval bench-accuracy bench-peers lint format typecheck clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -26,7 +26,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[all,dev]"
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the project with every extra
+AXE := tests/browser/node_modules/axe-core/axe.min.js
+$(AXE): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(STAMP) $(AXE) ## create .venv and install the project with every extra (and axe-core for the browser tests)
 
 $(MODEL_DIR)/model.tflite: | $(STAMP)
 	$(PY) -m ml_celery.model_prep.prepare_model --out $(MODEL_DIR)
@@ -60,6 +65,9 @@ test-browser: install model ## browser tests (Playwright + Debian's Chromium)
 
 bench: install model ## benchmarks on the photo mix: ceiling, stages, memory, end to end; JSON into bench/results/
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+eval: install model ## COCO AP, AP50, AP S/M/L and images/s of each served model through the worker's code path (bench/results/eval-*.json)
+	$(PY) bench/eval.py $(BENCH_ARGS)
 
 bench-accuracy: install model ## COCO AP of the worker's code path vs full decoding (eval set, and at 12 MP)
 	$(PY) bench/accuracy.py $(BENCH_ARGS)

@@ -30,12 +30,23 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
+DESKTOP = {"viewport": {"width": 1366, "height": 900}}
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
+
+
 @dataclass(frozen=True)
 class WebClient:
     url: str
     user: str
     password: str
     backend: str
+    other_user: str = ""
 
 
 @pytest.fixture(scope="session")
@@ -55,18 +66,20 @@ def web_client(
     """The web client, started by the live stack as `make run` starts it, with a user of ours."""
     password = secrets.token_urlsafe(16)
     user = f"tester-{secrets.token_hex(3)}"  # a fresh history in the shared Redis
+    other = f"other-{secrets.token_hex(3)}"
+    hashed = PasswordHasher().hash(password)
     stack = live_stack.stack
     stack.start_client(
         live_stack.api_key,
         {
-            "ML_CLIENT_USERS": f"{user}:{PasswordHasher().hash(password)}",
+            "ML_CLIENT_USERS": f"{user}:{hashed},{other}:{hashed}",
             "ML_STORAGE_DIR": str(tmp_path_factory.mktemp("web-client") / "storage"),
             "ML_SECRET_KEY": secrets.token_urlsafe(32),
         },
     )
     try:
         wait_http(f"{stack.client_url}/healthz", 60, stack.procs["client"])
-        yield WebClient(stack.client_url, user, password, live_stack.backend)
+        yield WebClient(stack.client_url, user, password, live_stack.backend, other)
     finally:
         stack.stop_process("client")
 
@@ -100,6 +113,37 @@ def signed_in_state(
 
 
 @pytest.fixture(scope="session")
+def axe_script() -> Path:
+    """axe-core from the npm registry, installed by `make install` (tests/browser/package.json)."""
+    if not AXE.exists():
+        reason = f"{AXE} is missing: run `make install` (npm ci --prefix tests/browser)"
+        if os.environ.get("ML_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason} (ML_REQUIRE_SERVICES=1 forbids skipping)")
+        pytest.skip(reason)
+    return AXE
+
+
+@pytest.fixture(scope="session", params=["desktop", "phone"])
+def screen(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """The two screens every page test runs on: 1366 x 900, and a 390 x 844 phone."""
+    name: str = request.param
+    return name, DESKTOP if name == "desktop" else PHONE
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """scikit-image's photos as PNG files named after them."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("skimage")
+    images = {"chelsea": data.chelsea(), "motorcycle_left": data.stereo_motorcycle()[0]}
+    paths = {name: folder / f"{name}.png" for name in images}
+    for name, pixels in images.items():
+        Image.fromarray(pixels).save(paths[name])
+    return paths
+
+
+@pytest.fixture(scope="session")
 def astronaut_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from skimage import data
 
@@ -112,3 +156,31 @@ def astronaut_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@dataclass
+class Page:
+    """A signed-in page on one screen, with the console errors it logged."""
+
+    page: Any
+    screen: str
+    errors: list[str]
+
+
+@pytest.fixture
+def signed_in(
+    browser: Any, web_client: WebClient, signed_in_state: Path, screen: tuple[str, dict[str, Any]]
+) -> Iterator[Page]:
+    name, options = screen
+    context = browser.new_context(
+        base_url=web_client.url,
+        storage_state=signed_in_state,
+        permissions=["clipboard-read", "clipboard-write"],
+        **options,
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto("/")
+    yield Page(page, name, errors)
+    context.close()

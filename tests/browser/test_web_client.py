@@ -22,6 +22,7 @@ def _expect() -> Any:
 def _upload_and_wait(page: Any, photo: Path) -> Any:
     """Upload through the file picker; returns the card once its result is shown."""
     expect = _expect()
+    page.wait_for_selector("html[data-ready]", state="attached")
     page.get_by_label("Choose images…").set_input_files(str(photo))
     card = page.get_by_test_id("task-card").filter(has_text=photo.name).first
     expect(card.get_by_test_id("task-status")).to_have_text("Done", timeout=DETECTION_TIMEOUT_MS)
@@ -103,6 +104,7 @@ def test_a_file_that_is_not_an_image_is_explained_on_its_card(
     page.goto("/")
     fake = tmp_path / "holiday.png"
     fake.write_bytes(b"this is text, not a PNG")
+    page.wait_for_selector("html[data-ready]", state="attached")
     page.get_by_label("Choose images…").set_input_files(str(fake))
     card = page.get_by_test_id("task-card").filter(has_text="holiday.png").first
     expect(card.get_by_test_id("task-error")).to_contain_text("Not an image", timeout=30_000)

@@ -48,3 +48,4 @@ cardList.addEventListener("click", (e) => {
 
 wireCompactView();
 loadHistory();
+document.documentElement.dataset.ready = "true"; // every listener is in place (the tests wait)

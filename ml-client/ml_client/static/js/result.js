@@ -104,6 +104,7 @@ export function renderResult(card, status) {
   img.width = W;
   img.height = H;
   img.alt = `${st.filename} with the detected objects outlined`;
+  part(card, "overlay").setAttribute("aria-label", `Boxes around the ${plural(st.detections.length, "object", "objects")} found`);
   img.addEventListener("error", () => {
     if (img.dataset.fallback) return;
     img.dataset.fallback = "1";
