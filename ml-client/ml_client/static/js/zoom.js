@@ -1,4 +1,4 @@
-// An image seen large: a dialog with zoom buttons, the mouse wheel, and drag (or swipe) to pan.
+// An image seen large: a dialog with zoom buttons or Ctrl+wheel, and drag (or swipe) to pan.
 import { part } from "./util.js";
 
 const dialog = document.getElementById("zoom");
@@ -45,7 +45,7 @@ dialog.addEventListener("click", (e) => {
 view.addEventListener(
   "wheel",
   (e) => {
-    if (!e.ctrlKey && !e.metaKey && step === 0 && e.deltaY > 0) return;
+    if (!e.ctrlKey && !e.metaKey) return; // the plain wheel scrolls (pans)
     e.preventDefault();
     const r = view.getBoundingClientRect();
     setZoom(step + (e.deltaY < 0 ? 1 : -1), [e.clientX - r.left, e.clientY - r.top]);
