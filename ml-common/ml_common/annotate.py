@@ -22,31 +22,66 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+Rect = tuple[float, float, float, float]  # x, y, width, height
+
+
+def _clear(spot: Rect, placed: list[Rect]) -> bool:
+    x, y, w, h = spot
+    return not any(
+        x < px + pw and px < x + w and y < py + ph and py < y + h for px, py, pw, ph in placed
+    )
+
+
+def _spots(box: Box, w: float, h: float, size: tuple[int, int]) -> list[Rect]:
+    """Where a tag may go, best first: above the box, in its corner, top right, below it."""
+    width, height = size
+    wanted = [
+        (box.x_min, box.y_min - h), (box.x_min, box.y_min),
+        (box.x_max - w, box.y_min - h), (box.x_min, box.y_max), (box.x_min, box.y_max - h),
+    ]  # fmt: skip
+    return [
+        (min(max(x, 0), max(width - w, 0)), min(max(y, 0), max(height - h, 0)), w, h)
+        for x, y in wanted
+    ]
+
+
+def place_tags(
+    boxes: Sequence[Box], sizes: Sequence[tuple[float, float]], size: tuple[int, int]
+) -> list[Rect]:
+    """A spot per tag, in the order given (strongest first): the first one that no earlier tag
+    covers, else the nearest clear one sliding down or up from the best (as the page does)."""
+    placed: list[Rect] = []
+    for box, (w, h) in zip(boxes, sizes, strict=True):
+        spots = _spots(box, w, h, size)
+        spot = next((s for s in spots if _clear(s, placed)), None)
+        x, y = spots[0][:2]
+        slides = ((x, y + sign * step * h / 2, w, h) for step in range(1, 200) for sign in (1, -1))
+        fits = (s for s in slides if 0 <= s[1] <= size[1] - h and _clear(s, placed))
+        placed.append(spot or next(fits, spots[0]))
+    return placed
+
+
 def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Image.Image:
-    """A copy of the RGB `image` with a box and a "label score" tag for each detection."""
+    """A copy of the RGB `image` with a box and a "label score" tag for each detection; the
+    strongest is drawn last, and tags are moved apart so that every one stays readable."""
     annotated = image.convert("RGB")  # always a copy, so the caller's image stays untouched
     draw = ImageDraw.Draw(annotated)
     short_side = min(annotated.size)
-    line_width = max(2, short_side // 200)
+    pad = max(2, short_side // 200)  # the line width, and the tag's padding
     font = _font(max(12, short_side // 40))
-    for detection in sorted(detections, key=lambda d: d.score):
-        colour = class_colour(detection.class_id)
-        box = detection.box
-        draw.rectangle(
-            (box.x_min, box.y_min, box.x_max, box.y_max), outline=colour, width=line_width
-        )
-        caption = f"{detection.label} {round(detection.score * 100)}%"
-        left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
-        tag_w, tag_h = right - left + 2 * line_width, bottom - top + 2 * line_width
-        tag_x = min(max(box.x_min, 0), max(annotated.width - tag_w, 0))
-        tag_y = box.y_min - tag_h if box.y_min >= tag_h else box.y_min
-        draw.rectangle((tag_x, tag_y, tag_x + tag_w, tag_y + tag_h), fill=colour)
-        draw.text(
-            (tag_x + line_width - left, tag_y + line_width - top),
-            caption,
-            fill=text_colour(colour),
-            font=font,
-        )
+    strongest = sorted(detections, key=lambda d: d.score, reverse=True)
+    captions = [f"{d.label} {round(d.score * 100)}%" for d in strongest]
+    extents = [draw.textbbox((0, 0), caption, font=font) for caption in captions]
+    sizes = [(r - left + 2 * pad, b - t + 2 * pad) for left, t, r, b in extents]
+    tags = place_tags([d.box for d in strongest], sizes, annotated.size)
+    for d, caption, (left, top, _, _), (x, y, w, h) in reversed(
+        list(zip(strongest, captions, extents, tags, strict=True))
+    ):
+        colour = class_colour(d.class_id)
+        box = (d.box.x_min, d.box.y_min, d.box.x_max, d.box.y_max)
+        draw.rectangle(box, outline=colour, width=pad)
+        draw.rectangle((x, y, x + w, y + h), fill=colour)
+        draw.text((x + pad - left, y + pad - top), caption, fill=text_colour(colour), font=font)
     return annotated
 
 
@@ -77,3 +112,20 @@ def warm_up() -> None:
     box = Box(x_min=8, y_min=8, x_max=64, y_max=64)
     person = Detection(label="person", class_id=0, score=1.0, box=box, box_normalized=box)
     draw_detections(Image.new("RGB", (640, 480)), [person]).save(io.BytesIO(), format="JPEG")
+
+
+def annotated_url(
+    storage: Storage,
+    upload_key: str,
+    detections: Sequence[Detection],
+    max_pixels: int,
+    expires_s: int,
+) -> str | None:
+    """A URL of the stored annotated JPEG valid for `expires_s` (drawn and stored first if need
+    be), so the client fetches it from the bucket; None when URLs are off or the storage is a
+    folder, which has none."""
+    key = storage.annotated_key(upload_key, "jpg")
+    url = storage.presigned_url(key, expires_s) if expires_s > 0 else None
+    if url is not None and not storage.exists(key):
+        annotated_image(storage, upload_key, detections, max_pixels)
+    return url

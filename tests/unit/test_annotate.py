@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ml_common.annotate import annotated_image, draw_detections, warm_up
+from ml_common.annotate import annotated_image, draw_detections, place_tags, warm_up
 from ml_common.errors import TaskNotFound
 from ml_common.palette import class_colour, contrast, hex_rgb, palette_json, text_colour
 from ml_common.schemas import Box, Detection
@@ -112,3 +112,20 @@ def test_no_annotated_image_without_its_upload(tmp_path: Path) -> None:
 
 def test_warm_up_draws_without_error() -> None:
     warm_up()
+
+
+def test_tags_that_would_collide_are_moved_apart_the_strongest_keeps_its_spot() -> None:
+    same = Box(x_min=20, y_min=40, x_max=180, y_max=95)
+    inner = Box(x_min=22, y_min=42, x_max=170, y_max=90)
+    tags = place_tags([same, inner, same], [(60, 12), (60, 12), (50, 12)], (200, 100))
+    assert tags[0] == (20, 28, 60, 12)  # above its box, as if alone
+    for (ax, ay, aw, ah), (bx, by, bw, bh) in itertools.combinations(tags, 2):
+        assert not (ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah)
+    assert all(0 <= x <= 200 - w and 0 <= y <= 100 - h for x, y, w, h in tags)
+
+
+def test_the_strongest_box_is_drawn_on_top() -> None:
+    weak, strong = detection(2, "car", (20, 40, 120, 90)), detection(0, "person", (20, 40, 120, 90))
+    weak = weak.model_copy(update={"score": 0.4})
+    annotated = draw_detections(Image.new("RGB", (200, 100)), [strong, weak])
+    assert annotated.getpixel((20, 65)) == class_colour(0)
