@@ -223,7 +223,8 @@ def live_stack(
     if request.param == "s3":
         server: SeaweedS3 = request.getfixturevalue("s3_server")
         server.create_bucket("mlprod-stack")
-        env = server.env("mlprod-stack", "stack")
+        # GET .../image answers with a URL of the bucket
+        env = {**server.env("mlprod-stack", "stack"), "ML_STORAGE_PRESIGN_S": "300"}
     with launch_stack(request.param.replace("s3", "rabbitmq-redis"), base, env) as live:
         yield live
 

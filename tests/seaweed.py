@@ -7,6 +7,7 @@ knows one identity: anonymous requests are refused, so nothing stored is world-r
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
 import shutil
@@ -79,7 +80,8 @@ class SeaweedS3:
             f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
             "-s3", f"-s3.port={s3}", f"-s3.config={config}", "-s3.autoCreateBucket=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64",
-            "-volume.max=16", "-metricsPort=0",
+            "-volume.max=16", "-metricsPort=0", "-master.electionTimeout=1s",
+            "-volume.preStopSeconds=0",
         ]  # fmt: skip
 
     def start(self, timeout_s: float = 60) -> None:
@@ -129,9 +131,9 @@ class SeaweedS3:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+                self.process.wait(timeout=3)
+            except subprocess.TimeoutExpired:  # it takes its time: its state is on disk
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
         self.process = None
         if self._log is not None:

@@ -63,7 +63,9 @@ class DetectionApi:
 
     async def _get(self, path: str) -> httpx.Response:
         try:
-            response = await self.http.get(path, headers=self.headers)
+            # the image may be a redirect to the bucket (ML_STORAGE_PRESIGN_S); httpx sends
+            # the API key to the API's own origin only
+            response = await self.http.get(path, headers=self.headers, follow_redirects=True)
         except httpx.TransportError as exc:
             raise _unreachable(exc) from exc
         await _raise_for_error(response)

@@ -109,6 +109,15 @@ class S3Storage(KeyLayout):
             body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
             return body.read()
 
+    def exists(self, key: str) -> bool:
+        parse_key(key)
+        try:
+            with self._errors("look up", key):
+                self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except TaskNotFound:
+            return False
+        return True
+
     def delete(self, key: str) -> None:
         parse_key(key)
         with self._errors("delete", key):

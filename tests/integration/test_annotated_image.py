@@ -9,7 +9,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from ml_common.storage import LocalStorage
 from tests.conftest import LiveStack, encode, photo
 
 pytestmark = pytest.mark.integration

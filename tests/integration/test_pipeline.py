@@ -82,9 +82,14 @@ def test_astronaut_is_a_person_with_her_box(live_stack: LiveStack, astronaut_jpe
     assert_private(storage, key)
 
     image = httpx.get(
-        f"{live_stack.api_url}{created['links']['image']}", headers=live_stack.headers()
+        f"{live_stack.api_url}{created['links']['image']}",
+        headers=live_stack.headers(),
+        follow_redirects=True,
     )
     assert image.status_code == 200
+    # on the bucket the API answers with a short-lived URL of it (ML_STORAGE_PRESIGN_S)
+    redirects = [r.status_code for r in image.history]
+    assert redirects == ([307] if isinstance(storage, S3Storage) else [])
     assert image.headers["content-type"] == "image/jpeg"
     annotated = Image.open(io.BytesIO(image.content))
     assert annotated.size == (512, 512)

@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ml_api.deps import ApiKeyDep, LimiterDep, ResultsDep, SettingsDep, StorageDep, TasksDep
@@ -25,7 +25,7 @@ from ml_api.submit import (
     Upload,
     fingerprint,
 )
-from ml_common.annotate import annotated_image
+from ml_common.annotate import annotated_image, annotated_url
 from ml_common.errors import BackendUnavailable, PayloadTooLarge, TaskNotFinished
 from ml_common.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_common.models import resolve_model
@@ -108,7 +108,12 @@ async def get_detection(
 
 @router.get(
     "/{task_id}/image",
-    responses={**ERRORS, 409: {"model": ErrorOut}, 200: {"content": {"image/jpeg": {}}}},
+    responses={
+        **ERRORS,
+        409: {"model": ErrorOut},
+        200: {"content": {"image/jpeg": {}}},
+        307: {"description": "with ML_STORAGE_PRESIGN_S: a short-lived URL of the bucket"},
+    },
     response_class=Response,
 )
 async def get_detection_image(
@@ -122,13 +127,11 @@ async def get_detection_image(
     record, status = await results.lookup(str(task_id), key.key_id)
     if status.status is not TaskState.succeeded or status.result is None:
         raise TaskNotFinished(f"task {task_id} is {status.status.value}, not succeeded")
-    data = await run_in_threadpool(
-        annotated_image,
-        storage,
-        record.upload_key,
-        status.result.detections,
-        settings.max_image_pixels,
-    )
+    drawing = (storage, record.upload_key, status.result.detections, settings.max_image_pixels)
+    url = await run_in_threadpool(annotated_url, *drawing, settings.storage_presign_s)
+    if url is not None:  # ML_STORAGE_PRESIGN_S on a bucket: fetched from there, not through us
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    data = await run_in_threadpool(annotated_image, *drawing)
     return Response(
         data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
     )
