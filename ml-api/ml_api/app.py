@@ -16,7 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp
 
+from ml_api import metrics
 from ml_api.errors import install_error_handlers
+from ml_api.metrics import RequestMetrics, operations_registry
 from ml_api.middleware import security_headers
 from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
@@ -124,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(detections.router, prefix="/api/v1")
     app.include_router(batches.router, prefix="/api/v1")
     app.include_router(models.router, prefix="/api/v1")
+    app.include_router(metrics.router)
+    app.state.metrics_registry = operations_registry(settings)
+    app.add_middleware(RequestMetrics)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes + MULTIPART_SLACK,

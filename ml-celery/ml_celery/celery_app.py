@@ -10,7 +10,7 @@ from celery import Celery, signals
 from celery.schedules import crontab
 from kombu import Queue
 
-from ml_celery import readiness
+from ml_celery import metrics, readiness
 from ml_common.celery_config import celery_config
 from ml_common.contract import CLEANUP_TASK
 from ml_common.logs import configure_logging
@@ -55,6 +55,7 @@ def _load_without_fork(sender: Any = None, **_: Any) -> None:
     # prefork children load in worker_process_init; TensorFlow must never load in a
     # parent that forks afterwards. Pools that do not fork load here.
     pool = str(getattr(sender, "pool_cls", "prefork")).lower()
+    metrics.start_exporter(get_settings(), pool)  # before the fork: the parent serves them
     if "prefork" not in pool and "processes" not in pool:
         readiness.prepare_process()
 
@@ -62,6 +63,7 @@ def _load_without_fork(sender: Any = None, **_: Any) -> None:
 @signals.worker_process_shutdown.connect
 def _announce_shutdown(**_: Any) -> None:
     readiness.announce_shutdown()
+    metrics.forget_process(get_settings())
 
 
 @signals.worker_shutdown.connect

@@ -10,9 +10,11 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import redis
 
+from ml_celery import metrics
 from ml_celery.detectors.base import Detector
 from ml_celery.detectors.manifest import read_manifest
 from ml_celery.detectors.registry import build_detector, load_detector
@@ -84,9 +86,11 @@ def prepare_process() -> None:
     settings = get_settings()
     detectors = []
     for model in served_models(settings):
+        started = time.perf_counter()
         detector = load_detector(settings, model)
         detector.warm_up()
         warm_up(settings, model)
+        metrics.observe_model_load(model, time.perf_counter() - started)
         logger.info("model %s %s loaded and warm", detector.name, detector.version)
         detectors.append(detector)
     _beacon = ReadinessBeacon(settings, detectors)

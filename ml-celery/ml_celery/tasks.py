@@ -12,10 +12,12 @@ import redis
 from celery import Task, signals
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
+from ml_celery import metrics
 from ml_celery.celery_app import app
 from ml_celery.pipeline import analyse
 from ml_common.contract import CANCELLED_STATE, CLEANUP_TASK, DETECT_TASK
 from ml_common.errors import StorageUnavailable
+from ml_common.models import default_model
 from ml_common.records import RecordStore
 from ml_common.retention import cleanup
 from ml_common.settings import get_settings
@@ -64,15 +66,20 @@ def detect(
     if _records().is_cancelled(task_id):  # a durable mark: it outlives restarts and prefetch
         logger.info("task %s: cancelled before inference", task_id, extra={"task_id": task_id})
         self.update_state(state=CANCELLED_STATE, meta={"reason": "cancelled before inference"})
+        metrics.observe_outcome(model or default_model(settings), "cancelled")
         raise Ignore()
     # the API draws the annotated image
     result = analyse(_storage().read(upload_key), settings, model=model)
     result.timings.queue_wait_ms = queue_wait
+    metrics.observe_result(result, model or default_model(settings))
     logger.info(
         "task %s: detected %d objects", task_id, len(result.detections),
         extra={"task_id": task_id},
     )  # fmt: skip
     return result.model_dump(mode="json")
+
+
+metrics.connect_failure_signals(DETECT_TASK)
 
 
 @signals.task_prerun.connect(sender=detect)

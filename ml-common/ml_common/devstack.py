@@ -145,6 +145,8 @@ class Stack:
     def start_worker(self, name: str = "worker", model: str = "", **env: str) -> None:
         """A worker of `model` (default: every model of ML_MODELS) on its models' queues."""
         extra = {"ML_MODELS": model, "ML_DEFAULT_MODEL": ""} if model else {}
+        # each worker's processes write their metrics here (ml_celery.metrics)
+        extra["PROMETHEUS_MULTIPROC_DIR"] = str(self.log_dir / f"metrics-{name}")
         self._spawn(
             name,
             [

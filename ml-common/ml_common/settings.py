@@ -124,6 +124,16 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(50, ge=1)
     redis_pool_timeout_s: float = Field(2.0, gt=0)
     max_waits_per_key: int = Field(20, ge=1)
+    # Prometheus: the worker's parent serves its processes' metrics on this port (unset: none);
+    # under the prefork pool the processes write them to PROMETHEUS_MULTIPROC_DIR
+    worker_metrics_port: Annotated[Annotated[int, Field(ge=1, le=65535)] | None, EmptyIsUnset] = (
+        None
+    )
+    prometheus_multiproc_dir: Annotated[
+        Path | None, EmptyIsUnset, Field(validation_alias="PROMETHEUS_MULTIPROC_DIR")
+    ] = None
+    # how long the API keeps the broker's queue depth and age between scrapes
+    queue_stats_cache_s: float = Field(5.0, ge=0)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

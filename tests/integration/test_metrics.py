@@ -1,0 +1,187 @@
+"""Prometheus against the real stack: Debian's `prometheus` scrapes the API and a prefork
+worker, a PromQL query counts the tasks this test sent, and every metric that the dashboard
+and the alert rules use is there."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from celery import Celery
+from kombu import Connection, Queue
+
+from ml_common.contract import DETECT_TASK
+from ml_common.devstack import wait_http
+from ml_common.ports import free_port
+from ml_common.queuestats import queue_stats
+from tests.conftest import LiveStack, launch_stack, need, reachable
+from tests.unit.test_ops_files import DEPLOY, used_metrics
+
+pytestmark = pytest.mark.integration
+
+TASKS_SENT = 3
+PROMETHEUS_WAIT_S = 120
+
+
+@pytest.fixture(scope="module")
+def metrics_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveStack, int]]:
+    """The real stack on RabbitMQ + Redis, its worker with two prefork processes."""
+    port = free_port()
+    base = tmp_path_factory.mktemp("metrics-stack")
+    env = {"ML_WORKER_METRICS_PORT": str(port)}
+    with launch_stack("rabbitmq-redis", base, env, concurrency=2) as live:
+        yield live, port
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    metrics_stack: tuple[LiveStack, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real Prometheus scraping the API and the worker every second, with our rules."""
+    binary = shutil.which("prometheus")
+    need(binary is not None, "no `prometheus` binary: apt-get install prometheus")
+    assert binary is not None
+    live, worker_port = metrics_stack
+    folder = tmp_path_factory.mktemp("prometheus")
+    shutil.copy(DEPLOY / "prometheus" / "alerts.yml", folder / "alerts.yml")
+    api = live.api_url.removeprefix("http://")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["alerts.yml"],
+        "scrape_configs": [
+            {"job_name": "mlprod-api", "static_configs": [{"targets": [api]}]},
+            {
+                "job_name": "mlprod-worker",
+                "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
+            },
+        ],
+    }
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    with open(folder / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen(
+            [binary, f"--config.file={folder / 'prometheus.yml'}",
+             f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_http(f"http://127.0.0.1:{port}/-/ready", 60, proc)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def query(prometheus: str, promql: str) -> list[dict[str, Any]]:
+    r = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=10)
+    assert r.status_code == 200, r.text
+    result: list[dict[str, Any]] = r.json()["data"]["result"]
+    return result
+
+
+def value_of(prometheus: str, promql: str) -> float | None:
+    result = query(prometheus, promql)
+    return float(result[0]["value"][1]) if result else None
+
+
+def eventually(prometheus: str, promql: str, expected: float) -> float | None:
+    """The query's value once it equals `expected`, or its last value after the wait."""
+    deadline = time.monotonic() + PROMETHEUS_WAIT_S
+    value = value_of(prometheus, promql)
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(1)
+        value = value_of(prometheus, promql)
+    return value
+
+
+@pytest.fixture(scope="module")
+def sent(metrics_stack: tuple[LiveStack, int], astronaut_jpeg: bytes) -> list[str]:
+    """TASKS_SENT photos through the API, each waited for, and one task that fails."""
+    live, _ = metrics_stack
+    task_ids = []
+    for _ in range(TASKS_SENT):
+        r = live.submit(astronaut_jpeg)
+        assert r.status_code == 202, r.text
+        task_ids.append(r.json()["task_id"])
+    for task_id in task_ids:
+        assert live.wait_final(task_id)["status"] == "succeeded"
+    missing = f"upload/2020-01-01/{uuid.uuid4()}.jpg"  # no such file: fails at once
+    created = datetime.now(timezone.utc).isoformat()
+    failing = str(uuid.uuid4())
+    live.send_task(DETECT_TASK, failing, upload_key=missing, created_at=created)
+    return task_ids
+
+
+def test_promql_counts_the_tasks_this_test_sent(prometheus: str, sent: list[str]) -> None:
+    succeeded = eventually(prometheus, 'sum(mlprod_tasks_total{outcome="succeeded"})', len(sent))
+    assert succeeded == len(sent)
+    accepted = 'sum(mlprod_http_requests_total{route="/api/v1/detections",status="202"})'
+    assert eventually(prometheus, accepted, len(sent)) == len(sent)
+    failed = eventually(prometheus, 'sum(mlprod_task_failures_total{error="TaskNotFound"})', 1)
+    assert failed == 1
+
+
+def test_each_stage_is_timed_once_per_task(prometheus: str, sent: list[str]) -> None:
+    for stage in ("queue_wait", "decode", "inference", "postprocess"):
+        promql = f'sum(mlprod_task_stage_seconds_count{{stage="{stage}"}})'
+        assert eventually(prometheus, promql, len(sent)) == len(sent), stage
+
+
+def test_both_prefork_processes_report_their_model_load(prometheus: str) -> None:
+    assert eventually(prometheus, "sum(mlprod_model_load_seconds_count)", 2) == 2
+    assert eventually(prometheus, "sum(mlprod_ready_processes)", 2) == 2
+
+
+def test_every_metric_of_the_dashboard_and_rules_is_scraped(
+    prometheus: str, sent: list[str]
+) -> None:
+    eventually(prometheus, "sum(mlprod_task_failures_total)", 1)
+    missing = [
+        name for name in sorted(used_metrics())
+        if not query(prometheus, f'count({{__name__="{name}"}})')
+    ]  # fmt: skip
+    assert not missing, f"used by deploy/ but not exported: {missing}"
+
+
+def test_the_alert_rules_load_and_none_fires_on_a_healthy_stack(
+    prometheus: str, sent: list[str]
+) -> None:
+    r = httpx.get(f"{prometheus}/api/v1/rules", timeout=10)
+    rules = [rule for group in r.json()["data"]["groups"] for rule in group["rules"]]
+    assert len(rules) == len(yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+                             ["groups"][0]["rules"])  # fmt: skip
+    assert all(rule["health"] in ("ok", "unknown") for rule in rules), rules
+    firing = [rule["name"] for rule in rules if rule.get("state") == "firing"]
+    assert not firing
+
+
+@pytest.mark.parametrize(
+    "broker", ["amqp://guest:guest@localhost:5672//", "redis://localhost:6379/3"]
+)
+def test_queue_depth_and_age_come_from_the_broker(broker: str) -> None:
+    """Two waiting tasks, the oldest queued in 2020: depth 2, age over five years, and
+    reading them twice finds them still there (the peek takes nothing)."""
+    need(reachable("localhost", 5672 if broker.startswith("amqp") else 6379), f"no {broker}")
+    queue = f"stats-test-{uuid.uuid4().hex[:8]}"
+    producer = Celery(set_as_current=False, broker=broker)
+    for year in (2020, 2021):
+        created = datetime(year, 1, 1, tzinfo=timezone.utc).isoformat()
+        producer.send_task(DETECT_TASK, kwargs={"upload_key": "x", "created_at": created},
+                           queue=queue)  # fmt: skip
+    try:
+        for _ in range(2):
+            (stats,) = queue_stats(broker, [queue], 3)
+            assert stats.depth == 2
+            assert stats.oldest_age_s > 5 * 365 * 24 * 3600
+        assert queue_stats(broker, [f"{queue}-never-declared"], 3)[0].depth == 0
+    finally:
+        with Connection(broker) as conn:
+            Queue(queue, channel=conn.channel()).delete()
