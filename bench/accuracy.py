@@ -98,7 +98,8 @@ def coco_ap(gt: Any, results: list[dict[str, Any]], image_ids: list[int]) -> dic
         evaluation.accumulate()
         evaluation.summarize()
     stats = evaluation.stats
-    return {"AP": round(stats[0], 4), "AP50": round(stats[1], 4), "AP75": round(stats[2], 4)}
+    names = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+    return {name: round(float(value), 4) for name, value in zip(names, stats, strict=False)}
 
 
 def evaluate(variants: list[str], limit: int | None) -> dict[str, Any]:

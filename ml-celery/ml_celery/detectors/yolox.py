@@ -79,6 +79,8 @@ def _session(model_file: Path, intra_op_threads: int) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
+    # no busy-waiting threads: they cost more than they save on a shared, busy CPU
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own error types are not importable by name
