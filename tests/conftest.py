@@ -106,12 +106,12 @@ class LiveStack:
                                queue=self.settings.queue_name, connection=connection)  # fmt: skip
 
     def key_id(self) -> str:
-        key = ApiKeyStore(self.settings.api_keys_path).check(self.api_key)
+        key = ApiKeyStore.from_settings(self.settings).check(self.api_key)
         assert key is not None
         return key.key_id
 
     def new_key(self, name: str) -> str:
-        plain, _ = ApiKeyStore(self.settings.api_keys_path).create(name)
+        plain, _ = ApiKeyStore.from_settings(self.settings).create(name)
         return plain
 
     def submit(
@@ -181,7 +181,7 @@ def launch_stack(
     if backend == "valkey":
         stack.start_embedded_backend()
     settings = Settings(_env_file=None, **_settings_kwargs(stack.env))  # type: ignore[call-arg]
-    plain, _ = ApiKeyStore(settings.api_keys_path).create("tests", delegates=True)
+    plain, _ = ApiKeyStore.from_settings(settings).create("tests", delegates=True)
     try:
         for model in models:
             stack.start_worker(f"worker-{model}", model)

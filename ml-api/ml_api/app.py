@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.storage = open_storage(settings)
-    app.state.api_keys = ApiKeyStore(settings.api_keys_path)
+    app.state.api_keys = ApiKeyStore.from_settings(settings)
     install_error_handlers(app)
     app.include_router(health.router)
     install_docs(app)

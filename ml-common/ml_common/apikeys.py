@@ -1,8 +1,9 @@
-"""API keys: random bearer tokens, stored only as SHA-256 digests in a JSON file.
+"""API keys: random bearer tokens, stored only as SHA-256 digests in a JSON document.
 
 The keys are 256-bit random tokens, so a fast digest is enough (no password stretching is
-needed against guessing); the file is written atomically with mode 0600 and re-read when it
-changes, so a revoked key stops working without restarting the API.
+needed against guessing); the document (a file written atomically with mode 0600, or a private
+object in the bucket) is re-read when it changes, so a revoked key stops working without
+restarting the API.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ml_common.documents import Document, FileDocument, api_keys_document
 from ml_common.errors import NotAllowed
 from ml_common.records import now_iso
-from ml_common.storage import atomic_write
+from ml_common.settings import Settings
 
 KEY_PREFIX = "mlp_"
 # Sent by a delegating key (the web client's) to act as one of its own users: each user is then
@@ -53,29 +57,36 @@ def _key(hashed: str, entry: dict[str, str]) -> ApiKey:
 
 
 class ApiKeyStore:
-    """Create, revoke and check keys kept in one file on shared storage."""
+    """Create, revoke and check keys kept in one document: a file, or an object in the bucket."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._mtime: float | None = None
+    def __init__(self, source: Path | Document) -> None:
+        self.document = FileDocument(source) if isinstance(source, Path) else source
+        self._version: str | None = None
+        self._checked = -math.inf
         self._keys: dict[str, dict[str, str]] = {}
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiKeyStore:
+        """The keys file, or the bucket's copy when the storage is a bucket (docs/deploy.md)."""
+        return cls(api_keys_document(settings))
+
     def _load(self) -> dict[str, dict[str, str]]:
-        try:
-            mtime = self.path.stat().st_mtime
-        except FileNotFoundError:
-            self._mtime, self._keys = None, {}
+        now = time.monotonic()
+        if now - self._checked < self.document.recheck_s:
             return self._keys
-        if mtime != self._mtime:
-            data = json.loads(self.path.read_text())
+        version = self.document.version()
+        self._checked = now
+        if version is None:
+            self._version, self._keys = None, {}
+        elif version != self._version:
+            data = json.loads(self.document.read())
             self._keys = dict(data.get("keys", {}))
-            self._mtime = mtime
+            self._version = version
         return self._keys
 
     def _save(self, keys: dict[str, dict[str, str]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, json.dumps({"keys": keys}, indent=2, sort_keys=True), 0o600)
-        self._mtime = None
+        self.document.write(json.dumps({"keys": keys}, indent=2, sort_keys=True).encode())
+        self._version, self._checked = None, -math.inf
 
     def create(self, name: str, delegates: bool = False) -> tuple[str, ApiKey]:
         """Make a new key; the plain key is returned once and never stored. A key that

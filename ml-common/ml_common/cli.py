@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     out = sys.stdout
     if args.command == "api-key":
-        store = ApiKeyStore(settings.api_keys_path)
+        store = ApiKeyStore.from_settings(settings)
         if args.action == "create":
             try:
                 plain, key = store.create(args.name, delegates=args.delegate)

@@ -36,6 +36,9 @@ WRONG_CREDENTIALS = frozenset(
 )
 DENIED = frozenset({"AccessDenied", "403", "AllAccessDisabled"})
 NO_BUCKET = frozenset({"NoSuchBucket"})
+# small documents every host reads (the API keys); retention never lists this prefix
+CONFIG = "config"
+CONFIG_NAMES = frozenset({"api-keys.json"})
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 
 
@@ -178,6 +181,30 @@ class S3Storage(KeyLayout):
         with self._errors("write to"):
             self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
             self.client.delete_object(Bucket=self.bucket, Key=probe)
+
+    def _config_key(self, name: str) -> str:
+        if name not in CONFIG_NAMES:
+            raise ValueError(f"not a configuration document: {name!r}")
+        return f"{self.prefix}{CONFIG}/{name}"
+
+    def config_version(self, name: str) -> str | None:
+        """The ETag of configuration document `name`, None when it does not exist."""
+        try:
+            with self._errors("look up", f"{CONFIG}/{name}"):
+                return self.client.head_object(Bucket=self.bucket, Key=self._config_key(name))[
+                    "ETag"
+                ]
+        except TaskNotFound:
+            return None
+
+    def read_config(self, name: str) -> bytes:
+        with self._errors("read", f"{CONFIG}/{name}"):
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._config_key(name))
+            return obj["Body"].read()
+
+    def write_config(self, name: str, data: bytes) -> None:
+        with self._errors("store", f"{CONFIG}/{name}"):
+            self.client.put_object(Bucket=self.bucket, Key=self._config_key(name), Body=data)
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         """A URL that reads this one object for `expires_s` seconds (signed here, no call)."""

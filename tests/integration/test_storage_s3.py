@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from ml_common import records
+from ml_common.apikeys import ApiKeyStore
 from ml_common.contract import DETECT_TASK
 from ml_common.errors import TaskNotFound
 from ml_common.settings import Settings
@@ -171,3 +172,19 @@ def test_objects_are_private_and_only_built_keys_are_used(
         storage.read(key)
     record_property("observed", "anonymous GET 403; presigned GET 200 with its media type; "
                     "other keys refused unsent; a deleted one reads as not found")  # fmt: skip
+
+
+def test_api_keys_live_in_the_bucket(s3_server: SeaweedS3, tmp_path: Path) -> None:
+    """Every API host sees the keys alike, and they outlive a Redis restart: in the bucket."""
+    s3_server.create_bucket("mlprod-keys")
+    env = s3_server.env("mlprod-keys", f"k{uuid.uuid4().hex[:6]}")
+    settings = Settings(_env_file=None, storage_dir=tmp_path,
+                        **{k.removeprefix("ML_").lower(): v for k, v in env.items()})  # fmt: skip
+    host_a, host_b = ApiKeyStore.from_settings(settings), ApiKeyStore.from_settings(settings)
+    plain, created = host_a.create("shared")
+    checked = host_b.check(plain)
+    assert checked is not None and checked.key_id == created.key_id
+    assert not list(tmp_path.iterdir()), "the keys went to a local file"
+    assert host_a.revoke("shared")
+    later = ApiKeyStore.from_settings(settings)  # a fresh reader; host_b trusts its copy 5 s
+    assert later.check(plain) is None

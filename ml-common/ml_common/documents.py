@@ -1,0 +1,79 @@
+"""Small private documents every API host must see alike (the API keys): a file, or an object
+in the bucket when the storage is one, so that they outlive Redis and need no shared folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from ml_common.storage import atomic_write, open_storage
+
+if TYPE_CHECKING:
+    from ml_common.s3storage import S3Storage
+    from ml_common.settings import Settings
+
+API_KEYS = "api-keys.json"
+
+
+class Document(Protocol):
+    @property
+    def recheck_s(self) -> float:
+        """How long a reader may trust its copy before it asks for the version again."""
+        ...
+
+    def version(self) -> str | None:
+        """A tag that changes with every write; None when the document does not exist."""
+        ...
+
+    def read(self) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class FileDocument:
+    path: Path
+    mode: int = 0o600
+    recheck_s: float = 0.0  # a stat per check costs nothing
+
+    def version(self) -> str | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return f"{stat.st_mtime_ns}-{stat.st_size}"
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+    def write(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, data, self.mode)
+
+
+@dataclass(frozen=True)
+class BucketDocument:
+    storage: S3Storage
+    name: str
+    recheck_s: float = 5.0  # a revoked key stops working on every host within this
+
+    def version(self) -> str | None:
+        return self.storage.config_version(self.name)
+
+    def read(self) -> bytes:
+        return self.storage.read_config(self.name)
+
+    def write(self, data: bytes) -> None:
+        self.storage.write_config(self.name, data)
+
+
+def api_keys_document(settings: Settings) -> Document:
+    """ML_API_KEYS_FILE when set; else ``config/api-keys.json`` in the bucket when the storage
+    is one; else ``api-keys.json`` in ML_STORAGE_DIR."""
+    if settings.api_keys_file is None and settings.s3_location is not None:
+        from ml_common.s3storage import S3Storage
+
+        storage = open_storage(settings)
+        assert isinstance(storage, S3Storage)
+        return BucketDocument(storage, API_KEYS)
+    return FileDocument(settings.api_keys_path)
