@@ -63,8 +63,9 @@ test-integration: install model ## integration tests against real RabbitMQ/Redis
 test-browser: install model ## browser tests (Playwright + Debian's Chromium)
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)
 
-bench: install model ## benchmarks on the photo mix: ceiling, stages, memory, end to end; JSON into bench/results/
+bench: install model ## benchmarks on the photo mix: ceiling, stages, memory, end to end, the storage's cost per task (folder vs bucket); JSON into bench/results/
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/storage_cost.py
 
 eval: install model ## COCO AP, AP50, AP S/M/L and images/s of each served model through the worker's code path (bench/results/eval-*.json)
 	$(PY) bench/eval.py $(BENCH_ARGS)
