@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ml_common.errors import TaskNotFound
-from ml_common.storage import LocalStorage, atomic_write
+from ml_common.errors import StorageMisconfigured, StorageUnavailable, TaskNotFound
+from ml_common.s3storage import S3Storage, _client_error
+from ml_common.settings import Settings
+from ml_common.storage import LocalStorage, atomic_write, check_at_start, open_storage
 
 
 @pytest.fixture
@@ -93,3 +95,68 @@ def test_purge_removes_only_old_files(storage: LocalStorage) -> None:
     assert storage.purge_older_than(7) == 1
     assert not old.exists() and not old.parent.exists()
     assert new.exists()
+
+
+def test_a_folder_that_cannot_be_written_fails_the_start_check(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    storage = LocalStorage(blocker / "storage")
+    with pytest.raises(StorageMisconfigured, match="not writable"):
+        storage.check()
+    with pytest.raises(SystemExit, match="storage: storage folder"):
+        check_at_start(storage)
+    with pytest.raises(StorageUnavailable, match="could not be stored"):
+        storage.write(storage.upload_key(str(uuid.uuid4()), "jpg"), b"x")
+    LocalStorage(tmp_path / "fine").check()
+    assert storage.presigned_url(storage.upload_key(str(uuid.uuid4()), "jpg"), 60) is None
+
+
+def test_a_store_that_is_down_at_start_only_warns(caplog: pytest.LogCaptureFixture) -> None:
+    class Down:
+        def check(self) -> None:
+            raise StorageUnavailable("connection refused")
+
+    check_at_start(Down())  # type: ignore[arg-type]
+    assert "storage not reachable yet: connection refused" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "location", "root"),
+    [
+        (None, None, "default"),
+        ("s3://mlprod", ("mlprod", ""), "default"),
+        ("s3://mlprod/a/b/", ("mlprod", "a/b/"), "default"),
+        ("/srv/files", None, "/srv/files"),
+        ("file:///srv/files", None, "/srv/files"),
+    ],
+)
+def test_the_storage_url_names_a_folder_or_a_bucket(
+    tmp_path: Path, url: str | None, location: tuple[str, str] | None, root: str
+) -> None:
+    settings = Settings(_env_file=None, storage_dir=tmp_path, storage_url=url)  # type: ignore[call-arg]
+    assert settings.s3_location == location
+    assert settings.storage_root == (tmp_path if root == "default" else Path(root))
+    assert isinstance(open_storage(settings), LocalStorage if location is None else S3Storage)
+
+
+@pytest.mark.parametrize("url", ["gs://bucket/x", "s3://Bad_Bucket", "http://host/bucket"])
+def test_other_storage_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="ML_STORAGE_URL is a folder"):
+        Settings(_env_file=None, storage_url=url)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "said"),
+    [
+        ("SignatureDoesNotMatch", StorageMisconfigured, "refused the S3 credentials"),
+        ("InvalidAccessKeyId", StorageMisconfigured, "refused the S3 credentials"),
+        ("NoSuchBucket", StorageMisconfigured, "does not exist"),
+        ("AccessDenied", StorageMisconfigured, "access denied"),
+        ("SlowDown", StorageUnavailable, "could not store"),
+        ("InternalError", StorageUnavailable, "could not store"),
+    ],
+)
+def test_store_answers_become_domain_errors(code: str, error: type[Exception], said: str) -> None:
+    found = _client_error(code, "store", "s3://b/p/k")
+    assert type(found) is error
+    assert said in str(found)
