@@ -80,17 +80,18 @@ def observe_model_load(model: str, seconds: float) -> None:
 
 def start_exporter(settings: Settings, pool: str) -> None:
     """In the worker's parent: serve every process's metrics on ML_WORKER_METRICS_PORT."""
+    folder = settings.prometheus_multiproc_dir
+    if folder is not None:  # the processes write there even when nobody serves it
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):  # an earlier run's processes: their pids mean nothing
+            stale.unlink()
     if settings.worker_metrics_port is None:
         return
-    folder = settings.prometheus_multiproc_dir
     if folder is None:
         if "prefork" in pool or "processes" in pool:
             logger.warning("PROMETHEUS_MULTIPROC_DIR is unset: the pool's metrics are not seen")
         start_http_server(settings.worker_metrics_port, registry=REGISTRY)
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.db"):  # an earlier run's processes: their pids mean nothing now
-        stale.unlink()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(folder))  # type: ignore[no-untyped-call]
     start_http_server(settings.worker_metrics_port, registry=registry)

@@ -142,5 +142,8 @@ def test_the_prefork_exporter_serves_the_files_of_the_processes(tmp_path: Path) 
     worker_metrics.forget_process(settings, 999999)
 
 
-def test_no_port_no_exporter() -> None:
-    worker_metrics.start_exporter(Settings(_env_file=None), "prefork")
+def test_without_a_port_the_folder_is_still_made_for_the_processes(tmp_path: Path) -> None:
+    folder = tmp_path / "not-yet"
+    settings = Settings(_env_file=None, prometheus_multiproc_dir=folder)
+    worker_metrics.start_exporter(settings, "prefork")
+    assert folder.is_dir()
