@@ -89,6 +89,8 @@ def local_conf(work: Path, mime: str, port: int, api: int, client: int, tls_port
             .replace("listen 8443", f"listen 127.0.0.1:{tls_port or free_port()}")
         )
         (work / source.name).write_text(text)
+    # what deploy/nginx/start.sh writes in the container; the upstreams here are addresses
+    (work / "resolver.conf").write_text("resolver 127.0.0.1 valid=10s ipv6=off;\n")
     return work / ("tls.conf" if tls_port else "nginx.conf")
 
 
@@ -125,6 +127,7 @@ def routing_problems(port: int) -> Iterator[str]:
         "/": "client /",
         "/login": "client /login",
         "/api/v1/detections": "api /api/v1/detections",
+        "/readyz": "api /readyz",
         "/api/v2/other/events": "data: api",
         "/detections/abc/events": "data: client",
     }

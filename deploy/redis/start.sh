@@ -2,7 +2,11 @@
 # Start Redis with one user per kind of process, each allowed only its own keys and commands.
 # The passwords come from the environment (compose's .env) and go into an ACL file on the
 # tmpfs, never onto a command line (ps, `docker inspect`). Users:
-#   default        no password, PING only (the container healthcheck)
+#   default        off: a client that does not sign in can do nothing. It keeps every right,
+#                  because Redis replays the AOF's transactions (MULTI/EXEC) as `default` and
+#                  checks its rights then: a PING-only `default` silently drops them on restart
+#                  (redis/redis#14541, fixed after 7.4; valkey-io/valkey#3983).
+#   healthcheck    no password (any is accepted), PING only (the container healthcheck)
 #   admin          REDIS_PASSWORD, everything (an operator's redis-cli --user admin)
 #   mlprod-api     task records, results and their events, worker readiness, upload rate limits
 #   mlprod-worker  task records, results and their events, worker readiness (also ml-beat)
@@ -13,7 +17,8 @@ ACL=${REDIS_ACLFILE:-/tmp/users.acl}
 COMMANDS='-@all +@read +@write +@keyspace +@scripting +@pubsub +@transaction +@connection -@dangerous'
 TASKS='~mlprod:task:* ~mlprod:ready:* ~celery-task-meta-* &celery-task-meta-*'
 {
-  echo "user default on nopass resetchannels -@all +ping"
+  echo "user default off nopass ~* &* +@all"
+  echo "user healthcheck on nopass resetchannels -@all +ping"
   echo "user admin on >${REDIS_PASSWORD:?} ~* &* +@all"
   echo "user mlprod-api on >${REDIS_API_PASSWORD:?} resetchannels $TASKS ~mlprod:rate:* $COMMANDS"
   echo "user mlprod-worker on >${REDIS_WORKER_PASSWORD:?} resetchannels $TASKS $COMMANDS"

@@ -86,9 +86,12 @@ def test_each_user_reaches_only_its_own_keys(acl_redis: AclRedis) -> None:
             conn.get(session if key == task else task)
         with pytest.raises(redis.exceptions.NoPermissionError):
             conn.flushall()
-    assert acl_redis.client().ping()  # the healthcheck's PING needs no password...
+    health = redis.Redis(port=acl_redis.port, username="healthcheck", password="none")
+    assert health.ping()  # the healthcheck's PING needs no password...
     with pytest.raises(redis.exceptions.NoPermissionError):
-        acl_redis.client().get(task)  # ...and gets nothing else
+        health.get(task)  # ...and gets nothing else
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        acl_redis.client().ping()  # a client that does not sign in gets nothing at all
 
 
 def test_api_worker_and_web_client_work_with_their_own_users(
