@@ -22,7 +22,7 @@ from ml_api.metrics import RequestMetrics, operations_registry
 from ml_api.middleware import security_headers
 from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
-from ml_api.routes import batches, detections, health, models
+from ml_api.routes import batches, detections, health, models, webhooks
 from ml_api.routes.docs import OPENAPI_URL, install_docs
 from ml_api.subscriber import Subscriber, WaitSlots
 from ml_common import annotate
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(detections.router, prefix="/api/v1")
     app.include_router(batches.router, prefix="/api/v1")
     app.include_router(models.router, prefix="/api/v1")
+    app.include_router(webhooks.router, prefix="/api/v1")
     app.include_router(metrics.router)
     app.state.metrics_registry = operations_registry(settings)
     app.add_middleware(RequestMetrics)

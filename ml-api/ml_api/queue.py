@@ -8,7 +8,7 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
 from ml_common.celery_config import celery_config, task_priority
-from ml_common.contract import DETECT_TASK, DetectPayload
+from ml_common.contract import DETECT_TASK, WEBHOOK_TASK, DetectPayload
 from ml_common.errors import QueueUnavailable
 from ml_common.models import model_queue
 from ml_common.settings import Settings
@@ -48,6 +48,13 @@ class TaskQueue:
             raise QueueUnavailable(
                 "the task queue is unreachable right now; nothing was stored, try again shortly"
             ) from exc
+
+    def redeliver(self, task_id: str) -> None:
+        """Queue one more attempt at the task's webhook (ml_celery.webhooks)."""
+        try:
+            self._celery.send_task(WEBHOOK_TASK, args=(task_id,), queue=self._queue)
+        except (OperationalError, KombuError, OSError) as exc:
+            raise QueueUnavailable("the task queue is unreachable right now") from exc
 
     def ping(self) -> None:
         """Raise QueueUnavailable unless the broker accepts a connection."""

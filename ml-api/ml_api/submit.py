@@ -61,6 +61,7 @@ class Upload:
     batch_id: str = ""
     task_id: str = ""  # a fresh one when empty
     model: str = ""  # a served model (ml_common.models.resolve_model); "" for the default
+    callback_url: str = ""  # checked (ml_common.webhooks.check_callback_url); "" for none
 
     @property
     def bulk(self) -> bool:
@@ -95,6 +96,8 @@ class Submitter:
                 created_at=record.created_at.isoformat(),
                 model=upload.model or default_model(self.settings),
             )
+            if upload.callback_url:
+                payload["callback_url"] = upload.callback_url
             await run_in_threadpool(self.queue.submit, task_id, payload, bulk=upload.bulk)
         except MLProdError:
             # nothing half-done stays behind: the client gets no task id, so no file or record

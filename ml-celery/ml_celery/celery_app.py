@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("mlprod", include=["ml_celery.tasks"])
+    app = Celery("mlprod", include=["ml_celery.tasks", "ml_celery.webhooks"])
     app.conf.update(celery_config(settings))
     # a worker consumes its models' queues (and the shared one: clean-up, older tasks) unless
     # started with --queues

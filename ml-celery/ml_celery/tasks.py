@@ -55,10 +55,15 @@ def _queue_wait_ms(created_at: str) -> float | None:
     max_retries=8,  # about a minute: long enough for a store or Redis to restart
 )
 def detect(
-    self: Task[Any, Any], upload_key: str, created_at: str, model: str | None = None
+    self: Task[Any, Any],
+    upload_key: str,
+    created_at: str,
+    model: str | None = None,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
     """Detect objects in the stored upload `upload_key` with `model` (this worker's default
-    when None: tasks queued before models had names); returns a DetectionResult as JSON."""
+    when None: tasks queued before models had names); returns a DetectionResult as JSON.
+    `callback_url` is for ml_celery.webhooks, which POSTs the outcome there once stored."""
     settings = get_settings()
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)

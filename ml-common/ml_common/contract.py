@@ -6,12 +6,14 @@ from typing import TypedDict
 
 DETECT_TASK = "mlprod.detect"
 CLEANUP_TASK = "mlprod.cleanup"
+WEBHOOK_TASK = "mlprod.webhook"  # one attempt at a task's webhook delivery (ml_celery.webhooks)
 # the state the worker stores for a task it skipped because it was cancelled while queued
 CANCELLED_STATE = "CANCELLED"
 
 
 class _ModelChoice(TypedDict, total=False):
     model: str  # the served model to run (ml_common.models); absent: the worker's default
+    callback_url: str  # where the task's end is POSTed (ml_common.webhooks); absent: nowhere
 
 
 class DetectPayload(_ModelChoice):

@@ -73,6 +73,26 @@ class UnknownModel(MLProdError):
     status = 422
 
 
+class InvalidCallbackUrl(MLProdError):
+    """Not http(s), too long, or with credentials in it: refused before anything is stored."""
+
+    code = "invalid_callback_url"
+    status = 422
+
+
+class UnsafeWebhookTarget(MLProdError):
+    """A callback whose host resolves to an address the worker may not call (loopback,
+    private, link-local, metadata) unless the operator allow-listed it."""
+
+    code = "unsafe_webhook_target"
+    status = 422
+
+
+class NoWebhook(MLProdError):
+    code = "no_webhook"
+    status = 404
+
+
 class PayloadTooLarge(MLProdError):
     code = "payload_too_large"
     status = 413

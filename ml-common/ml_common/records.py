@@ -45,6 +45,16 @@ def meta_key(task_id: str) -> str:
     return f"{CELERY_META_PREFIX}{task_id}"
 
 
+def webhook_key(task_id: str) -> str:
+    """The task's webhook delivery (hash: webhook_id, url, event, body, owner, state)."""
+    return f"mlprod:webhook:{task_id}"
+
+
+def deliveries_key(task_id: str) -> str:
+    """The attempts of the task's webhook delivery (list of JSON, oldest first)."""
+    return f"mlprod:deliveries:{task_id}"
+
+
 def ready_key(host: str, pid: int, model: str = "") -> str:
     """Present while the worker process `pid` on `host` has `model` loaded; its value is the
     JSON of `ReadyModel`."""

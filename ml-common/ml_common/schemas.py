@@ -155,3 +155,30 @@ class ServedModel(BaseModel):
 class ModelList(BaseModel):
     default: str
     models: list[ServedModel]
+
+
+class DeliveryAttempt(BaseModel):
+    """One attempt at a webhook delivery: when, the receiver's status, and what went wrong."""
+
+    number: int
+    at: datetime
+    status_code: int | None
+    error: str
+    duration_ms: float
+
+
+class Deliveries(BaseModel):
+    """A task's webhook: its id (the same on every attempt), target, event and attempts."""
+
+    task_id: str
+    webhook_id: str
+    url: str
+    event: str
+    state: str  # pending, delivered, failed
+    attempts: list[DeliveryAttempt]
+
+
+class WebhookSecret(BaseModel):
+    """The key's Standard Webhooks secret: verify each delivery's `webhook-signature` with it."""
+
+    secret: str

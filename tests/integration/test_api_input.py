@@ -556,3 +556,22 @@ def test_an_upload_goes_to_its_models_queue(tmp_path: Path) -> None:
     finally:
         for url in (RESULTS_DB, BROKER_DB):
             redis.Redis.from_url(url).flushdb()
+
+
+@pytest.mark.parametrize(
+    "callback_url",
+    ["ftp://example.com/hook", "javascript:alert(1)", "https://user:pw@example.com/hook",
+     "https://token@example.com/", "https://example.com/" + "a" * 2100, "http:///no-host",
+     "https://example.com:notaport/", "https://exa mple.com/"],
+    ids=["ftp", "javascript", "credentials", "user-only", "too-long", "no-host", "bad-port",
+         "space"],
+)  # fmt: skip
+def test_a_bad_callback_url_is_422_before_anything_is_stored(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings, callback_url: str
+) -> None:
+    files = {"file": ("x.jpg", encode(photo("coffee")), "image/jpeg")}
+    r = post(api, files, data={"callback_url": callback_url})
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_callback_url"
+    assert stored_files(api_settings) == []
+    assert not redis.Redis.from_url(RESULTS_DB).keys("mlprod:task:*")

@@ -30,6 +30,7 @@ from ml_common.errors import BackendUnavailable, PayloadTooLarge, TaskNotFinishe
 from ml_common.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_common.models import resolve_model
 from ml_common.schemas import Cancelled, ErrorOut, TaskCreated, TaskState, TaskStatus
+from ml_common.webhooks import check_callback_url
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/detections", tags=["detections"])
@@ -66,11 +67,15 @@ async def create_detection(
     model: Annotated[
         str | None, Form(description="a served model (GET /api/v1/models); default if absent")
     ] = None,
+    callback_url: Annotated[
+        str | None, Form(description="POSTed a signed event when the task ends (webhooks)")
+    ] = None,
 ) -> TaskCreated:
     """Accept an image and queue it for detection; poll or stream the returned links.
 
     With an `Idempotency-Key`, a retry with the same key and file returns the same task."""
     await limiter.hit(key.key_id, "upload")
+    callback = check_callback_url(callback_url) if callback_url is not None else ""
     timer = StageTimer()
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
@@ -78,7 +83,12 @@ async def create_detection(
     timer.lap("receive")
     chosen = resolve_model(settings, model)
     upload = Upload(
-        data, key.key_id, name=file.filename or "", task_id=str(uuid.uuid4()), model=chosen
+        data,
+        key.key_id,
+        name=file.filename or "",
+        task_id=str(uuid.uuid4()),
+        model=chosen,
+        callback_url=callback,
     )
     async with claims.once(
         key.key_id, idempotency_key, fingerprint(data, chosen), upload.task_id

@@ -1,0 +1,190 @@
+"""Webhook delivery: when a detect task with a `callback_url` ends, POST its signed event,
+retrying with exponential backoff and full jitter, one `webhook-id` on every attempt.
+
+No server-side request forgery: the host is resolved once, every address it resolves to must
+be public (or in ML_WEBHOOK_ALLOWED_NETWORKS), and the connection goes to that address (the
+name is kept for the Host header and TLS), so a second DNS answer cannot point it elsewhere;
+redirects are not followed; the response is read only up to a cap, within a timeout.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import random
+import socket
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import redis
+from celery import Task, signals
+
+from ml_celery.celery_app import app
+from ml_common.contract import DETECT_TASK, WEBHOOK_TASK
+from ml_common.errors import UnsafeWebhookTarget
+from ml_common.records import RecordStore
+from ml_common.settings import Settings, get_settings
+from ml_common.webhooks import (
+    EVENT_CANCELLED,
+    EVENT_FAILED,
+    EVENT_SUCCEEDED,
+    Attempt,
+    Delivery,
+    DeliveryStore,
+    event_body,
+    signed_headers,
+    signing_secret,
+)
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# cloud metadata services, refused even where their range is otherwise public
+METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
+
+
+def is_forbidden(address: IPAddress) -> bool:
+    """Loopback, private, link-local, metadata, multicast, reserved or unspecified."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address in METADATA or not address.is_global or address.is_multicast
+
+
+def resolve_target(host: str, port: int, allowed: Sequence[IPNetwork]) -> IPAddress:
+    """The one address to connect to; UnsafeWebhookTarget if any answer is forbidden."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve {host}: {exc}") from exc
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
+        if is_forbidden(address) and not any(address in net for net in allowed):
+            raise UnsafeWebhookTarget(f"{host} resolves to {address}, which may not be called")
+    return addresses[0]
+
+
+def post(url: str, headers: dict[str, str], body: str, settings: Settings) -> int:
+    """POST `body` to `url` through its checked address; the response status."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = resolve_target(host, port, settings.webhook_allowed_networks)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
+    timeout = httpx.Timeout(settings.webhook_timeout_s)
+    with (
+        httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+        client.stream(
+            "POST",
+            pinned,
+            content=body.encode(),
+            headers={**headers, "host": host_header},
+            extensions={"sni_hostname": host},
+        ) as response,  # fmt: skip
+    ):
+        read = 0
+        for chunk in response.iter_bytes():
+            read += len(chunk)
+            if read > settings.webhook_max_response_bytes:
+                break  # the status is all that counts; the rest is not read
+        return response.status_code
+
+
+def backoff_s(attempt: int, settings: Settings) -> float:
+    """Full jitter: a random wait up to base * 2**(attempt-1), capped."""
+    ceiling = min(settings.webhook_backoff_max_s, settings.webhook_backoff_s * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+@functools.cache
+def _store() -> DeliveryStore:
+    settings = get_settings()
+    return DeliveryStore(RecordStore.connect(settings).redis, settings.result_expires_s)
+
+
+def attempt_once(task_id: str, settings: Settings) -> tuple[Attempt, bool] | None:
+    """One attempt at the task's delivery: the attempt and whether it may be retried."""
+    store = _store()
+    delivery = store.get(task_id)
+    if delivery is None:
+        return None
+    number = store.attempts(task_id) + 1
+    now, started = datetime.now(timezone.utc), time.perf_counter()
+    secret = signing_secret(settings.secret_key.get_secret_value(), delivery.owner)
+    headers = signed_headers(secret, delivery.webhook_id, delivery.body, now)
+    status, error, retry = None, "", True
+    try:
+        status = post(delivery.url, headers, delivery.body, settings)
+        error = "" if 200 <= status < 300 else f"HTTP {status}"
+    except UnsafeWebhookTarget as exc:
+        error, retry = exc.detail, False
+    except (httpx.HTTPError, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    ms = round((time.perf_counter() - started) * 1000, 3)
+    attempt = Attempt(number, now.isoformat(), status, error, ms)
+    last = not error or not retry or number >= settings.webhook_max_attempts
+    state = "delivered" if not error else ("failed" if last else "pending")
+    store.record(task_id, attempt, state)
+    return attempt, not last
+
+
+@app.task(name=WEBHOOK_TASK, bind=True, max_retries=None, ignore_result=True, acks_late=True)
+def deliver(self: Task[Any, Any], task_id: str) -> None:
+    """One attempt; a failed one schedules the next after its backoff."""
+    settings = get_settings()
+    outcome = attempt_once(task_id, settings)
+    if outcome is None:
+        return
+    attempt, again = outcome
+    extra = {"task_id": task_id}
+    if not attempt.error:
+        logger.info("webhook of %s delivered (attempt %d)", task_id, attempt.number, extra=extra)
+    elif again:
+        delay = backoff_s(attempt.number, settings)
+        logger.info("webhook of %s: %s; retry in %.1f s", task_id, attempt.error, delay,
+                    extra=extra)  # fmt: skip
+        raise self.retry(countdown=delay)
+    else:
+        logger.warning("webhook of %s given up: %s", task_id, attempt.error, extra=extra)
+
+
+def _event(state: str, retval: Any) -> tuple[str, dict[str, Any]] | None:
+    if state == "SUCCESS":
+        return EVENT_SUCCEEDED, {"status": "succeeded", "result": retval}
+    if state == "FAILURE":
+        return EVENT_FAILED, {"status": "failed", "error": f"{type(retval).__name__}: {retval}"}
+    if state == "IGNORED":  # the detect task ignores itself only when it was cancelled
+        return EVENT_CANCELLED, {"status": "cancelled"}
+    return None  # RETRY: not ended yet
+
+
+def start_delivery(task_id: str, url: str, state: str, retval: Any) -> None:
+    """Store the task's event and queue its first attempt."""
+    event = _event(state, retval)
+    if event is None:
+        return
+    record = RecordStore.connect(get_settings()).get(task_id)
+    owner = record.owner if record else ""
+    body = event_body(event[0], task_id, event[1])
+    _store().create(task_id, Delivery.new(url, event[0], body, owner))
+    deliver.apply_async((task_id,), queue=get_settings().queue_name)
+
+
+@signals.task_postrun.connect
+def _on_detect_end(sender: Any = None, task_id: str = "", kwargs: dict[str, Any] | None = None,
+                   retval: Any = None, state: str = "", **_: Any) -> None:  # fmt: skip
+    # after Celery stored the result: a receiver that reads the task finds it final
+    url = (kwargs or {}).get("callback_url")
+    if getattr(sender, "name", "") != DETECT_TASK or not url:
+        return
+    try:
+        start_delivery(task_id, str(url), state, retval)
+    except redis.RedisError as exc:
+        logger.error("webhook of %s not queued: %s", task_id, exc, extra={"task_id": task_id})

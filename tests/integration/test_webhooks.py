@@ -1,0 +1,236 @@
+"""Webhooks against the real stack: a receiver on loopback (allow-listed here) that fails three
+times, then succeeds; the signature checked with the `standardwebhooks` verifier; a manual
+redelivery; a target outside the allow-list refused without a connection."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from tests.conftest import LiveStack, launch_stack
+
+pytestmark = pytest.mark.integration
+
+FAILURES_FIRST = 3
+WAIT_S = 120
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that answers 500 to its first `fail` requests, then 204."""
+
+    def __init__(self, fail: int) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # the name http.server calls
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.requests.append((dict(self.headers.items()), body))
+                self.send_response(500 if len(receiver.requests) <= fail else 204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/mlprod?src=test"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, count: int) -> list[tuple[dict[str, str], bytes]]:
+        deadline = time.monotonic() + WAIT_S
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return list(self.requests)
+
+
+class Listener:
+    """A bare TCP listener that counts the connections it accepts."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.create_server((host, 0))
+        self.sock.settimeout(0.2)
+        self.accepted = 0
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def webhook_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    env = {
+        "ML_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",  # 127.0.0.2 stays refused
+        "ML_WEBHOOK_BACKOFF_S": "0.05",
+        "ML_WEBHOOK_BACKOFF_MAX_S": "0.2",
+        "ML_WEBHOOK_MAX_ATTEMPTS": "6",
+    }
+    base = tmp_path_factory.mktemp("webhook-stack")
+    with launch_stack("rabbitmq-redis", base, env) as live:
+        yield live
+
+
+def submit(live: LiveStack, photo: bytes, callback_url: str) -> str:
+    r = httpx.post(
+        f"{live.api_url}/api/v1/detections",
+        files={"file": ("photo.jpg", photo, "image/jpeg")},
+        data={"callback_url": callback_url},
+        headers=live.headers(),
+        timeout=30,
+    )
+    assert r.status_code == 202, r.text
+    task_id: str = r.json()["task_id"]
+    return task_id
+
+
+def deliveries(live: LiveStack, task_id: str, until: int) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        r = httpx.get(f"{live.api_url}/api/v1/detections/{task_id}/deliveries",
+                      headers=live.headers(), timeout=10)  # fmt: skip
+        body: dict[str, Any] = r.json()
+        if r.status_code == 200 and len(body["attempts"]) >= until:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{until} attempts not recorded: {r.status_code} {body}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[[int], Receiver]]:
+    """Make receivers; each is closed after the test."""
+    made: list[Receiver] = []
+
+    def make(fail: int) -> Receiver:
+        made.append(Receiver(fail))
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+@pytest.fixture(scope="module")
+def secret(webhook_stack: LiveStack) -> str:
+    r = httpx.get(f"{webhook_stack.api_url}/api/v1/webhooks/secret",
+                  headers=webhook_stack.headers(), timeout=10)  # fmt: skip
+    assert r.status_code == 200, r.text
+    value: str = r.json()["secret"]
+    assert value.startswith("whsec_")
+    return value
+
+
+def test_four_attempts_with_one_webhook_id_then_delivered(
+    webhook_stack: LiveStack,
+    astronaut_jpeg: bytes,
+    secret: str,
+    receivers: Callable[[int], Receiver],
+) -> None:
+    receiver = receivers(FAILURES_FIRST)
+    task_id = submit(webhook_stack, astronaut_jpeg, receiver.url)
+    requests = receiver.wait_for(FAILURES_FIRST + 1)
+    assert len(requests) == FAILURES_FIRST + 1
+    assert len({headers["webhook-id"] for headers, _ in requests}) == 1
+    for headers, body in requests:  # each attempt is signed anew, and verifies
+        event = Webhook(secret).verify(body, headers)
+        assert event["type"] == "detection.succeeded"
+        assert event["data"]["task_id"] == task_id
+        assert event["data"]["result"]["detections"]
+    found = deliveries(webhook_stack, task_id, FAILURES_FIRST + 1)
+    assert found["state"] == "delivered"
+    assert found["webhook_id"] == requests[0][0]["webhook-id"]
+    assert [a["status_code"] for a in found["attempts"]] == [500, 500, 500, 204]
+    assert [a["number"] for a in found["attempts"]] == [1, 2, 3, 4]
+    # the task itself was final before the first attempt was sent
+    assert webhook_stack.status(task_id).json()["status"] == "succeeded"
+
+    r = httpx.post(f"{webhook_stack.api_url}/api/v1/detections/{task_id}/deliveries",
+                   headers=webhook_stack.headers(), timeout=10)  # fmt: skip
+    assert r.status_code == 202, r.text
+    again = receiver.wait_for(FAILURES_FIRST + 2)
+    assert again[-1][0]["webhook-id"] == found["webhook_id"]
+    assert len(deliveries(webhook_stack, task_id, FAILURES_FIRST + 2)["attempts"]) == 5
+
+
+def test_a_tampered_body_or_a_stale_timestamp_fails_verification(
+    webhook_stack: LiveStack,
+    astronaut_jpeg: bytes,
+    secret: str,
+    receivers: Callable[[int], Receiver],
+) -> None:
+    receiver = receivers(0)
+    submit(webhook_stack, astronaut_jpeg, receiver.url)
+    [(headers, body)] = receiver.wait_for(1)
+    verifier = Webhook(secret)
+    verifier.verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(body.replace(b"detection.succeeded", b"detection.failed"), headers)
+    stale = datetime.now(timezone.utc) - timedelta(minutes=10)
+    signature = verifier.sign(headers["webhook-id"], stale, body.decode())
+    old = {
+        **headers,
+        "webhook-timestamp": str(int(stale.timestamp())),
+        "webhook-signature": signature,
+    }
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(body, old)
+    with pytest.raises(WebhookVerificationError):  # another key's secret
+        Webhook("whsec_" + "QUJD" * 8).verify(body, headers)
+
+
+def test_a_target_outside_the_allow_list_is_refused_without_a_connection(
+    webhook_stack: LiveStack, astronaut_jpeg: bytes
+) -> None:
+    listener = Listener("127.0.0.2")  # loopback, but not the allow-listed 127.0.0.1/32
+    try:
+        task_id = submit(webhook_stack, astronaut_jpeg, f"http://127.0.0.2:{listener.port}/h")
+        found = deliveries(webhook_stack, task_id, 1)
+        assert found["state"] == "failed"
+        [attempt] = found["attempts"]
+        assert attempt["status_code"] is None
+        assert "may not be called" in attempt["error"]
+        assert listener.accepted == 0
+    finally:
+        listener.close()
+
+
+def test_deliveries_of_a_task_without_a_callback_are_404(
+    webhook_stack: LiveStack, astronaut_jpeg: bytes
+) -> None:
+    r = webhook_stack.submit(astronaut_jpeg)
+    task_id = r.json()["task_id"]
+    webhook_stack.wait_final(task_id)
+    url = f"{webhook_stack.api_url}/api/v1/detections/{task_id}/deliveries"
+    r = httpx.get(url, headers=webhook_stack.headers(), timeout=10)
+    assert r.status_code == 404
+    assert r.json()["code"] == "no_webhook"
+    other = webhook_stack.new_key("someone-else")
+    r = httpx.get(url, headers=webhook_stack.headers(other), timeout=10)
+    assert r.json()["code"] == "task_not_found"
