@@ -35,10 +35,12 @@ async function commit(keepalive) {
   const cards = pending;
   pending = [];
   window.clearTimeout(timer);
-  const hadFocus = toast.contains(document.activeElement);
+  const focusNext = toast.contains(document.activeElement) && cards.length ? nextFocus(cards[cards.length - 1]) : null;
   toast.hidden = true;
-  for (const card of cards) {
-    if (await forgetOnServer(card, keepalive)) {
+  // every request leaves at once: on `pagehide` there is no later turn to send the rest
+  const done = await Promise.all(cards.map((card) => forgetOnServer(card, keepalive)));
+  for (const [i, card] of cards.entries()) {
+    if (done[i]) {
       dispose(card);
     } else {
       card.hidden = false;
@@ -48,7 +50,7 @@ async function commit(keepalive) {
     }
   }
   updateCount();
-  if (hadFocus && cards.length) nextFocus(cards[cards.length - 1]).focus();
+  if (focusNext) focusNext.focus();
 }
 
 function undo() {
