@@ -17,6 +17,7 @@ from pydantic import (
     AnyUrl,
     BeforeValidator,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     UrlConstraints,
     model_validator,
@@ -139,6 +140,17 @@ class Settings(BaseSettings):
     ] = None
     # how long the API keeps the broker's queue depth and age between scrapes
     queue_stats_cache_s: float = Field(5.0, ge=0)
+    # webhooks: attempts with exponential backoff (base, cap; full jitter), about a day in all;
+    # callbacks to loopback, private, link-local and metadata addresses are refused unless
+    # their network is listed here (comma-separated CIDRs, e.g. 10.1.2.0/24)
+    webhook_max_attempts: int = Field(15, ge=1, le=100)
+    webhook_backoff_s: float = Field(30.0, gt=0)
+    webhook_backoff_max_s: float = Field(3 * 3600.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0, le=60)
+    webhook_max_response_bytes: int = Field(64 * 1024, ge=0)
+    webhook_allowed_networks: Annotated[
+        list[IPvAnyNetwork], NoDecode, BeforeValidator(_comma_list)
+    ] = []
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
