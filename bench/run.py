@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from batch import bench_batches  # noqa: E402
 from ceiling import ceiling  # noqa: E402
 from e2e import bench_end_to_end, one_request, stack_pids  # noqa: E402
 from photos import SETS, describe, photo_set  # noqa: E402
@@ -54,7 +55,8 @@ def backend_env(backend: str, tmp: str, threads: int) -> dict[str, str]:
         env |= {
             "ML_BROKER_URL": "amqp://guest:guest@localhost:5672//",
             "ML_RESULT_BACKEND": "redis://localhost:6379/5",
-            "ML_QUEUE_NAME": "detections-bench",
+            "ML_QUEUE_NAME": "detections-bench-priority",
+            "ML_QUEUE_MAX_PRIORITY": "10",  # single uploads before batch items
         }
     return env
 
@@ -115,6 +117,11 @@ def run_backend(
         out["runs"] = {
             name: runs(stack, key, backend, name, photos, args) for name, photos in sets.items()
         }
+        if args.batch_n:  # small photos: the batch figures are about the queue, not the model
+            small = sets.get("small") or images
+            pids = stack_pids(stack, backend)
+            clients = max(args.clients)
+            out["batches"] = bench_batches(stack.api_url, key, small, args.batch_n, clients, pids)
         out["memory_at_end"] = memory(stack)
         return out
 
@@ -155,6 +162,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stage-n", type=int, default=30, help="in-process tasks per photo set")
     parser.add_argument("--memory-n", type=int, default=30, help="12 MP tasks; 0 skips")
     parser.add_argument("--soak", type=int, default=0, help="tasks for the memory soak")
+    parser.add_argument(
+        "--batch-n", type=int, default=1000, help="images of the batch figures (0 skips)"
+    )
     parser.add_argument("--plot", type=Path, help="draw the throughput/latency figure here")
     return parser.parse_args()
 

@@ -13,7 +13,8 @@ from ml_common.settings import Settings
 def task_priority(broker_url: str, *, bulk: bool) -> int:
     """The message priority of a detect task: a batch item (`bulk`) goes after single uploads.
 
-    Celery's Redis transport serves priority 0 first; RabbitMQ serves the highest first."""
+    RabbitMQ serves the highest first (within the queue's x-max-priority); Celery's Redis
+    transport keeps one list per priority step and serves 0 first."""
     amqp = broker_url.startswith(("amqp", "pyamqp"))
     return (0 if bulk else 9) if amqp else (9 if bulk else 0)
 
@@ -28,6 +29,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "task_default_queue": settings.queue_name,
+        # every queue is declared with x-max-priority on RabbitMQ (the Redis transport ignores it)
+        "task_queue_max_priority": settings.queue_max_priority or None,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

@@ -58,13 +58,13 @@ class Manifest:
         data = json.loads(path.read_text()) if path.is_file() else {"chunks": []}
         self.chunks: list[dict[str, Any]] = data["chunks"]
 
-    def plan(self, names: Sequence[str]) -> None:
+    def plan(self, names: Sequence[str], chunk: int = CHUNK) -> None:
         """Add chunks for the names no chunk holds yet (kept in the manifest before sending)."""
         known = {n for chunk in self.chunks for n in chunk["files"]}
         new = [n for n in names if n not in known]
-        for start in range(0, len(new), CHUNK):
+        for start in range(0, len(new), chunk):
             self.chunks.append(
-                {"key": str(uuid.uuid4()), "files": new[start : start + CHUNK], "batch_id": None}
+                {"key": str(uuid.uuid4()), "files": new[start : start + chunk], "batch_id": None}
             )
         self.save()
 
@@ -129,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "csv", "coco"), default="jsonl")
     p.add_argument("--out", type=Path, default=Path("mlprod-results"), help="output folder")
     p.add_argument("--annotated", action="store_true", help="also the annotated images")
+    p.add_argument("--chunk", type=int, default=CHUNK, help="files per batch request")
     return p
 
 
@@ -138,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = find_images(args.paths)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(args.out / MANIFEST)
-    manifest.plan(list(images))
+    manifest.plan(list(images), args.chunk)
     try:
         with Client(url, key) as api:
             submit(api, manifest, images, args.model)

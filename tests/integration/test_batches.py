@@ -6,13 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
 import uuid
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +174,8 @@ def test_same_idempotency_key_twice_at_once_makes_one_task(live_stack: LiveStack
 
 @pytest.fixture(scope="module")
 def lone_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    with launch_stack("rabbitmq-redis", tmp_path_factory.mktemp("batch-stack")) as live:
+    base, priorities = tmp_path_factory.mktemp("batch-stack"), {"ML_QUEUE_MAX_PRIORITY": "10"}
+    with launch_stack("rabbitmq-redis", base, priorities) as live:
         yield live
 
 
@@ -225,3 +230,83 @@ def test_1000_images_with_the_worker_killed_halfway(lone_worker: LiveStack, tmp_
     assert len(ground.getImgIds()) == done["counts"]["succeeded"]
     detections = ground.loadRes(ground.dataset["annotations"])
     assert detections.getAnnIds()
+
+
+def owned_tasks(live: LiveStack, key_id: str) -> list[str]:
+    """The task ids whose record names `key_id` as owner (straight from Redis)."""
+    import redis
+
+    client = redis.Redis.from_url(str(live.settings.result_backend), decode_responses=True)
+    return [
+        name for name in client.scan_iter(match="mlprod:task:*", count=1000)
+        if client.hget(name, "owner") == key_id
+    ]  # fmt: skip
+
+
+def run_cli(live: LiveStack, key: str, *args: str, errors: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MLPROD_API_KEY": key, "MLPROD_API_URL": live.api_url}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ml_common.cli", "detect", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
+    )
+
+
+def test_cli_killed_and_rerun_makes_one_task_per_image(
+    live_stack: LiveStack, tmp_path: Path
+) -> None:
+    live = live_stack
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(60):
+        (folder / ("sub" if i % 2 else "") / f"p{i:02}.jpg").write_bytes(tiny_jpeg(i))
+    key = live.new_key(f"cli-{uuid.uuid4().hex[:6]}")
+    args = (str(folder), "--out", str(out), "--chunk", "3", "--format", "coco")
+    first = run_cli(live, key, *args, errors=subprocess.DEVNULL)
+    manifest = out / "mlprod-manifest.json"
+    while first.poll() is None:
+        if manifest.is_file() and manifest.read_text().count('"batch_id": "') >= 3:
+            first.kill()  # SIGKILL: no clean-up of any kind
+            break
+        time.sleep(0.01)
+    first.wait()
+    second = run_cli(live, key, *args, errors=subprocess.PIPE)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err.decode()
+    coco = json.loads((out / "results.coco.json").read_text())
+    names = sorted(i["file_name"] for i in coco["images"])
+    assert len(names) == 60 == len(set(names)) and "sub/p01.jpg" in names
+    from ml_common.apikeys import ApiKeyStore
+
+    key_id = ApiKeyStore(live.settings.api_keys_path).check(key)
+    assert key_id is not None
+    assert len(owned_tasks(live, key_id.key_id)) == 60
+
+
+def test_a_single_upload_overtakes_queued_batch_items(lone_worker: LiveStack) -> None:
+    """With batch items queued, a single upload runs after at most the item(s) already taken
+    (RabbitMQ with queue priorities on)."""
+    assert_overtakes(lone_worker)
+
+
+def test_a_single_upload_overtakes_queued_batch_items_on_valkey(live_stack: LiveStack) -> None:
+    """The same on the embedded Valkey broker, whose transport has priorities built in."""
+    if live_stack.backend != "valkey":
+        pytest.skip("RabbitMQ needs ML_QUEUE_MAX_PRIORITY: the test above")
+    assert_overtakes(live_stack)
+
+
+def assert_overtakes(live: LiveStack) -> None:
+    archive = zip_of({f"q{i:02}.jpg": tiny_jpeg(i) for i in range(60)})
+    batch_id = post_batch(live, [("q.zip", archive, "application/zip")]).json()["batch_id"]
+    single = live.submit(tiny_jpeg(999)).json()["task_id"]
+    final = live.wait_final(single)
+    wait_batch(live, batch_id)
+    created, started = (datetime.fromisoformat(final[k]) for k in ("created_at", "started_at"))
+    ids = [i["task_id"] for i in batch_status(live, batch_id, limit=100)["items"]]
+    starts = [datetime.fromisoformat(live.status(task_id).json()["started_at"]) for task_id in ids]
+    queued_behind = [s for s in starts if s > created]
+    jumped = [s for s in queued_behind if s < started]
+    assert len(queued_behind) > 10, "the batch was finished before the single upload came"
+    assert len(jumped) <= 2, f"{len(jumped)} batch items started before the single upload"
