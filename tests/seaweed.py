@@ -80,7 +80,7 @@ class SeaweedS3:
             f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
             "-s3", f"-s3.port={s3}", f"-s3.config={config}", "-s3.autoCreateBucket=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64",
-            "-volume.max=16", "-metricsPort=0", "-master.electionTimeout=1s",
+            "-volume.max=0", "-metricsPort=0", "-master.electionTimeout=1s",
             "-volume.preStopSeconds=0",
         ]  # fmt: skip
 

@@ -118,8 +118,17 @@ class ApiKeyStore:
     def check(self, key: str) -> ApiKey | None:
         """The key's record when `key` is valid, else None (compared in constant time)."""
         hashed = digest(key)
-        found: ApiKey | None = None
-        for stored, entry in self._load().items():
-            if hmac.compare_digest(stored, hashed):
-                found = _key(stored, entry)
+        found = _find(hashed, self._load())
+        if found is None and self.document.recheck_s:
+            # perhaps a key made on another host since our copy: one look at its version
+            self._checked = -math.inf
+            found = _find(hashed, self._load())
         return found
+
+
+def _find(hashed: str, keys: dict[str, dict[str, str]]) -> ApiKey | None:
+    found: ApiKey | None = None
+    for stored, entry in keys.items():
+        if hmac.compare_digest(stored, hashed):
+            found = _key(stored, entry)
+    return found

@@ -185,6 +185,8 @@ def test_api_keys_live_in_the_bucket(s3_server: SeaweedS3, tmp_path: Path) -> No
     checked = host_b.check(plain)
     assert checked is not None and checked.key_id == created.key_id
     assert not list(tmp_path.iterdir()), "the keys went to a local file"
+    later_key, _ = host_a.create("later")
+    assert host_b.check(later_key) is not None  # made elsewhere a moment ago: seen at once
     assert host_a.revoke("shared")
     later = ApiKeyStore.from_settings(settings)  # a fresh reader; host_b trusts its copy 5 s
     assert later.check(plain) is None
