@@ -15,7 +15,7 @@ set -eu
 umask 077
 ACL=${REDIS_ACLFILE:-/tmp/users.acl}
 COMMANDS='-@all +@read +@write +@keyspace +@scripting +@pubsub +@transaction +@connection -@dangerous'
-TASKS='~mlprod:task:* ~mlprod:ready:* ~celery-task-meta-* &celery-task-meta-*'
+TASKS='~mlprod:task:* ~mlprod:ready:* ~mlprod:webhook:* ~mlprod:deliveries:* ~celery-task-meta-* &celery-task-meta-*'
 {
   echo "user default off nopass ~* &* +@all"
   echo "user healthcheck on nopass resetchannels -@all +ping"
