@@ -227,11 +227,12 @@ def _ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _dev_api_key(path: Path) -> str:
+def _dev_api_key() -> str:
     """A fresh API key for the local web client, replacing the one of the last run."""
     from ml_common.apikeys import ApiKeyStore
+    from ml_common.settings import Settings
 
-    store = ApiKeyStore(path)
+    store = ApiKeyStore.from_settings(Settings())  # the keys file, or the bucket's copy
     store.revoke("local-web-client")
     plain, _ = store.create("local-web-client", delegates=True)
     return plain
@@ -261,7 +262,7 @@ def main() -> int:
         return 2
     stack.with_client = _client_available()
     try:
-        return _serve(stack, settings.api_keys_path)
+        return _serve(stack)
     except KeyboardInterrupt:
         logger.info("stopping")
         return 0
@@ -271,7 +272,7 @@ def main() -> int:
         logger.info("stopped")
 
 
-def _serve(stack: Stack, api_keys: Path) -> int:
+def _serve(stack: Stack) -> int:
     """Start every process and watch them; returns 1 as soon as one of them exits."""
     if "ML_BROKER_URL" not in stack.env and "ML_RESULT_BACKEND" not in stack.env:
         stack.start_embedded_backend()
@@ -286,7 +287,7 @@ def _serve(stack: Stack, api_keys: Path) -> int:
         stack.start_worker(f"worker-{model}", model)
     stack.start_api()
     if stack.with_client:
-        stack.start_client(_dev_api_key(api_keys))
+        stack.start_client(_dev_api_key())
     stack.wait_ready()
     _announce(stack, stack.with_client)
     while True:
