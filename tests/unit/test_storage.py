@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import time
 import uuid
@@ -160,3 +161,23 @@ def test_store_answers_become_domain_errors(code: str, error: type[Exception], s
     found = _client_error(code, "store", "s3://b/p/k")
     assert type(found) is error
     assert said in str(found)
+
+
+def test_a_store_that_never_answers_is_bounded_by_the_timeouts(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # the kernel takes the connection, nobody ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            storage_dir=tmp_path,
+            storage_url="s3://slow",
+            s3_endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}",  # type: ignore[arg-type]
+            s3_region="us-east-1",
+            s3_access_key_id="key",
+            s3_secret_access_key="secret",
+            s3_read_timeout_s=0.3,
+            s3_max_attempts=2,
+        )
+        storage = open_storage(settings)
+        with pytest.raises(StorageUnavailable, match=r"did not store .*timeout"):
+            storage.write(storage.upload_key(str(uuid.uuid4()), "jpg"), b"x")
