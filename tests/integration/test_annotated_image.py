@@ -3,40 +3,48 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
+from datetime import date
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import LiveStack, encode, photo
+from ml_common.storage import open_storage
+from tests.conftest import STORAGE_PARAMS, LiveStack, encode, photo
 
-pytestmark = pytest.mark.integration
+# on the folder and on the bucket (where the API answers with a URL of it: followed here)
+pytestmark = [pytest.mark.integration, STORAGE_PARAMS]
 
 
-def annotated_files(live: LiveStack, task_id: str) -> list[Path]:
-    return list(live.settings.storage_dir.glob(f"object-detection/*/{task_id}.*"))
+def annotated_key(live: LiveStack, status: dict[str, object]) -> str:
+    storage = open_storage(live.settings)
+    day = date.fromisoformat(str(status["created_at"])[:10])
+    return storage.annotated_key(storage.upload_key(str(status["task_id"]), "jpg", day), "jpg")
 
 
 def get_image(live: LiveStack, task_id: str) -> httpx.Response:
     return httpx.get(
-        f"{live.api_url}/api/v1/detections/{task_id}/image", headers=live.headers(), timeout=30
+        f"{live.api_url}/api/v1/detections/{task_id}/image",
+        headers=live.headers(),
+        timeout=30,
+        follow_redirects=True,
     )
 
 
 def test_the_image_is_drawn_on_first_request_then_served_as_stored(live_stack: LiveStack) -> None:
     task_id = live_stack.submit(encode(photo("astronaut"))).json()["task_id"]
-    assert live_stack.wait_final(task_id)["status"] == "succeeded"
-    assert annotated_files(live_stack, task_id) == []  # the worker drew nothing
+    status = live_stack.wait_final(task_id)
+    assert status["status"] == "succeeded"
+    storage, key = open_storage(live_stack.settings), annotated_key(live_stack, status)
+    assert not storage.exists(key)  # the worker drew nothing
 
     first = get_image(live_stack, task_id)
     assert first.status_code == 200
     assert first.headers["content-type"] == "image/jpeg"
-    [stored] = annotated_files(live_stack, task_id)
-    assert stored.read_bytes() == first.content
+    assert storage.read(key) == first.content
 
     marker = encode(Image.new("RGB", (8, 8), (0, 200, 0)))
-    stored.write_bytes(marker)  # what later requests get is the stored file, not a new drawing
+    storage.write(key, marker)  # what later requests get is the stored file, not a new drawing
     again = get_image(live_stack, task_id)
     assert again.status_code == 200
     assert again.content == marker
