@@ -82,6 +82,8 @@ def test_both_models_are_listed_ready_the_default_first(two_models: LiveStack) -
         ("nanodet-g-416", False, 1),
     ]
     assert body["models"][0]["licence"] == "Apache-2.0"
+    checks = httpx.get(f"{two_models.api_url}/readyz").json()["checks"]
+    assert checks["model yolox-nano"] == checks["model nanodet-g-416"] == "1 ready"
 
 
 @pytest.mark.parametrize("model", [*MODELS, None])
@@ -142,6 +144,9 @@ def test_an_upload_for_a_model_without_a_worker_waits_for_one(two_models: LiveSt
     time.sleep(1)
     assert live.status(task_id).json()["status"] == "queued"
     assert models(live)["yolox-nano"]["ready_workers"] == 0
+    ready = httpx.get(f"{live.api_url}/readyz")  # NanoDet's worker keeps the deployment ready
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["model yolox-nano"] == "no worker: uploads wait"
     v3 = json.dumps({"yolox-nano": str(yolox_version(live.stack.log_dir.parent, "3"))})
     live.stack.start_worker("worker-yolox-nano-v3", "yolox-nano", ML_MODEL_DIRS=v3)
     body = live.wait_final(task_id, 300)

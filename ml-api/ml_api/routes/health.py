@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ml_api.deps import QueueDep, TasksDep
+from ml_api.deps import QueueDep, SettingsDep, TasksDep
 from ml_common.errors import BackendUnavailable, QueueUnavailable
+from ml_common.models import served_models
 from ml_common.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -20,8 +23,9 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"model": Health}})
-async def readyz(queue: QueueDep, tasks: TasksDep) -> JSONResponse:
-    """Broker and result store reachable, and at least one worker has its model loaded."""
+async def readyz(queue: QueueDep, tasks: TasksDep, settings: SettingsDep) -> JSONResponse:
+    """Broker and result store reachable, and at least one worker has its model loaded; each
+    served model's ready workers are listed (a model without any still takes uploads)."""
     checks: dict[str, str] = {}
     try:
         await run_in_threadpool(queue.ping)
@@ -32,11 +36,14 @@ async def readyz(queue: QueueDep, tasks: TasksDep) -> JSONResponse:
         workers = await tasks.ready_workers()
         checks["result_backend"] = "ok"
         checks["workers"] = f"{workers} ready" if workers else "no worker with a loaded model"
+        per_model = Counter(entry.model for entry in await tasks.ready_models())
+        for name in served_models(settings):
+            count = per_model[name]
+            checks[f"model {name}"] = f"{count} ready" if count else "no worker: uploads wait"
     except BackendUnavailable as exc:
         checks["result_backend"] = f"unreachable: {exc.__cause__}"
         checks["workers"] = "unknown"
-    ready = all(v == "ok" for k, v in checks.items() if k != "workers") and checks[
-        "workers"
-    ].endswith("ready")
+    reachable = checks["broker"] == "ok" and checks["result_backend"] == "ok"
+    ready = reachable and checks["workers"].endswith("ready")
     body = Health(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
