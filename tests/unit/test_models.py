@@ -18,6 +18,7 @@ from ml_celery.model_prep.fetch import ChecksumMismatch, fetch, main
 from ml_common.errors import DetectorUnavailable, UnknownModel
 from ml_common.models import (
     CATALOG,
+    ModelSpec,
     default_model,
     model_folder,
     model_queue,
@@ -169,7 +170,7 @@ def test_tflite_outputs_are_told_apart_by_name_or_shape() -> None:
         output_roles(anonymous[:3])
 
 
-def _spec_for(data: bytes) -> object:
+def _spec_for(data: bytes) -> ModelSpec:
     return replace(CATALOG["yolox-nano"], sha256=hashlib.sha256(data).hexdigest())
 
 
@@ -179,11 +180,11 @@ def test_fetch_takes_a_local_folder_and_writes_a_manifest(tmp_path: Path) -> Non
     (source / "yolox_nano.onnx").write_bytes(b"onnx bytes")
     (source / "LICENSE").write_text("Apache-2.0")
     spec = _spec_for(b"onnx bytes")
-    out = fetch(spec, tmp_path / "out", source)  # type: ignore[arg-type]
+    out = fetch(spec, tmp_path / "out", source)
     assert (out / "yolox_nano.onnx").read_bytes() == b"onnx bytes"
     assert json.loads((out / "model.json").read_text())["format"] == "yolox_onnx"
     assert (out / "LICENSE").is_file()
-    assert fetch(spec, out, tmp_path / "never-read") == out  # type: ignore[arg-type]
+    assert fetch(spec, out, tmp_path / "never-read") == out
 
 
 def test_a_checksum_mismatch_writes_nothing(tmp_path: Path) -> None:
@@ -192,7 +193,12 @@ def test_a_checksum_mismatch_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(ChecksumMismatch, match="expected c789161e"):
         fetch(CATALOG["yolox-nano"], out, source)
-    assert list(out.iterdir()) == []  # no file, no manifest, no staged leftovers
+    assert not out.exists()  # no file, no manifest, no staged leftovers, no empty folder
+    out.mkdir()
+    (out / "keep.txt").write_text("the user's")
+    with pytest.raises(ChecksumMismatch):
+        fetch(CATALOG["yolox-nano"], out, source)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]  # a folder it found stays as it was
 
 
 def test_fetch_cli_reports_a_mismatch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -200,3 +206,11 @@ def test_fetch_cli_reports_a_mismatch(tmp_path: Path, caplog: pytest.LogCaptureF
     source.write_bytes(io.BytesIO(b"x").getvalue())
     assert main(["yolox-nano", "--from", str(source), "--out", str(tmp_path / "o")]) == 1
     assert "sha256" in caplog.text
+
+
+def test_fetch_downloads_from_the_source_when_no_copy_is_given(tmp_path: Path) -> None:
+    published = tmp_path / "published.onnx"
+    published.write_bytes(b"published bytes")
+    spec = replace(_spec_for(b"published bytes"), url=published.as_uri())
+    out = fetch(spec, tmp_path / "out")
+    assert (out / "yolox_nano.onnx").read_bytes() == b"published bytes"

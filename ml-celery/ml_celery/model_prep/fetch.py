@@ -49,6 +49,13 @@ def _open_source(spec: ModelSpec, local: Path | None) -> BinaryIO:
     return response
 
 
+def _discard(staged: Path, folder: Path | None) -> None:
+    """Remove the staged file, and the model folder when this run created it."""
+    staged.unlink(missing_ok=True)
+    if folder is not None:
+        folder.rmdir()
+
+
 def manifest(spec: ModelSpec) -> dict[str, object]:
     return {
         "name": spec.name,
@@ -76,6 +83,7 @@ def fetch(spec: ModelSpec, out: Path, local: Path | None = None) -> Path:
     if is_fetched(spec, out):
         logger.info("%s already holds %s", out, spec.name)
         return out
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out, prefix=f".{spec.file}-", delete=False) as staged:
         staged_path = Path(staged.name)
@@ -83,10 +91,10 @@ def fetch(spec: ModelSpec, out: Path, local: Path | None = None) -> Path:
             with _open_source(spec, local) as source:
                 actual = _copy_hashing(source, staged)
         except BaseException:
-            staged_path.unlink(missing_ok=True)
+            _discard(staged_path, out if created else None)
             raise
     if actual != spec.sha256:
-        staged_path.unlink()
+        _discard(staged_path, out if created else None)
         raise ChecksumMismatch(f"{spec.file}: sha256 {actual}, expected {spec.sha256}")
     staged_path.chmod(0o644)
     staged_path.rename(out / spec.file)
