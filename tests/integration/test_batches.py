@@ -310,3 +310,37 @@ def assert_overtakes(live: LiveStack) -> None:
     jumped = [s for s in queued_behind if s < started]
     assert len(queued_behind) > 10, "the batch was finished before the single upload came"
     assert len(jumped) <= 2, f"{len(jumped)} batch items started before the single upload"
+
+
+def test_the_sdk_sync_and_async(live_stack: LiveStack, tmp_path: Path) -> None:
+    import asyncio
+
+    from mlprod_client import ApiError, AsyncClient, Client
+
+    live = live_stack
+    photo_path = tmp_path / "cat.jpg"
+    photo_path.write_bytes(encode(photo("chelsea"), quality=90))
+    with Client(live.api_url, live.api_key) as api:
+        task_id = api.detect(photo_path, idempotency_key=str(uuid.uuid4()))
+        assert api.task(task_id, wait=60)["status"] == "succeeded"
+        assert api.cancel(task_id)["changed"] is False
+        batch_id = api.create_batch([photo_path, ("dir/red.jpg", tiny_jpeg(7))])
+        done = api.wait_batch(batch_id, on_progress=lambda p: None, poll_s=0.2)
+        assert done.done == 2 and done.counts["succeeded"] == 2
+        names = [json.loads(line)["file_name"] for line in api.export(batch_id).splitlines()]
+        assert names == ["cat.jpg", "dir/red.jpg"]
+        with pytest.raises(ApiError) as refused:
+            api.batch(str(uuid.uuid4()))
+        assert refused.value.status == 404 and refused.value.code == "batch_not_found"
+
+    async def use_async() -> None:
+        async with AsyncClient(live.api_url, live.api_key) as api:
+            task_id = await api.detect(tiny_jpeg(8), name="a.jpg")
+            assert (await api.task(task_id, wait=60))["status"] == "succeeded"
+            batch_id = await api.create_batch([tiny_jpeg(9), tiny_jpeg(10)])
+            assert (await api.batch(batch_id)).total == 2
+            assert (await api.wait_batch(batch_id, poll_s=0.2)).finished
+            assert (await api.cancel_batch(batch_id))["changed"] is False
+            assert b'"images"' in await api.export(batch_id, "coco")
+
+    asyncio.run(use_async())
