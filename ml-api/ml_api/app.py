@@ -50,7 +50,7 @@ MULTIPART_SLACK = 64 * 1024
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json_lines=settings.json_logs)
     redis = redis_client(settings)
     queue = TaskQueue(settings)
     subscriber = Subscriber(str(settings.result_backend))

@@ -13,7 +13,7 @@ from kombu import Queue
 from ml_celery import metrics, readiness
 from ml_common.celery_config import celery_config
 from ml_common.contract import CLEANUP_TASK
-from ml_common.logs import configure_logging
+from ml_common.logs import configure_logging, set_log_context
 from ml_common.models import worker_queues
 from ml_common.settings import Settings, get_settings
 from ml_common.storage import check_at_start, open_storage
@@ -39,7 +39,18 @@ app = create_celery_app()
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    configure_logging(get_settings().log_level)
+    settings = get_settings()
+    configure_logging(settings.log_level, json_lines=settings.json_logs)
+
+
+@signals.task_prerun.connect
+def _log_task(task_id: str = "", **_: Any) -> None:
+    set_log_context(task_id=task_id)  # every line until the task ends names it
+
+
+@signals.task_postrun.connect
+def _log_task_end(**_: Any) -> None:
+    set_log_context()
 
 
 @signals.worker_process_init.connect

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     queue_name: str = "detections"
     secret_key: SecretStr = SecretStr("dev-secret-change-me")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # JSON lines with task and trace ids, or the human format; unset: JSON in production
+    log_format: Annotated[Literal["text", "json"] | None, EmptyIsUnset] = None
     intra_op_threads: int = Field(0, ge=0, description="0 lets TensorFlow choose")
     api_keys_file: Annotated[Path | None, EmptyIsUnset] = None
     cors_origins: list[str] = []
@@ -167,6 +169,12 @@ class Settings(BaseSettings):
         if self.task_time_limit_s <= self.task_soft_time_limit_s:
             raise ValueError("ML_TASK_TIME_LIMIT_S must exceed ML_TASK_SOFT_TIME_LIMIT_S")
         return self
+
+    @property
+    def json_logs(self) -> bool:
+        return (
+            self.log_format or ("json" if self.environment == "production" else "text")
+        ) == "json"
 
     @property
     def s3_location(self) -> tuple[str, str] | None:
