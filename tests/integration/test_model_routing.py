@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ml_common.devstack import Stack
 from tests.conftest import LiveStack, encode, launch_stack, need, photo
 from tests.integration.test_model_formats import YOLOX_NANO_DIR
 
@@ -152,3 +153,24 @@ def test_an_upload_for_a_model_without_a_worker_waits_for_one(two_models: LiveSt
     body = live.wait_final(task_id, 300)
     assert body["status"] == "succeeded"
     assert body["result"]["model_version"] == "3"
+
+
+def test_a_worker_with_a_corrupt_model_file_exits_at_start_naming_it(tmp_path: Path) -> None:
+    folder = tmp_path / "yolox-nano"
+    folder.mkdir()
+    (folder / "yolox_nano.onnx").write_bytes(b"\x08\x07 half a download")
+    env = {
+        "ML_MODELS": "yolox-nano",
+        "ML_MODEL_DIRS": json.dumps({"yolox-nano": str(folder)}),
+        "ML_STORAGE_DIR": str(tmp_path / "storage"),
+        "ML_BROKER_URL": "memory://",
+    }
+    stack = Stack(env, tmp_path / "logs")
+    try:
+        stack.start_worker("worker")
+        assert stack.procs["worker"].wait(120) != 0
+    finally:
+        stack.stop()
+    log = (tmp_path / "logs" / "worker.log").read_text()
+    assert f"{folder / 'yolox_nano.onnx'}: not a loadable ONNX model" in log
+    assert "ready." not in log  # it never took a task
