@@ -9,7 +9,11 @@ from typing import Any
 import pytest
 
 REPORTED_MODULES = (
-    "test_api_input", "test_security", "test_web_security", "test_redis_acl", "test_batch_input"
+    "test_api_input",
+    "test_security",
+    "test_web_security",
+    "test_redis_acl",
+    "test_batch_input",
 )
 
 
