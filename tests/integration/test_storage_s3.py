@@ -94,6 +94,9 @@ def test_store_down_refuses_uploads_and_running_tasks_finish_after_restart(
         assert r.status_code == 503, r.text
         assert r.json()["code"] == "storage_unavailable"
         assert "task_id" not in r.json()
+        ready = httpx.get(f"{live_stack.api_url}/readyz", timeout=60)
+        assert ready.status_code == 503
+        assert "did not write to" in ready.json()["checks"]["storage"]
         time.sleep(2)  # the worker meets the outage and schedules its retries
     finally:
         s3_server.start()
@@ -103,7 +106,8 @@ def test_store_down_refuses_uploads_and_running_tasks_finish_after_restart(
     assert after.status_code == 202, after.text
     assert live_stack.wait_final(after.json()["task_id"])["status"] == "succeeded"
     record_property("observed", f"upload while down: 503 storage_unavailable after "
-                    f"{refused_s:.1f}s, no task id; {len(ids)}/{len(ids)} queued tasks retried "
+                    f"{refused_s:.1f}s, no task id; /readyz 503; {len(ids)}/{len(ids)} queued "
+                    "tasks retried "
                     "and succeeded after the restart")  # fmt: skip
 
 

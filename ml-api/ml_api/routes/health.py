@@ -8,8 +8,13 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ml_api.deps import QueueDep, SettingsDep, TasksDep
-from ml_common.errors import BackendUnavailable, QueueUnavailable
+from ml_api.deps import QueueDep, SettingsDep, StorageDep, TasksDep
+from ml_common.errors import (
+    BackendUnavailable,
+    QueueUnavailable,
+    StorageMisconfigured,
+    StorageUnavailable,
+)
 from ml_common.models import served_models
 from ml_common.schemas import Health
 
@@ -23,10 +28,18 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"model": Health}})
-async def readyz(queue: QueueDep, tasks: TasksDep, settings: SettingsDep) -> JSONResponse:
-    """Broker and result store reachable, and at least one worker has its model loaded; each
-    served model's ready workers are listed (a model without any still takes uploads)."""
+async def readyz(
+    queue: QueueDep, tasks: TasksDep, settings: SettingsDep, storage: StorageDep
+) -> JSONResponse:
+    """Broker, result store and storage reachable, and at least one worker has its model
+    loaded; each served model's ready workers are listed (a model without any still takes
+    uploads)."""
     checks: dict[str, str] = {}
+    try:
+        await run_in_threadpool(storage.check)  # a probe written and deleted: uploads need that
+        checks["storage"] = "ok"
+    except (StorageUnavailable, StorageMisconfigured) as exc:
+        checks["storage"] = exc.detail
     try:
         await run_in_threadpool(queue.ping)
         checks["broker"] = "ok"
@@ -43,7 +56,7 @@ async def readyz(queue: QueueDep, tasks: TasksDep, settings: SettingsDep) -> JSO
     except BackendUnavailable as exc:
         checks["result_backend"] = f"unreachable: {exc.__cause__}"
         checks["workers"] = "unknown"
-    reachable = checks["broker"] == "ok" and checks["result_backend"] == "ok"
+    reachable = checks["broker"] == checks["result_backend"] == checks["storage"] == "ok"
     ready = reachable and checks["workers"].endswith("ready")
     body = Health(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
