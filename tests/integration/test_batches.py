@@ -344,3 +344,17 @@ def test_the_sdk_sync_and_async(live_stack: LiveStack, tmp_path: Path) -> None:
             assert b'"images"' in await api.export(batch_id, "coco")
 
     asyncio.run(use_async())
+
+
+def test_batch_events_stream_progress_until_finished(live_stack: LiveStack) -> None:
+    live = live_stack
+    files = [(f"e{i}.jpg", tiny_jpeg(i), "image/jpeg") for i in range(3)]
+    batch_id = post_batch(live, files).json()["batch_id"]
+    events = []
+    with httpx.stream("GET", f"{live.api_url}/api/v1/batches/{batch_id}/events",
+                      headers=live.headers(), timeout=120) as stream:  # fmt: skip
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+    assert events and events[-1]["finished"] and events[-1]["counts"]["succeeded"] == 3
+    assert events[-1]["items"] == []  # progress events carry counts only
