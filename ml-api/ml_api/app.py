@@ -33,6 +33,7 @@ from ml_common.images import ImageLimits, inspect_image
 from ml_common.logs import configure_logging
 from ml_common.settings import Settings, get_settings
 from ml_common.storage import check_at_start, open_storage
+from ml_common.tracing import TracingMiddleware, setup_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ MULTIPART_SLACK = 64 * 1024
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_logging(settings.log_level, json_lines=settings.json_logs)
+    setup_tracing(settings, "mlprod-api")
     redis = redis_client(settings)
     queue = TaskQueue(settings)
     subscriber = Subscriber(str(settings.result_backend))
@@ -130,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.state.metrics_registry = operations_registry(settings)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(TracingMiddleware)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes + MULTIPART_SLACK,

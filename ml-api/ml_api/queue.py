@@ -12,6 +12,7 @@ from ml_common.contract import DETECT_TASK, WEBHOOK_TASK, DetectPayload
 from ml_common.errors import QueueUnavailable
 from ml_common.models import model_queue
 from ml_common.settings import Settings
+from ml_common.tracing import inject_headers
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class TaskQueue:
                 if "model" in payload
                 else self._queue,
                 priority=task_priority(self._broker, bulk=bulk),
+                headers=inject_headers(),  # W3C traceparent: the worker's spans join the trace
             )
         except (OperationalError, KombuError, OSError) as exc:
             logger.warning("enqueue failed: %s", exc, extra={"task_id": task_id})

@@ -17,6 +17,7 @@ from ml_common.logs import configure_logging, set_log_context
 from ml_common.models import worker_queues
 from ml_common.settings import Settings, get_settings
 from ml_common.storage import check_at_start, open_storage
+from ml_common.tracing import TaskSpans, setup_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_celery_app()
+task_spans = TaskSpans()
 
 
 @signals.setup_logging.connect
@@ -44,17 +46,20 @@ def _setup_logging(**_: Any) -> None:
 
 
 @signals.task_prerun.connect
-def _log_task(task_id: str = "", **_: Any) -> None:
+def _log_task(task_id: str = "", task: Any = None, **_: Any) -> None:
     set_log_context(task_id=task_id)  # every line until the task ends names it
+    task_spans.start(task_id, task)
 
 
 @signals.task_postrun.connect
-def _log_task_end(**_: Any) -> None:
+def _log_task_end(task_id: str = "", **_: Any) -> None:
     set_log_context()
+    task_spans.end(task_id)
 
 
 @signals.worker_process_init.connect
 def _load_in_child(**_: Any) -> None:
+    setup_tracing(get_settings(), "mlprod-worker")  # after the fork: its export thread
     readiness.prepare_process()
 
 
@@ -68,6 +73,7 @@ def _load_without_fork(sender: Any = None, **_: Any) -> None:
     pool = str(getattr(sender, "pool_cls", "prefork")).lower()
     metrics.start_exporter(get_settings(), pool)  # before the fork: the parent serves them
     if "prefork" not in pool and "processes" not in pool:
+        setup_tracing(get_settings(), "mlprod-worker")
         readiness.prepare_process()
 
 

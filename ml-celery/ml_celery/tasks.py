@@ -22,6 +22,7 @@ from ml_common.records import RecordStore
 from ml_common.retention import cleanup
 from ml_common.settings import get_settings
 from ml_common.storage import Storage, open_storage
+from ml_common.tracing import record_stages
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ def detect(
     result = analyse(_storage().read(upload_key), settings, model=model)
     result.timings.queue_wait_ms = queue_wait
     metrics.observe_result(result, model or default_model(settings))
+    timings = result.timings
+    record_stages({"decode": timings.decode_ms, "inference": timings.inference_ms,
+                   "postprocess": timings.postprocess_ms})  # fmt: skip
     logger.info(
         "task %s: detected %d objects", task_id, len(result.detections),
         extra={"task_id": task_id},

@@ -29,6 +29,7 @@ from ml_common.contract import DETECT_TASK, WEBHOOK_TASK
 from ml_common.errors import UnsafeWebhookTarget
 from ml_common.records import RecordStore
 from ml_common.settings import Settings, get_settings
+from ml_common.tracing import message_trace_headers
 from ml_common.webhooks import (
     EVENT_CANCELLED,
     EVENT_FAILED,
@@ -165,7 +166,9 @@ def _event(state: str, retval: Any) -> tuple[str, dict[str, Any]] | None:
     return None  # RETRY: not ended yet
 
 
-def start_delivery(task_id: str, url: str, state: str, retval: Any) -> None:
+def start_delivery(
+    task_id: str, url: str, state: str, retval: Any, headers: dict[str, str] | None = None
+) -> None:
     """Store the task's event and queue its first attempt."""
     event = _event(state, retval)
     if event is None:
@@ -174,7 +177,8 @@ def start_delivery(task_id: str, url: str, state: str, retval: Any) -> None:
     owner = record.owner if record else ""
     body = event_body(event[0], task_id, event[1])
     _store().create(task_id, Delivery.new(url, event[0], body, owner))
-    deliver.apply_async((task_id,), queue=get_settings().queue_name)
+    # the detect task's trace headers: each attempt's span joins the upload's trace
+    deliver.apply_async((task_id,), queue=get_settings().queue_name, headers=headers or {})
 
 
 @signals.task_postrun.connect
@@ -185,6 +189,6 @@ def _on_detect_end(sender: Any = None, task_id: str = "", kwargs: dict[str, Any]
     if getattr(sender, "name", "") != DETECT_TASK or not url:
         return
     try:
-        start_delivery(task_id, str(url), state, retval)
+        start_delivery(task_id, str(url), state, retval, message_trace_headers(sender))
     except redis.RedisError as exc:
         logger.error("webhook of %s not queued: %s", task_id, exc, extra={"task_id": task_id})

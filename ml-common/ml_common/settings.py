@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # JSON lines with task and trace ids, or the human format; unset: JSON in production
     log_format: Annotated[Literal["text", "json"] | None, EmptyIsUnset] = None
+    # OpenTelemetry traces: off, OTLP over HTTP to tracing_endpoint (unset: the OTLP default,
+    # or OTEL_EXPORTER_OTLP_ENDPOINT), or JSON spans appended to tracing_file
+    tracing: Literal["off", "otlp", "file"] = "off"
+    tracing_endpoint: Annotated[AnyHttpUrl | None, EmptyIsUnset] = None
+    tracing_file: Annotated[Path | None, EmptyIsUnset] = None
     intra_op_threads: int = Field(0, ge=0, description="0 lets TensorFlow choose")
     api_keys_file: Annotated[Path | None, EmptyIsUnset] = None
     cors_origins: list[str] = []
