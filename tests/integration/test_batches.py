@@ -24,7 +24,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import LiveStack, encode, launch_stack, photo
+from tests.conftest import STORAGE_PARAMS, LiveStack, encode, launch_stack, photo
 
 pytestmark = pytest.mark.integration
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -96,6 +96,7 @@ def inferences(live: LiveStack) -> dict[str, int]:
     return counts
 
 
+@STORAGE_PARAMS  # the exports read the stored images: on the bucket too
 def test_batch_of_images_and_a_non_image_exports_every_format(live_stack: LiveStack) -> None:
     live = live_stack
     cat = encode(photo("chelsea"), quality=90)
