@@ -78,7 +78,9 @@ class S3Storage(KeyLayout):
 
     @contextmanager
     def _errors(self, action: str, key: str = "") -> Iterator[None]:
-        """Turn the client's errors into domain errors that name what went wrong."""
+        """Turn the client's errors into domain errors that name what went wrong. What may pass
+        is logged in full here; its message (seen by clients in a 503 and on /readyz) names
+        neither the endpoint nor the bucket."""
         where = f"s3://{self.bucket}/{self.prefix}{key}"
         try:
             yield
@@ -93,7 +95,10 @@ class S3Storage(KeyLayout):
                 raise TaskNotFound(f"no stored file for {key}") from exc
             raise _client_error(code, action, where) from exc
         except BotoCoreError as exc:  # refused, timed out, cut: may pass
-            raise StorageUnavailable(f"the object store did not {action} {where}: {exc}") from exc
+            logger.warning("object store: could not %s %s: %s", action, where, exc)
+            raise StorageUnavailable(
+                f"the object store could not {action} ({type(exc).__name__}); try again shortly"
+            ) from exc
 
     def write(self, key: str, data: bytes) -> None:
         """One PUT: the object appears whole or not at all."""
@@ -178,7 +183,7 @@ class S3Storage(KeyLayout):
         """Fail at process start on wrong credentials, a missing bucket or no write access.
         A PUT, not a HEAD: the answer to a HEAD has no body, so its 403 does not say why."""
         probe = f"{self.prefix}.probe"
-        with self._errors("write to"):
+        with self._errors("write a probe"):
             self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
             self.client.delete_object(Bucket=self.bucket, Key=probe)
 
@@ -228,4 +233,5 @@ def _client_error(code: str, action: str, where: str) -> Exception:
         return StorageMisconfigured(
             f"access denied to {where} ({code}): wrong S3 credentials, or they may not {action} it"
         )
-    return StorageUnavailable(f"the object store could not {action} {where}: {code}")
+    logger.warning("object store: could not %s %s: %s", action, where, code)
+    return StorageUnavailable(f"the object store could not {action} ({code}); try again shortly")

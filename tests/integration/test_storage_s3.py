@@ -96,7 +96,9 @@ def test_store_down_refuses_uploads_and_running_tasks_finish_after_restart(
         assert "task_id" not in r.json()
         ready = httpx.get(f"{live_stack.api_url}/readyz", timeout=60)
         assert ready.status_code == 503
-        assert "did not write to" in ready.json()["checks"]["storage"]
+        assert "could not write a probe" in ready.json()["checks"]["storage"]
+        assert settings.s3_location is not None
+        assert settings.s3_location[0] not in r.text + ready.text, "names the bucket to clients"
         time.sleep(2)  # the worker meets the outage and schedules its retries
     finally:
         s3_server.start()
