@@ -319,7 +319,8 @@ def test_malformed_task_ids_are_4xx(api: tuple[TestClient, dict[str, str]], task
     ("method", "path"),
     [("PUT", "/api/v1/detections"), ("DELETE", "/api/v1/detections"),
      ("PATCH", "/api/v1/detections/7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f"),
-     ("DELETE", "/api/v1/detections/7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f"),
+     ("PUT", "/api/v1/detections/7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f"),  # DELETE cancels
+     ("PUT", "/api/v1/batches"),
      ("POST", "/api/v1/detections/7b0a3c2e-8f5e-4c8b-9a7d-2f4b6c1d9e0f/image"),
      ("POST", "/healthz"), ("GET", "/api/v1/detections")],
 )  # fmt: skip
