@@ -7,6 +7,7 @@ built are accepted back, so no request can name a path on the server or an objec
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 UPLOAD = "upload"
 ANNOTATED = "object-detection"
 KINDS = (UPLOAD, ANNOTATED)
+# errors of a shared folder that may pass (the worker retries them)
+PASSING_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.ENOTCONN})
 KEY_RE = re.compile(
     r"^(upload|object-detection)/(\d{4}-\d{2}-\d{2})/"
     r"([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})\.(jpg|png|webp|bmp|gif)$"
@@ -139,6 +142,10 @@ class LocalStorage(KeyLayout):
             return self.path(key).read_bytes()
         except FileNotFoundError as exc:
             raise TaskNotFound(f"no stored file for {key}") from exc
+        except OSError as exc:
+            if exc.errno in PASSING_ERRNOS:  # a shared folder (NFS) that stalls or drops
+                raise StorageUnavailable(f"the stored file could not be read: {exc}") from exc
+            raise  # the file's own fault (a folder in its place, no permission): fails at once
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -181,3 +182,20 @@ def test_a_store_that_never_answers_is_bounded_by_the_timeouts(tmp_path: Path) -
         storage = open_storage(settings)
         with pytest.raises(StorageUnavailable, match=r"could not store \(\w*Timeout\w*\)"):
             storage.write(storage.upload_key(str(uuid.uuid4()), "jpg"), b"x")
+
+
+def test_a_stalled_shared_folder_may_pass_a_folder_in_place_of_a_file_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = LocalStorage(tmp_path)
+    key = storage.upload_key(str(uuid.uuid4()), "jpg")
+    storage.path(key).mkdir(parents=True)
+    with pytest.raises(IsADirectoryError):  # the file's own fault: the task fails at once
+        storage.read(key)
+
+    def stale(_: Path) -> bytes:
+        raise OSError(errno.ESTALE, "Stale file handle")
+
+    monkeypatch.setattr(Path, "read_bytes", stale)
+    with pytest.raises(StorageUnavailable, match="Stale file handle"):  # retried
+        storage.read(key)
