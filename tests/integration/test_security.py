@@ -129,20 +129,24 @@ def test_no_endpoint_takes_a_path_from_the_request(security_settings: Settings) 
     for path, operations in spec["paths"].items():
         for operation in operations.values():
             for param in operation.get("parameters", []):
+                schema = param["schema"]
                 if param["in"] == "path":
                     seen_path_params.add(param["name"])
-                    assert param["name"] == "task_id", path
-                    assert param["schema"] == {"type": "string", "format": "uuid",
-                                               "title": "Task Id"}  # fmt: skip
+                    assert param["name"] in ("task_id", "batch_id"), path
+                    assert (schema["type"], schema["format"]) == ("string", "uuid"), path
+                elif (param["in"], param["name"]) in {("query", "format")}:
+                    assert "$ref" in schema or "enum" in schema, path  # a choice, never a name
+                elif (param["in"], param["name"]) == ("header", "Idempotency-Key"):
+                    assert schema["anyOf"][0]["maxLength"] <= 255, path  # hashed, never a path
                 else:
-                    assert (param["in"], param["name"]) in {("query", "wait"),
-                                                            ("query", "timeout")}, path  # fmt: skip
-                    assert param["schema"]["type"] == "number"
+                    numbers = {"wait", "timeout", "offset", "limit"}
+                    assert param["in"] == "query" and param["name"] in numbers, path
+                    assert schema["type"] in ("number", "integer")
             body = operation.get("requestBody")
             if body is not None:
                 [media] = body["content"]
                 assert media == "multipart/form-data"
-    assert seen_path_params == {"task_id"}
+    assert seen_path_params == {"task_id", "batch_id"}
 
 
 def test_secrets_never_reach_the_logs(
