@@ -126,11 +126,18 @@ def coco_detections(items: Sequence[ExportItem]) -> dict[str, Any]:
     }
 
 
+def _relative(name: str) -> str:
+    """`name` as a relative path inside an archive: no root, no `..`, forward slashes."""
+    parts = name.replace("\\", "/").split("/")
+    return "/".join(p for p in parts if p not in ("", ".", ".."))
+
+
 def unique_names(names: Iterable[str], suffix: str) -> Iterator[str]:
-    """`name` with its extension replaced by `suffix`, numbered where two would clash."""
+    """`name` (made relative) with its extension replaced by `suffix`, numbered where two
+    would clash."""
     seen: set[str] = set()
     for name in names:
-        stem = posixpath.splitext(name)[0] or "image"
+        stem = posixpath.splitext(_relative(name))[0] or "image"
         candidate, n = f"{stem}{suffix}", 1
         while candidate in seen:
             n += 1

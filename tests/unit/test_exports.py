@@ -81,8 +81,8 @@ def test_coco_loads_with_pycocotools() -> None:
 
 
 def test_names_keep_their_folder_and_never_clash() -> None:
-    assert list(unique_names(["a.jpg", "a.png", "d/a.jpg", ""], ".jpg")) == [
-        "a.jpg", "a-2.jpg", "d/a.jpg", "image.jpg"
+    assert list(unique_names(["a.jpg", "a.png", "d/a.jpg", "", "/../../etc/x.jpg"], ".jpg")) == [
+        "a.jpg", "a-2.jpg", "d/a.jpg", "image.jpg", "etc/x.jpg"
     ]  # fmt: skip
 
 

@@ -208,5 +208,5 @@ async def export_detection(
     the uploaded file."""
     record, status = await results.lookup(str(task_id), key.key_id)
     item = ExportItem(status, record.name, record.upload_key)
-    basename = posixpath.splitext(item.name)[0] or str(task_id)
+    basename = posixpath.splitext(posixpath.basename(item.name))[0] or str(task_id)
     return await export_response([item], ExportFormat(format.value), basename, storage, settings)
