@@ -24,6 +24,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ml_common.devstack import die_with_parent
+
 GRPC_OFFSET = 10_000  # SeaweedFS listens for gRPC on each HTTP port + 10000
 
 
@@ -87,7 +89,11 @@ class SeaweedS3:
     def start(self, timeout_s: float = 60) -> None:
         self._log = (self.base / "weed.log").open("ab")
         self.process = subprocess.Popen(
-            self.command(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # a crashed test run leaves no server behind
         )
         self.wait_ready(timeout_s)
 
