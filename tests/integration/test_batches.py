@@ -272,12 +272,13 @@ def test_cli_killed_and_rerun_makes_one_task_per_image(
             break
         time.sleep(0.01)
     first.wait()
-    second = run_cli(live, key, *args, errors=subprocess.PIPE)
+    second = run_cli(live, key, *args, "--annotated", errors=subprocess.PIPE)
     _, err = second.communicate(timeout=300)
     assert second.returncode == 0, err.decode()
     coco = json.loads((out / "results.coco.json").read_text())
     names = sorted(i["file_name"] for i in coco["images"])
     assert len(names) == 60 == len(set(names)) and "sub/p01.jpg" in names
+    assert len(list((out / "annotated").rglob("*.jpg"))) == 60
     from ml_common.apikeys import ApiKeyStore
 
     key_id = ApiKeyStore(live.settings.api_keys_path).check(key)
