@@ -4,6 +4,7 @@ and the alert rules use is there."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ from ml_common.ports import free_port
 from ml_common.queuestats import queue_stats
 from tests.conftest import LiveStack, launch_stack, need, reachable
 from tests.unit.test_ops_files import DEPLOY, used_metrics
+
+ROOT = DEPLOY.parent
 
 pytestmark = pytest.mark.integration
 
@@ -169,6 +172,21 @@ def test_worker_and_api_log_json_lines_naming_the_task(
             assert all(r.get("task_id") == task_id for r in about), about
 
 
+def test_the_dashboard_renders_from_the_live_prometheus(prometheus: str, sent: list[str]) -> None:
+    """A Grafana-free render of the dashboard's queries (the README's screenshot)."""
+    eventually(prometheus, 'sum(mlprod_tasks_total{outcome="succeeded"})', len(sent))
+    spec = importlib.util.spec_from_file_location("render_dashboard", ROOT / "scripts" /
+                                                  "render_dashboard.py")  # fmt: skip
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = ROOT / "test-artifacts" / "dashboard.png"
+    out.parent.mkdir(exist_ok=True)
+    drawn = module.render(prometheus, out, minutes=3)
+    assert drawn >= 10
+    assert out.stat().st_size > 10_000
+
+
 def test_the_alert_rules_load_and_none_fires_on_a_healthy_stack(
     prometheus: str, sent: list[str]
 ) -> None:
@@ -182,7 +200,7 @@ def test_the_alert_rules_load_and_none_fires_on_a_healthy_stack(
 
 
 @pytest.mark.parametrize(
-    "broker", ["amqp://guest:guest@localhost:5672//", "redis://localhost:6379/3"]
+    "broker", ["amqp://guest:guest@localhost:5672//", "redis://localhost:6379/11"]
 )
 def test_queue_depth_and_age_come_from_the_broker(broker: str) -> None:
     """Two waiting tasks, the oldest queued in 2020: depth 2, age over five years, and
