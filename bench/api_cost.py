@@ -2,9 +2,11 @@
 
 Starts the API alone (no worker) on the local RabbitMQ and Redis, posts the same photo many
 times from one keep-alive client, and reads the API process's CPU time from /proc before and
-after. Also times the upload check by itself in this process. Usage:
+after. Also times the upload check by itself in this process. With `--baseline REF` the API
+of that commit runs beside this tree's, on the same services, and the two take turns in
+rounds, so that both see the same machine (before/after figures from one run). Usage:
 
-    .venv/bin/python bench/api_cost.py [--uploads 300] [--json out.json]
+    .venv/bin/python bench/api_cost.py [--uploads 300] [--baseline REF] [--json out.json]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import json
 import logging
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -89,6 +92,10 @@ def full_decode_at_one_eighth(data: bytes) -> None:
     img = Image.open(io.BytesIO(data))
     img.draft(img.mode, (img.width // 8, img.height // 8))
     img.load()
+
+
+def old_check_cpu_ms(data: bytes) -> float:
+    return round(cpu_ms(lambda: full_decode_at_one_eighth(data), 10), 3)
 
 
 def multipart_cpu_ms(data: bytes, repeat: int) -> float:
@@ -190,21 +197,51 @@ def healthz_cpu_ms(stack: Stack, n: int) -> float:
     return round((cpu_s(pid) - before) / n * 1000, 3)
 
 
-def measure(stack: Stack, key: str, data: bytes, uploads: int) -> dict[str, Any]:
-    """CPU ms of the API process per upload of `data`, and Server-Timing's wall ms."""
-    pid = stack.procs["api"].pid
-    warm, _ = post_many(stack.api_url, key, data, 20)
-    before = cpu_s(pid)
-    task_ids, stages = post_many(stack.api_url, key, data, uploads)
-    per_upload = (cpu_s(pid) - before) / uploads * 1000
+def measure(
+    stacks: dict[str, Stack], key: str, data: bytes, uploads: int, rounds: int = 4
+) -> dict[str, dict[str, Any]]:
+    """CPU ms of each API process per upload of `data`, and Server-Timing's wall ms; the
+    APIs take turns, `uploads / rounds` uploads each."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, stack in stacks.items():
+        warm, _ = post_many(stack.api_url, key, data, 20)
+        found[name] = {"cpu_s": 0.0, "n": 0, "stages": [], "task_ids": warm}
+    for _ in range(rounds):
+        for name, stack in stacks.items():
+            pid, tally = stack.procs["api"].pid, found[name]
+            before = cpu_s(pid)
+            task_ids, stages = post_many(stack.api_url, key, data, uploads // rounds)
+            tally["cpu_s"] += cpu_s(pid) - before
+            tally["n"] += len(task_ids)
+            tally["stages"].append(stages)
+            tally["task_ids"] += task_ids
+    return {name: _figures(tally, len(data)) for name, tally in found.items()}
+
+
+def _figures(tally: dict[str, Any], size: int) -> dict[str, Any]:
+    per_upload = tally["cpu_s"] / tally["n"] * 1000
+    stages = {
+        s: round(statistics.fmean(t[s] for t in tally["stages"]), 3) for s in tally["stages"][0]
+    }
     return {
-        "bytes": len(data),
+        "bytes": size,
         "api_cpu_ms_per_upload": round(per_upload, 2),
         "uploads_per_s_per_api_core": round(1000 / per_upload),
-        "old_check_cpu_ms": round(cpu_ms(lambda: full_decode_at_one_eighth(data), 10), 3),
         "server_timing_wall_ms": stages,
-        "task_ids": warm + task_ids,
+        "task_ids": tally["task_ids"],
     }
+
+
+def baseline_tree(ref: str, into: Path) -> dict[str, str]:
+    """The service packages as of commit `ref`, and the environment that imports them."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "ml-common", "ml-api"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    into.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return {"PYTHONPATH": f"{into / 'ml-common'}:{into / 'ml-api'}"}
 
 
 def clean_up(queue: str, task_ids: list[str]) -> None:
@@ -215,7 +252,7 @@ def clean_up(queue: str, task_ids: list[str]) -> None:
         client.delete(*(records.record_key(t) for t in task_ids[start : start + 500]))
 
 
-def run(uploads: int) -> dict[str, Any]:
+def run(uploads: int, baseline: str | None = None) -> dict[str, Any]:
     queue = f"api-cost-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
         env = {
@@ -225,18 +262,33 @@ def run(uploads: int) -> dict[str, Any]:
         }  # fmt: skip
         settings = Settings(_env_file=None, **{k[3:].lower(): v for k, v in env.items()})
         key, _ = ApiKeyStore(settings.api_keys_path).create("api-cost")
-        stack = Stack(env=env, log_dir=Path(tmp) / "logs")
-        stack.start_api()
+        stacks = {"this tree": Stack(env=dict(env), log_dir=Path(tmp) / "logs")}
+        if baseline:
+            old = {**env, **baseline_tree(baseline, Path(tmp) / "baseline")}
+            stacks[f"baseline {baseline}"] = Stack(env=old, log_dir=Path(tmp) / "logs-baseline")
         results: dict[str, Any] = {}
+        task_ids: list[str] = []
         try:
-            wait_http(f"{stack.api_url}/healthz", 60, stack.procs["api"])
-            results["GET /healthz"] = {"api_cpu_ms_per_request": healthz_cpu_ms(stack, uploads)}
+            for stack in stacks.values():
+                stack.start_api()
+                wait_http(f"{stack.api_url}/healthz", 60, stack.procs["api"])
+            results["GET /healthz"] = {
+                name: {"api_cpu_ms_per_request": healthz_cpu_ms(stack, uploads)}
+                for name, stack in stacks.items()
+            }
             for name, data in photos().items():
-                results[name] = measure(stack, key, data, uploads)
-                results[name]["pieces_cpu_ms_in_process"] = pieces_cpu_ms(data, settings)
+                figures = measure(stacks, key, data, uploads)
+                for each in figures.values():
+                    task_ids += each.pop("task_ids")
+                results[name] = {
+                    **figures,
+                    "old_check_cpu_ms": old_check_cpu_ms(data),
+                    "pieces_cpu_ms_in_process": pieces_cpu_ms(data, settings),
+                }
         finally:
-            stack.stop()
-            clean_up(queue, [t for r in results.values() for t in r.pop("task_ids", [])])
+            for stack in stacks.values():
+                stack.stop()
+            clean_up(queue, task_ids)
     return results
 
 
@@ -244,10 +296,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uploads", type=int, default=300)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--baseline", help="a commit whose API runs beside this tree's")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    results = run(args.uploads)
+    results = run(args.uploads, args.baseline)
     text = json.dumps(results, indent=2)
     if args.json:
         args.json.write_text(text + "\n")

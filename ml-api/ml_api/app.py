@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from ml_api import metrics
 from ml_api.errors import install_error_handlers
+from ml_api.malloc import keep_large_buffers
 from ml_api.metrics import RequestMetrics, operations_registry
 from ml_api.middleware import security_headers
 from ml_api.queue import TaskQueue
@@ -52,6 +53,7 @@ MULTIPART_SLACK = 64 * 1024
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_logging(settings.log_level, json_lines=settings.json_logs)
+    keep_large_buffers()  # an upload's buffers reuse the heap: no page faults per copy
     setup_tracing(settings, "mlprod-api")
     redis = redis_client(settings)
     queue = TaskQueue(settings)

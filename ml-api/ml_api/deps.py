@@ -21,41 +21,50 @@ from ml_common.storage import Storage
 _bearer = HTTPBearer(auto_error=False, description="an API key from `mlprod api-key create`")
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The dependencies that only read app.state are coroutines: FastAPI runs a plain function in
+# the thread pool, and those hops were most of an upload's CPU (docs/performance.md).
+
+
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
 
 
-def get_queue(request: Request) -> TaskQueue:
+async def get_queue(request: Request) -> TaskQueue:
     queue: TaskQueue = request.app.state.queue
     return queue
 
 
-def get_redis(request: Request) -> aioredis.Redis:
+async def get_redis(request: Request) -> aioredis.Redis:
     redis: aioredis.Redis = request.app.state.redis
     return redis
 
 
-def get_tasks(request: Request) -> TaskStore:
-    return TaskStore(get_redis(request), get_settings_dep(request).result_expires_s)
+def _tasks(request: Request) -> TaskStore:
+    settings: Settings = request.app.state.settings
+    return TaskStore(request.app.state.redis, settings.result_expires_s)
 
 
-def get_subscriber(request: Request) -> Subscriber:
+async def get_tasks(request: Request) -> TaskStore:
+    return _tasks(request)
+
+
+async def get_subscriber(request: Request) -> Subscriber:
     subscriber: Subscriber = request.app.state.subscriber
     return subscriber
 
 
-def get_results(request: Request) -> ResultReader:
+async def get_results(request: Request) -> ResultReader:
     slots: WaitSlots = request.app.state.wait_slots
-    return ResultReader(get_tasks(request), get_subscriber(request), slots)
+    return ResultReader(_tasks(request), request.app.state.subscriber, slots)
 
 
-def get_limiter(request: Request) -> RateLimiter:
+async def get_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.limiter
     return limiter
 

@@ -90,9 +90,8 @@ async def create_detection(
         model=chosen,
         callback_url=callback,
     )
-    async with claims.once(
-        key.key_id, idempotency_key, fingerprint(data, chosen), upload.task_id
-    ) as done:
+    digest = fingerprint(data, chosen) if idempotency_key else ""  # 1.8 ms on 3 MB: if asked
+    async with claims.once(key.key_id, idempotency_key, digest, upload.task_id) as done:
         task_id = done or (await submitter.submit(upload, timer)).task_id
     response.headers["Server-Timing"] = timer.header()
     links = links_for(task_id)
