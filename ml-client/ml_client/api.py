@@ -10,11 +10,23 @@ from pydantic import ValidationError
 
 from ml_client.errors import UpstreamError
 from ml_common.apikeys import ON_BEHALF_HEADER
-from ml_common.schemas import ErrorOut, Links, TaskCreated, TaskStatus
+from ml_common.schemas import (
+    BatchCreated,
+    BatchStatus,
+    ErrorOut,
+    Links,
+    ModelList,
+    TaskCreated,
+    TaskStatus,
+)
 
 logger = logging.getLogger(__name__)
 
 DETECTIONS = "api/v1/detections"
+BATCHES = "api/v1/batches"
+MODELS = "api/v1/models"
+# (file name, bytes, media type): one file part of a multipart upload
+FilePart = tuple[str, bytes, str]
 # The API ends an event stream after its own timeout; never cut it short while it waits.
 EVENTS_TIMEOUT = httpx.Timeout(10.0, read=None)
 
@@ -71,16 +83,37 @@ class DetectionApi:
         await _raise_for_error(response)
         return response
 
-    async def submit(self, filename: str, data: bytes, media_type: str) -> TaskCreated:
+    async def _post(
+        self, path: str, files: list[tuple[str, FilePart]], model: str | None
+    ) -> httpx.Response:
+        data = {"model": model} if model else {}
         try:
-            response = await self.http.post(
-                DETECTIONS, files={"file": (filename, data, media_type)}, headers=self.headers
-            )
+            response = await self.http.post(path, files=files, data=data, headers=self.headers)
         except httpx.TransportError as exc:
             raise _unreachable(exc) from exc
         await _raise_for_error(response)
+        return response
+
+    async def submit(
+        self, filename: str, data: bytes, media_type: str, model: str | None = None
+    ) -> TaskCreated:
+        response = await self._post(DETECTIONS, [("file", (filename, data, media_type))], model)
         created = TaskCreated.model_validate_json(response.content)
         return created.model_copy(update={"links": client_links(created.task_id)})
+
+    async def create_batch(self, files: list[FilePart], model: str | None) -> BatchCreated:
+        response = await self._post(BATCHES, [("files", f) for f in files], model)
+        return BatchCreated.model_validate_json(response.content)
+
+    async def batch(self, batch_id: str, limit: int = 100) -> BatchStatus:
+        response = await self._get(f"{BATCHES}/{batch_id}?limit={limit}")
+        return BatchStatus.model_validate_json(response.content)
+
+    async def export_batch(self, batch_id: str, fmt: str) -> bytes:
+        return (await self._get(f"{BATCHES}/{batch_id}/export?format={fmt}")).content
+
+    async def models(self) -> ModelList:
+        return ModelList.model_validate_json((await self._get(MODELS)).content)
 
     async def status(self, task_id: str) -> TaskStatus:
         response = await self._get(f"{DETECTIONS}/{task_id}")
@@ -92,9 +125,13 @@ class DetectionApi:
 
     async def open_events(self, task_id: str) -> httpx.Response:
         """Open the task's event stream; errors surface here, before any event is sent."""
+        return await self.open_stream(f"{DETECTIONS}/{task_id}/events")
+
+    async def open_stream(self, path: str) -> httpx.Response:
+        """Open a server-sent event stream of the API at `path`."""
         request = self.http.build_request(
             "GET",
-            f"{DETECTIONS}/{task_id}/events",
+            path,
             headers={**self.headers, "Accept": "text/event-stream"},
             timeout=EVENTS_TIMEOUT,
         )

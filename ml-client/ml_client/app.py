@@ -20,7 +20,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from ml_client import pages, routes
+from ml_client import batches, pages, routes
 from ml_client.auth import LoginLimiter, SessionRegistry
 from ml_client.errors import install_error_handlers
 from ml_client.history import Originals, TaskHistory
@@ -134,6 +134,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(pages.router)
     app.include_router(routes.router)
+    app.include_router(batches.router)
     app.mount("/static", Static(directory=HERE / "static"), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK)
     app.add_middleware(

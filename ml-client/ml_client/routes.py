@@ -4,67 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
-from datetime import datetime, timezone
 
+import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from ml_client.api import relay_events
-from ml_client.deps import ApiDep, CsrfDep, HistoryDep, OriginalsDep, SettingsDep, SignedIn, UserDep
+from ml_client.deps import ApiDep, CsrfDep, HistoryDep, OriginalsDep, SignedIn, UserDep
 from ml_client.errors import UpstreamError
-from ml_client.history import NAME_MAX
 from ml_client.middleware import IMAGE_CSP
 from ml_client.schemas import HistoryEntry, HistoryItem, TaskList
-from ml_common.errors import InvalidImage, PayloadTooLarge, TaskNotFound
+from ml_client.uploads import UploadsDep, chosen_model
+from ml_common.errors import TaskNotFound
 from ml_common.schemas import ErrorOut, TaskCreated, TaskStatus
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/app", tags=["web client"])
 
-UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
 PRIVATE = {"Cache-Control": "private, max-age=3600", "Content-Security-Policy": IMAGE_CSP}
 
 
-def _clean_filename(name: str | None) -> str:
-    cleaned = UNSAFE_NAME_CHARS.sub("_", (name or "").rsplit("/", 1)[-1]).strip()
-    return cleaned[:NAME_MAX] or "image"
-
-
 @router.post("/uploads", status_code=202, dependencies=[SignedIn, CsrfDep])
-async def upload(
-    request: Request,
-    user: UserDep,
-    api: ApiDep,
-    history: HistoryDep,
-    originals: OriginalsDep,
-    settings: SettingsDep,
-) -> TaskCreated:
+async def upload(request: Request, uploads: UploadsDep) -> TaskCreated:
     """Send one image to the API; the body is read only after the session and token check."""
-    async with request.form(max_files=1, max_fields=1) as form:
-        file = form.get("file")
-        if not isinstance(file, UploadFile):
-            raise InvalidImage("choose an image file to upload")
-        data = await file.read(settings.max_upload_bytes + 1)
-        filename, media_type = _clean_filename(file.filename), file.content_type
-    if len(data) > settings.max_upload_bytes:
-        limit_mb = settings.max_upload_bytes / 1024 / 1024
-        raise PayloadTooLarge(f"the file is larger than the limit of {limit_mb:.1f} MB")
-    created = await api.submit(filename, data, media_type or "application/octet-stream")
-    entry = HistoryEntry(
-        task_id=created.task_id,
-        filename=filename,
-        submitted_at=datetime.now(timezone.utc).isoformat(),
-    )
-    dropped = await history.add(user, entry)
-    await run_in_threadpool(originals.save, created.task_id, data)
-    for task_id in dropped:
-        await run_in_threadpool(originals.delete, task_id)
-    logger.info("user %s submitted task %s", user, created.task_id)
+    async with request.form(max_files=1, max_fields=2) as form:
+        filename, data, media_type = await uploads.read(form.get("file"))
+        model = chosen_model(form.get("model"))
+    created = await uploads.api.submit(filename, data, media_type, model)
+    await uploads.remember(created.task_id, filename, data)
+    logger.info("user %s submitted task %s", uploads.user, created.task_id)
     return created
 
 
@@ -138,9 +109,13 @@ async def stream_task_events(
 ) -> StreamingResponse:
     """The API's server-sent `status` events, relayed as they come."""
     await history.find(user, str(task_id))
-    upstream = await api.open_events(str(task_id))
+    return relayed(await api.open_events(str(task_id)), str(task_id))
+
+
+def relayed(upstream: httpx.Response, about: str) -> StreamingResponse:
+    """An event stream of the API passed on to the browser as it comes."""
     return StreamingResponse(
-        relay_events(upstream, str(task_id)),
+        relay_events(upstream, about),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         background=BackgroundTask(upstream.aclose),

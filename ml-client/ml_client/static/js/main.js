@@ -1,6 +1,7 @@
 // mlprod web client: wires the page's parts together (uploads, results, history, removal).
 import { cardList } from "./cards.js";
 import { loadHistory, wireCompactView } from "./history.js";
+import { loadModels } from "./models.js";
 import "./remove.js";
 import { enqueueFiles } from "./upload.js";
 import { openZoom } from "./zoom.js";
@@ -48,4 +49,5 @@ cardList.addEventListener("click", (e) => {
 
 wireCompactView();
 loadHistory();
+loadModels();
 document.documentElement.dataset.ready = "true"; // every listener is in place (the tests wait)

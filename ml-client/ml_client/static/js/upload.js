@@ -1,7 +1,10 @@
 // Uploads with progress, two at a time, and a summary line for an upload of several files.
-import { attachTask, cardList, createCard, setMeta, setStatus, showError, state } from "./cards.js";
-import { explainHttpError, follow } from "./follow.js";
-import { announce, csrf, formatBytes, formatNumber, part } from "./util.js";
+import { sendBatch } from "./batch.js";
+import { attachTask, cardList, createCard, setMeta, setStatus, showError } from "./cards.js";
+import { follow } from "./follow.js";
+import { chosenModel } from "./models.js";
+import { sendForm } from "./send.js";
+import { announce, formatBytes, formatNumber, part } from "./util.js";
 
 const MAX_PARALLEL_UPLOADS = 2;
 const dropzone = document.getElementById("dropzone");
@@ -26,55 +29,24 @@ cardList.addEventListener("card-status", (e) => {
   if (batch.includes(e.detail.card)) updateSummary();
 });
 
-function setProgress(card, fraction) {
-  const bar = part(card, "progress-bar");
-  const pct = Math.round(fraction * 100);
-  bar.value = pct;
-  bar.setAttribute("aria-label", `Upload of ${state(card).filename}`);
-  part(card, "progress-text").textContent = `${pct}%`;
-}
-
-function upload(card, file, done) {
-  state(card).objectUrl = URL.createObjectURL(file);
-  setStatus(card, "uploading");
-  part(card, "progress").hidden = false;
-  setProgress(card, 0);
-  const xhr = new XMLHttpRequest();
-  xhr.open("POST", "/app/uploads");
-  xhr.setRequestHeader("X-CSRF-Token", csrf);
-  xhr.setRequestHeader("Accept", "application/json");
-  xhr.responseType = "json";
-  xhr.upload.addEventListener("progress", (e) => {
-    if (e.lengthComputable) setProgress(card, e.loaded / e.total);
-  });
-  xhr.addEventListener("load", () => {
-    part(card, "progress").hidden = true;
-    if (xhr.status === 202 && xhr.response) {
-      attachTask(card, xhr.response.task_id);
-      setStatus(card, "queued");
-      setMeta(card, { created_at: new Date().toISOString() });
-      follow(card);
-    } else {
-      setStatus(card, "error");
-      explainHttpError(card, xhr.status, xhr.response);
-    }
-    done();
-  });
-  xhr.addEventListener("error", () => {
-    setStatus(card, "error");
-    showError(card, "The upload failed: the server could not be reached. Check the connection and try again");
-    done();
-  });
+function upload(card, file, model, done) {
   const form = new FormData();
   form.append("file", file, file.name || "image");
-  xhr.send(form);
+  if (model) form.append("model", model);
+  const accepted = (body) => {
+    attachTask(card, body.task_id);
+    setStatus(card, "queued");
+    setMeta(card, { created_at: new Date().toISOString() });
+    follow(card);
+  };
+  sendForm("/app/uploads", form, [{ card, file }], accepted, done);
 }
 
 function pumpUploads() {
   while (activeUploads < MAX_PARALLEL_UPLOADS && uploadQueue.length) {
-    const { card, file } = uploadQueue.shift();
+    const { card, file, model } = uploadQueue.shift();
     activeUploads += 1;
-    upload(card, file, () => {
+    upload(card, file, model, () => {
       activeUploads -= 1;
       pumpUploads();
     });
@@ -87,6 +59,8 @@ export function enqueueFiles(files) {
   batch = [];
   summary.hidden = true;
   part(summary.parentElement, "summary-bar").hidden = list.length < 2;
+  const model = chosenModel();
+  const accepted = [];
   for (const file of list) {
     const card = createCard(file.name || "pasted image", true);
     batch.push(card);
@@ -98,9 +72,12 @@ export function enqueueFiles(files) {
       setStatus(card, "error");
       showError(card, `“${file.name}” is ${formatBytes(file.size)}; the limit is ${formatBytes(maxBytes)}`);
     } else {
-      uploadQueue.push({ card, file });
+      accepted.push({ card, file, model });
     }
   }
+  // one image goes alone; several go as batches of the API
+  if (accepted.length > 1) sendBatch(accepted, model);
+  else uploadQueue.push(...accepted);
   updateSummary();
   announce(list.length === 1 ? `Uploading ${list[0].name || "1 image"}` : `Uploading ${list.length} images`);
   pumpUploads();

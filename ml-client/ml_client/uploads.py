@@ -1,0 +1,67 @@
+"""What single and batch uploads share: reading the files, the model choice, the history."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from ml_client.api import FilePart
+from ml_client.deps import ApiDep, HistoryDep, OriginalsDep, SettingsDep, UserDep
+from ml_client.history import NAME_MAX
+from ml_client.schemas import HistoryEntry
+from ml_common.errors import InvalidImage, PayloadTooLarge
+
+UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def clean_filename(name: str | None) -> str:
+    cleaned = UNSAFE_NAME_CHARS.sub("_", (name or "").rsplit("/", 1)[-1]).strip()
+    return cleaned[:NAME_MAX] or "image"
+
+
+def chosen_model(value: object) -> str | None:
+    """The form's `model` field; empty means the API's default."""
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+class Uploads:
+    """One signed-in user's uploads: files read within the limit, tasks added to the history."""
+
+    def __init__(
+        self,
+        user: UserDep,
+        api: ApiDep,
+        history: HistoryDep,
+        originals: OriginalsDep,
+        settings: SettingsDep,
+    ) -> None:
+        self.user, self.api, self.history = user, api, history
+        self.originals, self.max_bytes = originals, settings.max_upload_bytes
+
+    async def read(self, file: object) -> FilePart:
+        """One file part as (clean name, bytes, media type)."""
+        if not isinstance(file, UploadFile):
+            raise InvalidImage("choose an image file to upload")
+        data = await file.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
+            limit_mb = self.max_bytes / 1024 / 1024
+            raise PayloadTooLarge(f"the file is larger than the limit of {limit_mb:.1f} MB")
+        media_type = file.content_type or "application/octet-stream"
+        return clean_filename(file.filename), data, media_type
+
+    async def remember(self, task_id: str, name: str, data: bytes) -> None:
+        """Add a submitted task to the history and keep its original for the page."""
+        now = datetime.now(timezone.utc).isoformat()
+        entry = HistoryEntry(task_id=task_id, filename=name, submitted_at=now)
+        dropped = await self.history.add(self.user, entry)
+        await run_in_threadpool(self.originals.save, task_id, data)
+        for old in dropped:
+            await run_in_threadpool(self.originals.delete, old)
+
+
+UploadsDep = Annotated[Uploads, Depends()]

@@ -1,0 +1,137 @@
+"""Several files of one upload go as one batch of the API, the whole upload is exported as COCO
+JSON and CSV; with two models served the page offers the choice and names each result's model."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+
+from ml_common.devstack import wait_http
+from tests.browser.conftest import Page, WebClient
+from tests.browser.pageparts import DETECTION_TIMEOUT_MS, card_for, expect, shoot, upload
+from tests.conftest import LiveStack, launch_stack, need
+from tests.integration.test_model_formats import YOLOX_NANO_DIR
+from tests.integration.test_model_routing import MODELS, wait_models, yolox_version
+
+pytestmark = pytest.mark.browser
+
+
+def test_three_files_go_as_one_batch_and_export_as_coco(
+    signed_in: Page, photos: dict[str, Path], astronaut_file: Path, artifacts: Path,
+    web_client: WebClient, browser: Any,
+) -> None:  # fmt: skip
+    page = signed_in.page
+    files = [photos["chelsea"], photos["motorcycle_left"], astronaut_file]
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    with page.expect_response(lambda r: r.url.endswith("/app/batches")) as sent:
+        upload(page, *files)
+    assert sent.value.status == 202
+    batch = sent.value.json()
+    assert [i["file_name"] for i in batch["items"]] == [f.name for f in files]
+    for photo in files:
+        card = card_for(page, photo)
+        status = card.get_by_test_id("task-status")
+        expect()(status).to_have_text("Done", timeout=DETECTION_TIMEOUT_MS)
+        assert card.get_attribute("data-task-id") in {i["task_id"] for i in batch["items"]}
+    expect()(page.get_by_test_id("upload-summary")).to_have_text("3 of 3 done")
+    # one event stream for the batch, none per card
+    assert any(u.endswith(f"/app/batches/{batch['batch_id']}/events") for u in requested)
+    assert not [u for u in requested if "/app/tasks/" in u and u.endswith("/events")]
+    # the API knows the batch: the client's proxy reads it back, finished, for this user only
+    found = page.request.get(f"/app/batches/{batch['batch_id']}")
+    assert found.ok and found.json()["counts"]["succeeded"] == 3 and found.json()["finished"]
+    exports = page.get_by_test_id("batch-exports")
+    with page.expect_download() as download:
+        exports.get_by_role("link", name="Download all as COCO JSON").click()
+    name = download.value.suggested_filename
+    assert re.fullmatch(r"detections-\d{4}-\d\d-\d\d-\d{4}-3-images\.coco\.json", name), name
+    coco = json.loads(Path(download.value.path()).read_text())
+    assert sorted(i["file_name"] for i in coco["images"]) == sorted(f.name for f in files)
+    assert coco["annotations"], "the photos have objects in them"
+    with page.expect_download() as download:
+        exports.get_by_role("link", name="Download all as CSV").click()
+    assert download.value.suggested_filename.endswith("-3-images.csv")
+    assert "chelsea.png" in Path(download.value.path()).read_text()
+    shoot(page, artifacts, "batch", signed_in.screen, web_client.backend)
+    assert not signed_in.errors
+    assert_hidden_from_others(browser, web_client, batch["batch_id"])
+
+
+def sign_in(browser: Any, url: str, user: str, password: str) -> Any:
+    page = browser.new_context(base_url=url).new_page()
+    page.goto("/login")
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{url}/")
+    return page
+
+
+def assert_hidden_from_others(browser: Any, web_client: WebClient, batch_id: str) -> None:
+    """Another web user asks for the batch: the API's per-user owner answers 404."""
+    other = sign_in(browser, web_client.url, web_client.other_user, web_client.password)
+    try:
+        for path in (f"/app/batches/{batch_id}", f"/app/batches/{batch_id}/export?format=coco"):
+            answer = other.request.get(path)
+            assert answer.status == 404, answer.text()
+            assert answer.json()["code"] == "batch_not_found"
+    finally:
+        other.context.close()
+
+
+@pytest.fixture(scope="module")
+def two_model_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebClient]:
+    """NanoDet-g and YOLOX-Nano served side by side (YOLOX the default), and a web client."""
+    need((YOLOX_NANO_DIR / "yolox_nano.onnx").is_file(), f"no YOLOX-Nano in {YOLOX_NANO_DIR}")
+    base = tmp_path_factory.mktemp("web-two-models")
+    env = {
+        "ML_MODELS": ",".join(MODELS),
+        "ML_DEFAULT_MODEL": "yolox-nano",
+        "ML_MODEL_DIRS": json.dumps({"yolox-nano": str(yolox_version(base, "1"))}),
+    }
+    password, user = secrets.token_urlsafe(16), f"models-{secrets.token_hex(3)}"
+    with launch_stack("valkey", base, env, models=MODELS) as live:
+        wait_models(live, {"nanodet-g-416": {"1+"}, "yolox-nano": {"1+"}})
+        _start_client(live, base, f"{user}:{PasswordHasher().hash(password)}")
+        yield WebClient(live.stack.client_url, user, password, live.backend)
+
+
+def _start_client(live: LiveStack, base: Path, users: str) -> None:
+    live.stack.start_client(
+        live.api_key,
+        {
+            "ML_CLIENT_USERS": users,
+            "ML_STORAGE_DIR": str(base / "client-storage"),
+            "ML_SECRET_KEY": secrets.token_urlsafe(32),
+        },
+    )
+    wait_http(f"{live.stack.client_url}/healthz", 60, live.stack.procs["client"])
+
+
+def test_the_model_choice_is_offered_and_each_card_names_its_model(
+    two_model_client: WebClient, browser: Any, photos: dict[str, Path]
+) -> None:
+    client = two_model_client
+    page = sign_in(browser, client.url, client.user, client.password)
+    try:
+        select = page.get_by_label("Model", exact=True)
+        expect()(select).to_have_value("yolox-nano")  # the API's default, listed first
+        options = select.locator("option").all_inner_texts()
+        assert options == ["yolox-nano (default)", "nanodet-g-416"]
+        for model, photo in (("nanodet-g-416", "motorcycle_left"), ("yolox-nano", "chelsea")):
+            select.select_option(model)
+            upload(page, photos[photo])
+            card = card_for(page, photos[photo])
+            status = card.get_by_test_id("task-status")
+            expect()(status).to_have_text("Done", timeout=DETECTION_TIMEOUT_MS)
+            expect()(card.get_by_test_id("caption")).to_contain_text(f"{model} ")
+    finally:
+        page.context.close()
