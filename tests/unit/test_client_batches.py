@@ -1,0 +1,74 @@
+"""The web client's batch endpoints (/app/batches, /app/models) in front of the real API app."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from tests.unit.test_client_routes import Stack, jpeg, sign_in
+from tests.unit.test_client_routes import stack as stack  # the fixture
+
+NAMES = ["a.jpg", "b.jpg", "notes.jpg"]
+
+
+def send(stack: Stack, token: str | None, names: list[str], **data: str) -> httpx.Response:
+    files = [("files", (n, b"text" if n == "notes.jpg" else jpeg(), "image/jpeg")) for n in names]
+    headers = {"X-CSRF-Token": token} if token else {}
+    return stack.client.post("/app/batches", files=files, data=data, headers=headers)
+
+
+def test_a_batch_reaches_the_api_in_order_and_each_item_joins_the_history(stack: Stack) -> None:
+    token = sign_in(stack.client)
+    response = send(stack, token, NAMES)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert [i["file_name"] for i in body["items"]] == NAMES
+    assert [i["status"] for i in body["items"]] == ["queued", "queued", "failed"]
+    assert len(stack.queue.submitted) == 2  # the text file failed alone, at the API
+    listed = {t["task_id"] for t in stack.client.get("/app/tasks").json()["tasks"]}
+    assert listed == {i["task_id"] for i in body["items"]}
+    first = body["items"][0]["task_id"]
+    assert stack.client.get(f"/app/tasks/{first}/original").content == jpeg()
+
+
+def test_export_is_named_after_the_day_and_size_and_others_get_404(stack: Stack) -> None:
+    token = sign_in(stack.client)
+    body = send(stack, token, NAMES[:2]).json()
+    for item in body["items"]:
+        stack.finish(item["task_id"])
+    found = stack.client.get(f"/app/batches/{body['batch_id']}").json()
+    assert found["counts"]["succeeded"] == 2 and found["finished"]
+    coco = stack.client.get(f"/app/batches/{body['batch_id']}/export?format=coco")
+    assert coco.status_code == 200
+    assert coco.headers["content-disposition"].endswith('-2-images.coco.json"')
+    assert [i["file_name"] for i in json.loads(coco.content)["images"]] == NAMES[:2]
+    csv = stack.client.get(f"/app/batches/{body['batch_id']}/export?format=csv")
+    assert csv.headers["content-disposition"].endswith('-2-images.csv"')
+    assert "person" in csv.text
+    bad = stack.client.get(f"/app/batches/{body['batch_id']}/export?format=zip")
+    assert bad.status_code == 422
+    sign_in(stack.client, "bob")
+    other = stack.client.get(f"/app/batches/{body['batch_id']}")
+    assert other.status_code == 404 and other.json()["code"] == "batch_not_found"
+
+
+def test_the_model_choice_goes_with_the_batch(stack: Stack) -> None:
+    token = sign_in(stack.client)
+    models = stack.client.get("/app/models").json()
+    response = send(stack, token, ["a.jpg"], model=models["default"])
+    assert response.status_code == 202, response.text
+    unknown = send(stack, token, ["a.jpg"], model="no-such-model")
+    assert unknown.status_code == 422 and "no-such-model" in unknown.json()["detail"]
+
+
+def test_a_batch_needs_the_token_a_session_and_a_file(stack: Stack) -> None:
+    assert send(stack, "anything", NAMES).status_code == 401
+    token = sign_in(stack.client)
+    assert send(stack, None, NAMES).status_code == 403
+    empty = stack.client.post("/app/batches", data={"x": "1"}, headers={"X-CSRF-Token": token})
+    assert empty.status_code == 422
+    too_large = [("files", ("big.jpg", b"\xff" * 300_000, "image/jpeg"))]
+    big = stack.client.post("/app/batches", files=too_large, headers={"X-CSRF-Token": token})
+    assert big.status_code == 413
+    assert stack.queue.submitted == {}
