@@ -16,6 +16,7 @@ from argon2 import PasswordHasher
 from ml_common.devstack import wait_http
 from tests.browser.conftest import Page, WebClient
 from tests.browser.pageparts import DETECTION_TIMEOUT_MS, card_for, expect, shoot, upload
+from tests.browser.test_web_lists import _serious_violations as serious_violations
 from tests.conftest import LiveStack, launch_stack, need
 from tests.integration.test_model_formats import YOLOX_NANO_DIR
 from tests.integration.test_model_routing import MODELS, wait_models, yolox_version
@@ -61,12 +62,13 @@ def test_three_files_go_as_one_batch_and_export_as_coco(
     assert download.value.suggested_filename.endswith("-3-images.csv")
     assert "chelsea.png" in Path(download.value.path()).read_text()
     shoot(page, artifacts, "batch", signed_in.screen, web_client.backend)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert not signed_in.errors
     assert_hidden_from_others(browser, web_client, batch["batch_id"])
 
 
-def sign_in(browser: Any, url: str, user: str, password: str) -> Any:
-    page = browser.new_context(base_url=url).new_page()
+def sign_in(browser: Any, url: str, user: str, password: str, **options: Any) -> Any:
+    page = browser.new_context(base_url=url, **options).new_page()
     page.goto("/login")
     page.get_by_label("User name").fill(user)
     page.get_by_label("Password").fill(password)
@@ -117,10 +119,11 @@ def _start_client(live: LiveStack, base: Path, users: str) -> None:
 
 
 def test_the_model_choice_is_offered_and_each_card_names_its_model(
-    two_model_client: WebClient, browser: Any, photos: dict[str, Path]
+    two_model_client: WebClient, browser: Any, photos: dict[str, Path], axe_script: Path
 ) -> None:
     client = two_model_client
-    page = sign_in(browser, client.url, client.user, client.password)
+    # the axe check injects axe-core inline, which the page's own CSP rightly forbids
+    page = sign_in(browser, client.url, client.user, client.password, bypass_csp=True)
     try:
         select = page.get_by_label("Model", exact=True)
         expect()(select).to_have_value("yolox-nano")  # the API's default, listed first
@@ -133,5 +136,6 @@ def test_the_model_choice_is_offered_and_each_card_names_its_model(
             status = card.get_by_test_id("task-status")
             expect()(status).to_have_text("Done", timeout=DETECTION_TIMEOUT_MS)
             expect()(card.get_by_test_id("caption")).to_contain_text(f"{model} ")
+        assert serious_violations(page, axe_script) == []
     finally:
         page.context.close()
