@@ -76,8 +76,8 @@ bench-accuracy: install model ## COCO AP of the worker's code path vs full decod
 BENTO_VENV := bench/.venv-bentoml
 $(BENTO_VENV)/.installed: | $(STAMP)
 	test -d $(BENTO_VENV) || $(PYTHON) -m venv $(BENTO_VENV)
-	$(PY) -m pip freeze | grep -iE '^(ai-edge-litert|numpy|pillow|pydantic|pydantic[-_]core|pydantic[-_]settings|redis|celery)==' > $(BENTO_VENV)/constraints.txt
-	$(BENTO_VENV)/bin/pip install -q "bentoml==1.4.40" ai-edge-litert numpy pillow pydantic pydantic-settings redis celery -c $(BENTO_VENV)/constraints.txt
+	$(PY) -m pip freeze | grep -iE '^(ai-edge-litert|onnxruntime|numpy|pillow|pydantic|pydantic[-_]core|pydantic[-_]settings|redis|celery)==' > $(BENTO_VENV)/constraints.txt
+	$(BENTO_VENV)/bin/pip install -q "bentoml==1.4.40" ai-edge-litert onnxruntime numpy pillow pydantic pydantic-settings redis celery -c $(BENTO_VENV)/constraints.txt
 	touch $@
 
 bench-peers: install model $(BENTO_VENV)/.installed ## mlprod beside BentoML (sync endpoint, task queue), same model and load

@@ -5,6 +5,8 @@ needs); `full` decodes the whole image with Pillow, then runs the detector on it
 threshold 0.05 and at most 100 boxes, on the set as published and on the set upscaled to
 12 MP (so that the reduced decode is what gets measured; boxes are mapped back to the original
 scale, where the ground truth is). pycocotools computes AP; the JSON goes to bench/results/.
+Each of `--models` (default: YOLOX-Nano, the default model, and NanoDet-g) is measured on the
+same upscaled bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -102,15 +105,25 @@ def coco_ap(gt: Any, results: list[dict[str, Any]], image_ids: list[int]) -> dic
     return {name: round(float(value), 4) for name, value in zip(names, stats, strict=False)}
 
 
-def evaluate(variants: list[str], limit: int | None) -> dict[str, Any]:
+def model_paths(models: list[str]) -> dict[str, Detect]:
+    """ "<model> worker" and "<model> full" for each model."""
+    paths: dict[str, Detect] = {}
+    for model in models:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, models=[model], score_threshold=0.05, max_detections=100
+        )
+        paths |= {f"{model} {name}": fn for name, fn in detectors(settings).items()}
+    return paths
+
+
+def evaluate(variants: list[str], limit: int | None, models: list[str]) -> dict[str, Any]:
     from pycocotools.coco import COCO
 
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(EVAL_DIR / "annotations.json"))
     images = sorted(gt.dataset["images"], key=lambda i: i["id"])[:limit]
     image_ids = [image["id"] for image in images]
-    settings = Settings(_env_file=None, score_threshold=0.05, max_detections=100)  # type: ignore[call-arg]
-    paths = {"worker": detectors(settings)["worker"], "full": detectors(settings)["full"]}
+    paths = model_paths(models)
     report: dict[str, Any] = {}
     for variant in variants:
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
@@ -120,20 +133,28 @@ def evaluate(variants: list[str], limit: int | None) -> dict[str, Any]:
                 results[name].extend(as_coco(image["id"], detect(data), sx, sy))
             if i % 20 == 0:
                 logger.info("%s: %d/%d images", variant, i + 1, len(images))
-        scores = {name: coco_ap(gt, res, image_ids) for name, res in results.items()}
-        scores["worker_minus_full_AP"] = round(scores["worker"]["AP"] - scores["full"]["AP"], 4)  # type: ignore[assignment]
-        report[variant] = scores
+        ap = {name: coco_ap(gt, res, image_ids) for name, res in results.items()}
+        report[variant] = {
+            model: {
+                "worker": ap[f"{model} worker"],
+                "full": ap[f"{model} full"],
+                "worker_minus_full_AP": round(
+                    ap[f"{model} worker"]["AP"] - ap[f"{model} full"]["AP"], 4
+                ),
+            }
+            for model in models
+        }
     return {"images": len(images), "score_threshold": 0.05, "max_detections": 100, **report}
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = ["| set | worker path AP | full decoding AP | difference | AP50 worker / full |"]
-    lines.append("|---|---|---|---|---|")
+    head = "| model | set | worker path AP | full decoding AP | difference | AP50 worker / full |"
+    lines = [head]
+    lines.append("|---|---|---|---|---|---|")
     for variant in ("original", "12mp"):
-        if variant in report:
-            r = report[variant]
+        for model, r in report.get(variant, {}).items():
             lines.append(
-                f"| {variant} | {r['worker']['AP']:.3f} | {r['full']['AP']:.3f} | "
+                f"| {model} | {variant} | {r['worker']['AP']:.3f} | {r['full']['AP']:.3f} | "
                 f"{r['worker_minus_full_AP']:+.4f} | "
                 f"{r['worker']['AP50']:.3f} / {r['full']['AP50']:.3f} |"
             )
@@ -144,11 +165,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, help="only the first N images (smoke test)")
     parser.add_argument("--variants", nargs="+", default=["original", "12mp"])
+    parser.add_argument("--models", nargs="+", default=["yolox-nano", "nanodet-g-416"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    report |= evaluate(args.variants, args.limit)
+    report: dict[str, Any] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    report["loadavg_at_start"] = os.getloadavg()
+    report |= evaluate(args.variants, args.limit, args.models)
+    report["loadavg_at_end"] = os.getloadavg()
     out = ROOT / "bench" / "results" / f"accuracy-{report['date'].replace(':', '')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

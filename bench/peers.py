@@ -31,11 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import e2e  # noqa: E402
-from ceiling import Config, ceiling  # noqa: E402
+from ceiling import ONNX, Config, ceiling  # noqa: E402
 from e2e import Sample, Send, check_deadline, drive, request, stack_pids  # noqa: E402
 from photos import describe, photo_set  # noqa: E402
 from procstat import descendants, peak_rss_mb  # noqa: E402
 from run import mlprod_stack  # noqa: E402
+from served import use_served_model  # noqa: E402
 
 from ml_common.devstack import die_with_parent, free_port, wait_http  # noqa: E402
 
@@ -43,6 +44,7 @@ logger = logging.getLogger("bench.peers")
 BENTO_VENV = ROOT / "bench" / ".venv-bentoml"
 poll_s = 0.1  # --poll-ms
 SYSTEMS = ("mlprod", "bentoml-sync", "bentoml-task")
+RUNTIME_OF = {"yolox-nano": ONNX}
 
 
 def _timings(body: dict[str, Any]) -> dict[str, float]:
@@ -211,9 +213,11 @@ def main() -> int:
     e2e.DEADLINE_S, poll_s = args.deadline, args.poll_ms / 1000
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    model = use_served_model()
     sets = {name: photo_set(name) for name in args.sets}
     report: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": model,
         "cpus": os.cpu_count(),
         "loadavg_at_start": os.getloadavg(),
         "workers": args.workers,
@@ -223,7 +227,7 @@ def main() -> int:
         "photos": {name: describe(images) for name, images in sets.items()},
     }
     if args.ceiling_seconds:
-        config = Config(args.workers, args.threads)
+        config = Config(args.workers, args.threads, runtime=RUNTIME_OF.get(model, "tflite"))
         report["ceiling"] = ceiling(sets["small"][0], args.ceiling_seconds, 1, (config,))
     report["systems"] = {name: run_system(name, sets, args) for name in args.systems}
     report["loadavg_at_end"] = os.getloadavg()

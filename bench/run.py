@@ -32,6 +32,7 @@ from e2e import bench_end_to_end, one_request, stack_pids  # noqa: E402
 from photos import SETS, describe, photo_set  # noqa: E402
 from plot import plot  # noqa: E402
 from procstat import children, peak_rss_mb, rss_mb  # noqa: E402
+from served import use_served_model  # noqa: E402
 from stages import memory as stage_memory  # noqa: E402
 from stages import stages  # noqa: E402
 from stages import table as stage_table  # noqa: E402
@@ -165,7 +166,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--batch-n", type=int, default=1000, help="images of the batch figures (0 skips)"
     )
-    parser.add_argument("--plot", type=Path, help="draw the throughput/latency figure here")
+    parser.add_argument("--plot", type=Path, help="draw perf-<size>.png into this folder")
     return parser.parse_args()
 
 
@@ -173,9 +174,11 @@ def main() -> int:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    model = use_served_model()
     sets = {name: photo_set(name) for name in args.sets}
     report: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": model,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
