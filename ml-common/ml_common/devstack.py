@@ -153,7 +153,9 @@ class Stack:
                 sys.executable, "-m", "celery", "-A", "ml_celery.celery_app", "worker",
                 "--loglevel", "INFO", "--concurrency", str(self.worker_concurrency),
                 "--pool", self.worker_pool,
-                "--hostname", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+                # unique per stack: two stacks of one process must not share a pidbox queue
+                "--hostname", f"{name}-{os.getpid()}-{self.api_port}@%h",
+                "--without-gossip", "--without-mingle",
             ],
             {**extra, **env},
         )  # fmt: skip

@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -17,7 +17,7 @@ from ml_api.deps import ApiKeyDep, LimiterDep, RedisDep, SettingsDep, StorageDep
 from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
 from ml_api.intake import UPLOAD_BODY, Intake, archive_limits, form_files
-from ml_api.results import FINAL, build_status
+from ml_api.results import FINAL, build_status, state_of
 from ml_api.submit import IdempotencyDep, IdempotencyKeyHeader, SubmitterDep, Upload
 from ml_common.archives import Member
 from ml_common.batches import BatchRecord, BatchStore
@@ -134,25 +134,34 @@ async def create_batch(
     return BatchCreated(batch_id=batch_id, total=found.total if found else 0, links=links)
 
 
+class Item(NamedTuple):
+    record: TaskRecord
+    meta: dict[str, Any] | None
+    state: TaskState  # read cheaply; the whole status (result parsed) only where needed
+
+    def status(self) -> TaskStatus:
+        return build_status(self.record, self.meta)
+
+
 async def _items(
     batch_id: str, owner: str, batches: BatchStore, tasks: TasksDep
-) -> tuple[BatchRecord, list[tuple[TaskRecord, TaskStatus]]]:
-    """The batch and each item's record and status; another key's batch reads as unknown."""
+) -> tuple[BatchRecord, list[Item]]:
+    """The batch and its items in order; another key's batch reads as unknown."""
     batch = await batches.get(batch_id)
     if batch is None or batch.owner != owner:
         raise BatchNotFound(f"no batch {batch_id}")
     found = await tasks.lookup_many(await batches.items(batch_id))
-    items = [(f.record, build_status(f.record, f.meta)) for f in found if f.record is not None]
-    return batch, items
+    return batch, [
+        Item(f.record, f.meta, state_of(f.record, f.meta)) for f in found if f.record is not None
+    ]
 
 
-def _progress(
-    batch: BatchRecord, items: list[tuple[TaskRecord, TaskStatus]], offset: int, limit: int
-) -> BatchStatus:
-    counts = Counter(status.status for _, status in items)
+def _progress(batch: BatchRecord, items: list[Item], offset: int, limit: int) -> BatchStatus:
+    counts = Counter(item.state for item in items)
     page = [
-        BatchItem(task_id=r.task_id, file_name=r.name, status=s.status, error=s.error)
-        for r, s in items[offset : offset + limit]
+        BatchItem(task_id=s.task_id, file_name=i.record.name, status=s.status, error=s.error)
+        for i in items[offset : offset + limit]
+        if (s := i.status())
     ]
     return BatchStatus(
         batch_id=batch.batch_id,
@@ -219,9 +228,9 @@ async def cancel_batch(
 ) -> Cancelled:
     """Cancel every unfinished item: queued ones never run their model, running ones finish."""
     _, items = await _items(str(batch_id), key.key_id, batches, tasks)
-    open_items = [s for _, s in items if s.status not in FINAL]
-    await tasks.cancel([s.task_id for s in open_items])
-    running = sum(s.status is TaskState.started for s in open_items)
+    open_items = [i for i in items if i.state not in FINAL]
+    await tasks.cancel([i.record.task_id for i in open_items])
+    running = sum(i.state is TaskState.started for i in open_items)
     if not open_items:
         return Cancelled(changed=False, detail="every item had finished: unchanged")
     detail = f"{len(open_items)} items cancelled; {running} running finish first"
@@ -243,5 +252,5 @@ async def export_batch(
     """Every item once, named after its file: JSON Lines, CSV (one row per detection), COCO
     detection JSON, or a zip of the annotated images of the succeeded items."""
     _, items = await _items(str(batch_id), key.key_id, batches, tasks)
-    exported = [ExportItem(status, record.name, record.upload_key) for record, status in items]
+    exported = [ExportItem(i.status(), i.record.name, i.record.upload_key) for i in items]
     return await export_response(exported, format, f"batch-{batch_id}", storage, settings)
