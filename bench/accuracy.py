@@ -30,15 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 EVAL_DIR = ROOT.parent / "shared" / "eval" / "coco-val2017-158"
 TWELVE_MP = 12_000_000
 
-from ml_celery.detectors.coco import COCO_91_TO_80  # noqa: E402
 from ml_celery.detectors.registry import load_detector  # noqa: E402
 from ml_celery.pipeline import analyse  # noqa: E402
+from ml_common.coco import COCO_80_TO_91  # noqa: E402
 from ml_common.images import decode_rgb  # noqa: E402
 from ml_common.schemas import Detection  # noqa: E402
 from ml_common.settings import Settings  # noqa: E402
 
 logger = logging.getLogger("bench.accuracy")
-COCO_80_TO_91 = {index: coco_id for coco_id, index in COCO_91_TO_80.items()}
+
 Detect = Callable[[bytes], list[Detection]]
 
 

@@ -8,13 +8,14 @@ import io
 import json
 import posixpath
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO
 
 from ml_common.annotate import annotated_image
-from ml_common.schemas import TaskState, TaskStatus
+from ml_common.coco import COCO_80_LABELS, COCO_80_TO_91
+from ml_common.schemas import Detection, TaskState, TaskStatus
 from ml_common.storage import Storage
 
 
@@ -98,11 +99,14 @@ def csv_lines(items: Iterable[ExportItem]) -> Iterator[str]:
 def coco_detections(items: Sequence[ExportItem]) -> dict[str, Any]:
     """COCO's detection format: images, annotations (with scores) and categories.
 
-    Category ids are the model's class ids plus one (COCO ids start at 1). Only succeeded
-    tasks appear; `pycocotools.COCO` loads it, and `loadRes(export["annotations"])` too."""
+    Category ids are COCO's own (person 1 … toothbrush 90) when every detection is one of the
+    80 COCO classes, so the export scores against COCO ground truth as it is; for a model with
+    its own class list they are its class ids plus one. Only succeeded tasks appear;
+    `pycocotools.COCO` loads it, and `loadRes(export["annotations"])` too."""
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     categories: dict[int, str] = {}
+    category_id = _category_ids(items)
     for image_id, item in enumerate(items, start=1):
         result = item.status.result
         if item.status.status is not TaskState.succeeded or result is None:
@@ -111,10 +115,10 @@ def coco_detections(items: Sequence[ExportItem]) -> dict[str, Any]:
             {"id": image_id, "file_name": item.name, "width": result.width, "height": result.height}
         )
         for d in result.detections:
-            categories[d.class_id + 1] = d.label
+            categories[category_id(d)] = d.label
             w, h = d.box.x_max - d.box.x_min, d.box.y_max - d.box.y_min
             annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": d.class_id + 1,
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": category_id(d),
                 "bbox": [round(v, 2) for v in (d.box.x_min, d.box.y_min, w, h)],
                 "area": round(w * h, 2), "score": round(d.score, 4), "iscrowd": 0,
             })  # fmt: skip
@@ -124,6 +128,17 @@ def coco_detections(items: Sequence[ExportItem]) -> dict[str, Any]:
         "annotations": annotations,
         "categories": [{"id": i, "name": n} for i, n in sorted(categories.items())],
     }
+
+
+def _category_ids(items: Sequence[ExportItem]) -> Callable[[Detection], int]:
+    """COCO's ids if every detection is a COCO-80 class (by index and name), else class id + 1."""
+    detections = [d for item in items if item.status.result for d in item.status.result.detections]
+    if all(
+        d.class_id < len(COCO_80_LABELS) and COCO_80_LABELS[d.class_id] == d.label
+        for d in detections
+    ):
+        return lambda d: COCO_80_TO_91[d.class_id]
+    return lambda d: d.class_id + 1
 
 
 def _relative(name: str) -> str:

@@ -75,9 +75,16 @@ def test_coco_loads_with_pycocotools() -> None:
     coco = COCO()
     coco.dataset = coco_detections(ITEMS)
     coco.createIndex()
-    assert len(coco.getImgIds()) == 2 and coco.loadCats(16)[0]["name"] == "cat"
+    assert len(coco.getImgIds()) == 2 and coco.loadCats(17)[0]["name"] == "cat"  # COCO's id
     results = coco.loadRes(coco.dataset["annotations"])
     assert results.loadAnns(results.getAnnIds())[0]["bbox"] == [10, 5, 20, 20]
+
+
+def test_coco_ids_of_a_model_with_its_own_classes_are_class_id_plus_one() -> None:
+    box = Box(x_min=1, y_min=1, x_max=9, y_max=9)
+    widget = Detection(label="widget", class_id=3, score=0.8, box=box, box_normalized=box)
+    export = coco_detections([ExportItem(done("t1", widget, cat()), "a.jpg")])
+    assert {c["id"]: c["name"] for c in export["categories"]} == {4: "widget", 16: "cat"}
 
 
 def test_names_keep_their_folder_and_never_clash() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml_celery.detectors.coco import COCO_80_LABELS
 from ml_celery.detectors.postprocess import (
     REG_MAX,
     above_threshold,
@@ -20,6 +19,7 @@ from ml_celery.detectors.postprocess import (
     to_detections,
 )
 from ml_celery.detectors.preprocess import Geometry, letterbox_geometry, stretch_geometry
+from ml_common.coco import COCO_80_LABELS
 
 BINS = REG_MAX + 1
 

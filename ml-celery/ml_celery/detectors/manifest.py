@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from ml_celery.detectors.base import METADATA_FILE
-from ml_celery.detectors.coco import COCO_80_LABELS
+from ml_common.coco import COCO_80_LABELS
 from ml_common.errors import DetectorUnavailable
 from ml_common.models import CATALOG, ModelFormat
 from ml_common.settings import Settings

@@ -10,7 +10,6 @@ import numpy.typing as npt
 from PIL import Image
 
 from ml_celery.detectors.base import DetectionOutput, read_model_info
-from ml_celery.detectors.coco import COCO_80_LABELS
 from ml_celery.detectors.postprocess import postprocess
 from ml_celery.detectors.preprocess import (
     ResizeMode,
@@ -19,6 +18,7 @@ from ml_celery.detectors.preprocess import (
     preprocess,
     resized_size,
 )
+from ml_common.coco import COCO_80_LABELS
 
 NANODET_INPUT = "input_1"
 NANODET_CLS_OUTPUTS = ("cls_8", "cls_16", "cls_32")

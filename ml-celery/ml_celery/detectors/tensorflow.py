@@ -13,10 +13,10 @@ import numpy.typing as npt
 from PIL import Image
 
 from ml_celery.detectors.base import DetectionOutput, read_model_info
-from ml_celery.detectors.coco import COCO_80_LABELS, COCO_91_TO_80
 from ml_celery.detectors.nanodet import NANODET_INPUT, NanoDet, elapsed_ms
 from ml_celery.detectors.postprocess import above_threshold, to_detections
 from ml_celery.detectors.preprocess import Geometry, Source
+from ml_common.coco import COCO_80_LABELS, COCO_91_TO_80
 from ml_common.schemas import Detection
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""The 80 COCO object categories in the order detectors trained on COCO-80 predict them."""
+"""The 80 COCO object categories in the order COCO-80 detectors predict them, and their ids in
+the 91-id space of the COCO annotations (what COCO tools and exports use)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,4 @@ COCO_91_TO_80: dict[int, int] = {
     coco_id: index
     for index, coco_id in enumerate(i for i in range(1, 91) if i not in COCO_91_UNUSED_IDS)
 }
+COCO_80_TO_91: dict[int, int] = {index: coco_id for coco_id, index in COCO_91_TO_80.items()}
