@@ -6,6 +6,7 @@
 #   localhost/mlprod-ci/node:bookworm nodejs + npm (node:20-slim, for `npm pack` only)
 #   localhost/mlprod-ci/redis:bookworm redis-server, user redis (redis:7-alpine)
 #   localhost/mlprod-ci/nginx:bookworm nginx + wget as uid 101 (nginxinc/nginx-unprivileged)
+#   (these four are one bookworm root file system, each with its own user and command)
 #   localhost/mlprod-ci/rabbitmq:trixie RabbitMQ 4.0, user rabbitmq (rabbitmq:4-alpine); it runs
 #     RabbitMQ's own start script, which stops the node cleanly on SIGTERM, not Debian's
 #     /usr/sbin wrapper, which as PID 1 ignores SIGTERM (the node is then killed, unflushed)
@@ -21,68 +22,53 @@ trap 'rm -rf "$log_dir"' EXIT
 
 have() { podman image exists "$PREFIX/$1"; }
 
-# name suite "podman import --change" args... -- mmdebstrap args...
-base() {
-  local name=$1 suite=$2; shift 2
-  local changes=()
-  while [ "$1" != "--" ]; do changes+=(--change "$1"); shift; done
-  shift
-  have "$name" && return 0
-  mmdebstrap --variant=minbase --quiet \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-    "$@" "$suite" - "$MIRROR" \
-    | podman import "${changes[@]}" - "$PREFIX/$name" >/dev/null
-  podman image exists "$PREFIX/$name"
-}
-
-python_image() {
-  base python:3.11 bookworm \
-    "ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-    "ENV LANG=C.UTF-8" "CMD [\"python3\"]" -- \
-    --include=python3,python3-venv,passwd,ca-certificates \
+# One bookworm root file system serves as the python, node, redis and nginx bases (imported
+# once for each, with its own user and command): one mmdebstrap instead of four.
+bookworm_images() {
+  local missing=0 name
+  for name in python:3.11 node:bookworm redis:bookworm nginx:bookworm; do
+    have "$name" || missing=1
+  done
+  [ "$missing" = 1 ] || return 0
+  mmdebstrap --variant=minbase --quiet "${DPKG_OPTS[@]}" \
+    --include=python3,python3-venv,passwd,ca-certificates,nodejs,npm,redis-server,nginx-light,wget \
     --customize-hook='chroot "$1" python3 -m venv /opt/python' \
-    --customize-hook="printf '[global]\ncert = $CA\n' > \"\$1/etc/pip.conf\""
-}
-
-node_image() {
-  base node:bookworm bookworm "ENV NODE_EXTRA_CA_CERTS=$CA" "CMD [\"node\"]" -- \
-    --include=nodejs,npm,ca-certificates
-}
-
-redis_image() {
-  base redis:bookworm bookworm "USER redis" "WORKDIR /data" "CMD [\"redis-server\"]" -- \
-    --include=redis-server \
-    --customize-hook='mkdir -p "$1/data" && chroot "$1" chown redis:redis /data'
-}
-
-nginx_image() {
-  base nginx:bookworm bookworm "USER 101" "CMD [\"nginx\", \"-g\", \"daemon off;\"]" -- \
-    --include=nginx-light,wget \
-    --customize-hook='chroot "$1" useradd --system --uid 101 --user-group --no-create-home nginx'
+    --customize-hook="printf '[global]\ncert = $CA\n' > \"\$1/etc/pip.conf\"" \
+    --customize-hook='mkdir -p "$1/data" && chroot "$1" chown redis:redis /data' \
+    --customize-hook='chroot "$1" useradd --system --uid 101 --user-group --no-create-home nginx' \
+    bookworm "$log_dir/bookworm.tar" "$MIRROR"
+  local path="ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  podman import --change "$path" --change "ENV LANG=C.UTF-8" --change 'CMD ["python3"]' \
+    "$log_dir/bookworm.tar" "$PREFIX/python:3.11" >/dev/null
+  podman import --change "ENV NODE_EXTRA_CA_CERTS=$CA" --change 'CMD ["node"]' \
+    "$log_dir/bookworm.tar" "$PREFIX/node:bookworm" >/dev/null
+  podman import --change "USER redis" --change "WORKDIR /data" --change 'CMD ["redis-server"]' \
+    "$log_dir/bookworm.tar" "$PREFIX/redis:bookworm" >/dev/null
+  podman import --change "USER 101" --change 'CMD ["nginx", "-g", "daemon off;"]' \
+    "$log_dir/bookworm.tar" "$PREFIX/nginx:bookworm" >/dev/null
+  rm -f "$log_dir/bookworm.tar"
 }
 
 rabbitmq_image() {
-  base rabbitmq:trixie trixie "USER rabbitmq" "ENV HOME=/var/lib/rabbitmq" \
-    "ENV RABBITMQ_LOGS=-" "CMD [\"/usr/lib/rabbitmq/bin/rabbitmq-server\"]" -- \
-    --include=rabbitmq-server \
-    --customize-hook='mkdir -p "$1/etc/rabbitmq/conf.d"'
+  have rabbitmq:trixie && return 0
+  mmdebstrap --variant=minbase --quiet "${DPKG_OPTS[@]}" --include=rabbitmq-server \
+    --customize-hook='mkdir -p "$1/etc/rabbitmq/conf.d"' trixie - "$MIRROR" \
+    | podman import --change "USER rabbitmq" --change "ENV HOME=/var/lib/rabbitmq" \
+        --change "ENV RABBITMQ_LOGS=-" \
+        --change 'CMD ["/usr/lib/rabbitmq/bin/rabbitmq-server"]' - "$PREFIX/rabbitmq:trixie" \
+        >/dev/null
+  have rabbitmq:trixie
 }
 
-# All at once: each is mostly waiting on downloads and dpkg's fsyncs.
-pids=()
-for image in python node redis nginx rabbitmq; do
-  "${image}_image" >"$log_dir/$image.log" 2>&1 &
-  pids+=("$!:$image")
-done
+DPKG_OPTS=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*'
+           --dpkgopt='path-exclude=/usr/share/locale/*'
+           --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*')
+bookworm_images >"$log_dir/bookworm.log" 2>&1 &
+bookworm=$!
+rabbitmq_image >"$log_dir/rabbitmq.log" 2>&1 &
+rabbitmq=$!
 failed=0
-for entry in "${pids[@]}"; do
-  if ! wait "${entry%%:*}"; then
-    tail -n 30 "$log_dir/${entry#*:}.log" >&2
-    echo "base image ${entry#*:} failed" >&2
-    failed=1
-  fi
-done
+wait "$bookworm" || { tail -n 30 "$log_dir/bookworm.log" >&2; echo "bookworm bases failed" >&2; failed=1; }
+wait "$rabbitmq" || { tail -n 30 "$log_dir/rabbitmq.log" >&2; echo "rabbitmq base failed" >&2; failed=1; }
 [ "$failed" = 0 ] || exit 1
 podman images --filter "reference=$PREFIX/*" --format '{{.Repository}}:{{.Tag}} {{.Size}}'
