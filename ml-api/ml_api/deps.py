@@ -14,9 +14,9 @@ from ml_api.results import ResultReader
 from ml_api.subscriber import Subscriber, WaitSlots
 from ml_common.apikeys import ON_BEHALF_HEADER, ApiKey, ApiKeyStore
 from ml_common.errors import NotAuthenticated
-from ml_common.records import TaskStore
 from ml_common.settings import Settings
 from ml_common.storage import Storage
+from ml_common.taskstore import TaskStore
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `mlprod api-key create`")
 

@@ -9,8 +9,9 @@ from typing import Any
 from ml_api.subscriber import WaitSlots
 from ml_common.contract import CANCELLED_STATE
 from ml_common.errors import TaskNotFound
-from ml_common.records import Channels, Lookup, TaskRecord, TaskStore
+from ml_common.records import TaskRecord
 from ml_common.schemas import DetectionResult, Links, TaskError, TaskState, TaskStatus
+from ml_common.taskstore import Channels, Lookup, TaskStore
 
 CELERY_STATES = {
     "PENDING": TaskState.queued,

@@ -19,9 +19,10 @@ from ml_common.contract import DetectPayload
 from ml_common.errors import MLProdError
 from ml_common.images import ImageInfo, ImageLimits, inspect_image
 from ml_common.models import default_model
-from ml_common.records import TaskRecord, TaskStore
+from ml_common.records import TaskRecord
 from ml_common.settings import Settings
 from ml_common.storage import Storage
+from ml_common.taskstore import TaskStore
 
 logger = logging.getLogger(__name__)
 # A JPEG or PNG this small is checked without decoding pixels in under 0.5 ms: on the event loop

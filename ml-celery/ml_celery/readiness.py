@@ -23,6 +23,7 @@ from ml_common import records
 from ml_common.errors import DetectorUnavailable
 from ml_common.models import model_folder, served_models
 from ml_common.settings import Settings, get_settings
+from ml_common.taskstore import RecordStore
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class ReadinessBeacon:
     """Tells the API, through Redis, that this process has its model loaded and takes tasks."""
 
     def __init__(self, settings: Settings, detectors: list[Detector]) -> None:
-        self._records = records.RecordStore.connect(settings)
+        self._records = RecordStore.connect(settings)
         host, pid = socket.gethostname(), os.getpid()
         self.beacons = {
             records.ready_key(host, pid, d.name): records.ReadyModel(d.name, d.version).to_json()

@@ -18,10 +18,10 @@ from ml_celery.pipeline import analyse
 from ml_common.contract import CANCELLED_STATE, CLEANUP_TASK, DETECT_TASK
 from ml_common.errors import StorageUnavailable
 from ml_common.models import default_model
-from ml_common.records import RecordStore
 from ml_common.retention import cleanup
 from ml_common.settings import get_settings
 from ml_common.storage import Storage, open_storage
+from ml_common.taskstore import RecordStore
 from ml_common.tracing import record_stages
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from celery import Task, signals
 from ml_celery.celery_app import app
 from ml_common.contract import DETECT_TASK, WEBHOOK_TASK
 from ml_common.errors import UnsafeWebhookTarget
-from ml_common.records import RecordStore
 from ml_common.settings import Settings, get_settings
+from ml_common.taskstore import RecordStore
 from ml_common.tracing import message_trace_headers
 from ml_common.webhooks import (
     EVENT_CANCELLED,

@@ -10,9 +10,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ml_common.records import RecordStore
 from ml_common.settings import Settings
 from ml_common.storage import open_storage
+from ml_common.taskstore import RecordStore
 
 logger = logging.getLogger(__name__)
 ORPHAN_GRACE_S = 3600

@@ -16,9 +16,10 @@ from ml_api.queue import TaskQueue
 from ml_api.submit import Submitter, Upload
 from ml_common.contract import DetectPayload
 from ml_common.errors import QueueUnavailable, StorageUnavailable
-from ml_common.records import TaskRecord, TaskStore
+from ml_common.records import TaskRecord
 from ml_common.settings import Settings
 from ml_common.storage import LocalStorage
+from ml_common.taskstore import TaskStore
 
 
 def image(fmt: str) -> bytes:
