@@ -19,6 +19,7 @@ from typing import Any
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ml_common.errors import BackendUnavailable, TooManyWaits
@@ -27,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT_S = 5.0  # how long a listener waits for Redis to confirm its subscription
 RETRY_S = 1.0  # the pause before reconnecting after a failure
+# A connection whose peer vanished without closing it (a Redis container killed or moved) reads
+# nothing forever: after this long without a message the reader pings, and a second silence as
+# long means the connection is dead, so it reconnects within about twice this.
+PING_S = 2.0
 
 
 class Listener:
@@ -63,7 +68,8 @@ class Subscriber:
     A channel is subscribed while anyone listens on it. A listener is handed over only once
     Redis has confirmed the subscription, so that whatever it reads next cannot miss a later
     message; after a lost connection, the resubscription is confirmed again and wakes every
-    listener to read anew. A failure wakes them too (they read, and report the outage).
+    listener to read anew. A failure wakes them too (they read, and report the outage). A quiet
+    connection is pinged, so that one that silently died is noticed within seconds.
     """
 
     def __init__(self, redis_url: str, retry_s: float = RETRY_S) -> None:
@@ -82,6 +88,7 @@ class Subscriber:
         self._lock = asyncio.Lock()  # one sender (subscribe, unsubscribe, reconnect) at a time
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self._pinged = False  # a ping is out, unanswered
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read(), name="redis-subscriber")
@@ -144,19 +151,36 @@ class Subscriber:
             try:
                 if not healthy:
                     await self._reconnect()
-                message = await self._pubsub.get_message(timeout=None)
+                message = await self._next()
             except (RedisError, OSError) as exc:
                 if healthy:
                     logger.warning("Redis subscription lost, reconnecting: %s", exc)
                 healthy = False
+                self._pinged = False
                 self._wake_all()
                 await asyncio.sleep(self.retry_s)
                 continue
             if not healthy:
                 logger.info("Redis subscription restored")
                 healthy = True
-            if message is not None:
+            if message is not None and message["type"] != "pong":
                 await self._dispatch(message)
+
+    async def _next(self) -> dict[str, Any] | None:
+        """The next message, or None after a silence (then pings; two mean a dead connection)."""
+        message: dict[str, Any] | None = await self._pubsub.get_message(timeout=PING_S)
+        if message is not None:
+            self._pinged = False
+            return message
+        if self._pinged:
+            connection = self._pubsub.connection
+            if connection is not None:
+                await connection.disconnect()
+            raise RedisConnectionError(f"no answer from Redis to a ping in {PING_S} s")
+        async with self._lock:
+            await self._pubsub.ping()
+        self._pinged = True
+        return None
 
     async def _reconnect(self) -> None:
         async with self._lock:
