@@ -33,9 +33,9 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def slow_image() -> bytes:
-    """A 40-megapixel gradient in a ~130 kB PNG: seconds of decoding, a valid image."""
-    w, h = 8000, 5000
+def slow_image(w: int = 8000, h: int = 5000) -> bytes:
+    """A 40-megapixel gradient in a ~130 kB PNG: long to decode (a PNG has no reduced decode),
+    a valid image."""
     row = np.linspace(0, 255, w, dtype=np.uint8)
     grid = np.tile(row, (h, 1))
     return encode(Image.fromarray(np.stack([grid, grid[::-1], grid], -1)), "PNG")
@@ -239,12 +239,16 @@ def test_poison_image_fails_in_bounded_time_and_the_worker_lives_on(
     tmp_path: Path, record_property: Any
 ) -> None:
     record_property(
-        "case", "poison image that outlasts the time limits (40 Mpx, soft 1 s, hard 2 s)"
+        "case", "poison image that outlasts the time limits (81 Mpx PNG, soft 0.5 s, hard 1.5 s)"
     )
-    limits = {"ML_TASK_SOFT_TIME_LIMIT_S": "1", "ML_TASK_TIME_LIMIT_S": "2"}
+    # the worker decodes only what the model needs: a poison must be a PNG (no reduced decode)
+    # big enough that decoding alone outlasts the soft limit
+    limits = {"ML_TASK_SOFT_TIME_LIMIT_S": "0.5", "ML_TASK_TIME_LIMIT_S": "1.5",
+              "ML_MAX_IMAGE_PIXELS": "85000000"}  # fmt: skip
     with launch_stack("rabbitmq-redis", tmp_path, limits) as live:
         t0 = time.monotonic()
-        poison = live.submit(slow_image(), "poison.png", "image/png").json()["task_id"]
+        poison_png = slow_image(9000, 9000)
+        poison = live.submit(poison_png, "poison.png", "image/png").json()["task_id"]
         final = live.wait_final(poison, 60)
         assert final["status"] == "failed", final
         assert final["error"]["type"] in ("SoftTimeLimitExceeded", "TimeLimitExceeded")
