@@ -252,6 +252,17 @@ _REPORT_ROWS: list[tuple[str, str, str]] = []
 _OUTCOMES: dict[str, str] = {}
 
 
+_SUITE_ORDER = {"unit": 0, "integration": 1, "browser": 2}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Unit tests first, then integration, browser tests last (a stable sort, after pytest has
+    grouped items by fixture). Playwright's sync API leaves its event loop marked as running in
+    this thread for the rest of the session, so an `asyncio.run()` after it would fail."""
+    items.sort(key=lambda item: _SUITE_ORDER.get(item.path.parent.name, 1))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when != "teardown":
         if report.outcome != "passed" or report.when == "call":
