@@ -21,6 +21,7 @@ from ml_common.documents import Document, FileDocument, api_keys_document
 from ml_common.errors import NotAllowed
 from ml_common.records import now_iso
 from ml_common.settings import Settings
+from ml_common.webhooks import check_callback_url
 
 KEY_PREFIX = "mlp_"
 # Sent by a delegating key (the web client's) to act as one of its own users: each user is then
@@ -38,6 +39,7 @@ class ApiKey:
     name: str
     created_at: str
     delegates: bool = False
+    callback_url: str = ""  # the default callback of its uploads and batches; "" for none
 
     def on_behalf_of(self, user: str) -> ApiKey:
         """The identity of `user` of this delegating key: its own owner id and rate limits."""
@@ -49,11 +51,22 @@ class ApiKey:
         if not 0 < len(user) <= 256:
             raise NotAllowed(f"{ON_BEHALF_HEADER} names a user in 1 to 256 characters")
         user_id = digest(f"{self.key_id}\0{user}")[:16]
-        return ApiKey(f"{self.key_id}.{user_id}", f"{self.name}/{user}", self.created_at)
+        return ApiKey(
+            f"{self.key_id}.{user_id}",
+            f"{self.name}/{user}",
+            self.created_at,
+            callback_url=self.callback_url,
+        )
 
 
 def _key(hashed: str, entry: dict[str, str]) -> ApiKey:
-    return ApiKey(hashed[:16], entry["name"], entry["created_at"], entry.get("delegates") == "yes")
+    return ApiKey(
+        hashed[:16],
+        entry["name"],
+        entry["created_at"],
+        entry.get("delegates") == "yes",
+        entry.get("callback_url", ""),
+    )
 
 
 class ApiKeyStore:
@@ -88,11 +101,16 @@ class ApiKeyStore:
         self.document.write(json.dumps({"keys": keys}, indent=2, sort_keys=True).encode())
         self._version, self._checked = None, -math.inf
 
-    def create(self, name: str, delegates: bool = False) -> tuple[str, ApiKey]:
+    def create(
+        self, name: str, delegates: bool = False, callback_url: str = ""
+    ) -> tuple[str, ApiKey]:
         """Make a new key; the plain key is returned once and never stored. A key that
-        `delegates` may act on behalf of its own users (the web client's)."""
+        `delegates` may act on behalf of its own users (the web client's); `callback_url` is
+        the default callback of its uploads (checked like theirs)."""
         if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError("a key name is 1-64 letters, digits, '-' or '_'")
+        if callback_url:
+            check_callback_url(callback_url)
         keys = dict(self._load())
         if any(entry["name"] == name for entry in keys.values()):
             raise ValueError(f"a key named {name!r} exists already; revoke it first")
@@ -101,6 +119,8 @@ class ApiKeyStore:
         keys[hashed] = {"name": name, "created_at": now_iso()}
         if delegates:
             keys[hashed]["delegates"] = "yes"
+        if callback_url:
+            keys[hashed]["callback_url"] = callback_url
         self._save(keys)
         return plain, _key(hashed, keys[hashed])
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ml_common.apikeys import ApiKeyStore
+from ml_common.errors import InvalidCallbackUrl
 from ml_common.logs import configure_logging
 from ml_common.retention import cleanup
 from ml_common.settings import get_settings
@@ -26,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
         "--delegate",
         action="store_true",
         help="the key may act on behalf of its own users (X-On-Behalf-Of): the web client's",
+    )
+    create.add_argument(
+        "--callback-url",
+        default="",
+        help="the default callback_url of the key's uploads that give none (webhooks)",
     )
     key_sub.add_parser("revoke", help="revoke a key by name").add_argument("name")
     key_sub.add_parser("list", help="list key names (never the keys)")
@@ -49,8 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = ApiKeyStore.from_settings(settings)
         if args.action == "create":
             try:
-                plain, key = store.create(args.name, delegates=args.delegate)
-            except ValueError as exc:
+                plain, key = store.create(
+                    args.name, delegates=args.delegate, callback_url=args.callback_url
+                )
+            except (ValueError, InvalidCallbackUrl) as exc:
                 logger.error("%s", exc)
                 return 2
             out.write(f"{plain}\n")

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from ml_common.apikeys import ApiKeyStore
 from tests.conftest import LiveStack, launch_stack
 
 pytestmark = pytest.mark.integration
@@ -234,3 +235,22 @@ def test_deliveries_of_a_task_without_a_callback_are_404(
     other = webhook_stack.new_key("someone-else")
     r = httpx.get(url, headers=webhook_stack.headers(other), timeout=10)
     assert r.json()["code"] == "task_not_found"
+
+
+def test_a_keys_default_callback_gets_the_event_of_an_upload_without_one(
+    webhook_stack: LiveStack, astronaut_jpeg: bytes, receivers: Callable[[int], Receiver]
+) -> None:
+    receiver = receivers(0)
+    store = ApiKeyStore.from_settings(webhook_stack.settings)
+    plain, _ = store.create("with-default-callback", callback_url=receiver.url)
+    headers = webhook_stack.headers(plain)
+    r = httpx.post(f"{webhook_stack.api_url}/api/v1/detections",
+                   files={"file": ("photo.jpg", astronaut_jpeg, "image/jpeg")},
+                   headers=headers, timeout=30)  # fmt: skip
+    assert r.status_code == 202, r.text
+    task_id = r.json()["task_id"]
+    [(sent, body)] = receiver.wait_for(1)
+    r = httpx.get(f"{webhook_stack.api_url}/api/v1/webhooks/secret", headers=headers, timeout=10)
+    event = Webhook(r.json()["secret"]).verify(body, sent)
+    assert event["type"] == "detection.succeeded"
+    assert event["data"]["task_id"] == task_id

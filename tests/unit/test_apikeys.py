@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from ml_common import cli
 from ml_common.apikeys import ApiKeyStore
-from ml_common.errors import NotAllowed
+from ml_common.errors import InvalidCallbackUrl, NotAllowed
+from ml_common.settings import get_settings
 
 
 def test_create_check_revoke(tmp_path: Path) -> None:
@@ -56,3 +58,42 @@ def test_an_ordinary_key_may_not_act_for_others(tmp_path: Path) -> None:
     assert key is not None and not key.delegates
     with pytest.raises(NotAllowed, match="--delegate"):
         key.on_behalf_of("bob")
+
+
+def test_a_key_keeps_its_default_callback_url(tmp_path: Path) -> None:
+    store = ApiKeyStore(tmp_path / "keys.json")
+    plain, made = store.create("hooked", callback_url="https://hooks.example/mlprod")
+    key = ApiKeyStore(tmp_path / "keys.json").check(plain)  # read back from the file
+    assert key is not None and key.callback_url == made.callback_url
+    assert key.callback_url == "https://hooks.example/mlprod"
+    web, _ = store.create("web", delegates=True, callback_url="http://hooks.example/web")
+    delegating = store.check(web)
+    assert delegating is not None
+    assert delegating.on_behalf_of("alice").callback_url == "http://hooks.example/web"
+    plain_key, _ = store.create("bare")
+    bare = store.check(plain_key)
+    assert bare is not None and bare.callback_url == ""
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://hooks.example/x", "https://user:pw@hooks.example/x", "https://h/" + "a" * 2050]
+)
+def test_a_bad_default_callback_url_stores_no_key(tmp_path: Path, url: str) -> None:
+    store = ApiKeyStore(tmp_path / "keys.json")
+    with pytest.raises(InvalidCallbackUrl):
+        store.create("hooked", callback_url=url)
+    assert store.list() == []
+
+
+def test_the_cli_creates_a_key_with_a_callback_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ML_API_KEYS_FILE", str(tmp_path / "keys.json"))
+    get_settings.cache_clear()  # read afresh, with this key file
+    assert cli.main(["api-key", "create", "hooked", "--callback-url", "https://h.example/x"]) == 0
+    plain = capsys.readouterr().out.strip()
+    key = ApiKeyStore(tmp_path / "keys.json").check(plain)
+    assert key is not None and key.callback_url == "https://h.example/x"
+    assert cli.main(["api-key", "create", "bad", "--callback-url", "file:///etc/passwd"]) == 2
+    assert [k.name for k in ApiKeyStore(tmp_path / "keys.json").list()] == ["hooked"]
+    get_settings.cache_clear()  # the next test reads its own

@@ -75,7 +75,7 @@ async def create_detection(
 
     With an `Idempotency-Key`, a retry with the same key and file returns the same task."""
     await limiter.hit(key.key_id, "upload")
-    callback = check_callback_url(callback_url) if callback_url is not None else ""
+    callback = check_callback_url(callback_url) if callback_url is not None else key.callback_url
     timer = StageTimer()
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
