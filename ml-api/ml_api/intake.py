@@ -116,7 +116,8 @@ class BatchFormParser(MultiPartParser):
 @asynccontextmanager
 async def form_files(
     request: Request, max_files: int
-) -> AsyncIterator[tuple[list[UploadFile], str | None]]:
+) -> AsyncIterator[tuple[list[UploadFile], str | None, str | None]]:
+    """The form's files, and its `model` and `callback_url` fields (None when absent)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise UnsupportedMedia("send the files as multipart/form-data")
     parser = BatchFormParser(request.headers, request.stream(), max_files=max_files, max_fields=16)
@@ -127,8 +128,12 @@ async def form_files(
             raise BatchTooLarge(f"a batch may have {max_files} files") from exc
         raise UnsupportedMedia(f"the multipart form is malformed: {exc.message}") from exc
     try:
-        model = form.get("model")
+        model, callback = form.get("model"), form.get("callback_url")
         files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-        yield files, model if isinstance(model, str) else None
+        yield (
+            files,
+            model if isinstance(model, str) else None,
+            callback if isinstance(callback, str) else None,
+        )
     finally:
         await form.close()

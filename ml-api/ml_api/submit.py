@@ -98,6 +98,8 @@ class Submitter:
         )
         if upload.callback_url:
             payload["callback_url"] = upload.callback_url
+        if upload.batch_id:
+            payload["batch_id"] = upload.batch_id
         # the record first, so that the file and the message go in one hop to a thread
         await self.tasks.create(record)
         try:

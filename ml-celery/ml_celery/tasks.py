@@ -61,10 +61,12 @@ def detect(
     created_at: str,
     model: str | None = None,
     callback_url: str | None = None,
+    batch_id: str | None = None,
 ) -> dict[str, Any]:
     """Detect objects in the stored upload `upload_key` with `model` (this worker's default
     when None: tasks queued before models had names); returns a DetectionResult as JSON.
-    `callback_url` is for ml_celery.webhooks, which POSTs the outcome there once stored."""
+    `callback_url` is for ml_celery.webhooks, which POSTs the outcome there once stored;
+    `batch_id` (a batch item's) counts its end toward the batch's `batch.completed` event."""
     settings = get_settings()
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)

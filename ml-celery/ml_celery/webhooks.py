@@ -25,6 +25,8 @@ import redis
 from celery import Task, signals
 
 from ml_celery.celery_app import app
+from ml_common.batches import batch_key
+from ml_common.batchhooks import FINISH_SCRIPT, completed_delivery, finish_args
 from ml_common.contract import DETECT_TASK, WEBHOOK_TASK
 from ml_common.errors import UnsafeWebhookTarget
 from ml_common.settings import Settings, get_settings
@@ -181,14 +183,37 @@ def start_delivery(
     deliver.apply_async((task_id,), queue=get_settings().queue_name, headers=headers or {})
 
 
+_ITEM_STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "IGNORED": "cancelled"}
+
+
+def finish_batch_item(batch_id: str, task_id: str, state: str) -> None:
+    """Count a batch item's end; the one that completes a batch with a callback sends its
+    `batch.completed` event (ml_common.batchhooks)."""
+    final = _ITEM_STATES.get(state)
+    store = _store()
+    if final is None:
+        return  # RETRY: not ended yet
+    args = finish_args(batch_id, task_id, final, store.ttl_s)
+    if store.redis.eval(FINISH_SCRIPT, 2, *args) != 1:
+        return
+    delivery = completed_delivery(batch_id, store.redis.hgetall(batch_key(batch_id)))
+    if delivery is not None:
+        store.create(batch_id, delivery)
+        deliver.apply_async((batch_id,), queue=get_settings().queue_name)
+        logger.info("batch %s completed: webhook queued", batch_id)
+
+
 @signals.task_postrun.connect
 def _on_detect_end(sender: Any = None, task_id: str = "", kwargs: dict[str, Any] | None = None,
                    retval: Any = None, state: str = "", **_: Any) -> None:  # fmt: skip
     # after Celery stored the result: a receiver that reads the task finds it final
-    url = (kwargs or {}).get("callback_url")
-    if getattr(sender, "name", "") != DETECT_TASK or not url:
+    url, batch_id = (kwargs or {}).get("callback_url"), (kwargs or {}).get("batch_id")
+    if getattr(sender, "name", "") != DETECT_TASK or not (url or batch_id):
         return
     try:
-        start_delivery(task_id, str(url), state, retval, message_trace_headers(sender))
+        if url:
+            start_delivery(task_id, str(url), state, retval, message_trace_headers(sender))
+        if batch_id:
+            finish_batch_item(str(batch_id), task_id, state)
     except redis.RedisError as exc:
         logger.error("webhook of %s not queued: %s", task_id, exc, extra={"task_id": task_id})

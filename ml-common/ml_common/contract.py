@@ -14,6 +14,7 @@ CANCELLED_STATE = "CANCELLED"
 class _ModelChoice(TypedDict, total=False):
     model: str  # the served model to run (ml_common.models); absent: the worker's default
     callback_url: str  # where the task's end is POSTed (ml_common.webhooks); absent: nowhere
+    batch_id: str  # a batch item's batch: its end counts toward batch.completed (batchhooks)
 
 
 class DetectPayload(_ModelChoice):

@@ -45,6 +45,11 @@ def deliveries_key(task_id: str) -> str:
     return f"mlprod:deliveries:{task_id}"
 
 
+def batch_final_key(batch_id: str) -> str:
+    """The task ids of a batch with a callback that are final (set; ml_common.batchhooks)."""
+    return f"mlprod:batch:{batch_id}:final"
+
+
 def ready_key(host: str, pid: int, model: str = "") -> str:
     """Present while the worker process `pid` on `host` has `model` loaded; its value is the
     JSON of `ReadyModel`."""

@@ -8,16 +8,22 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from ml_common.apikeys import ApiKeyStore
+from ml_common.batches import batch_key, quota_key
+from ml_common.batchhooks import FINISH_SCRIPT, finish_args
+from ml_common.records import batch_final_key, webhook_key
 from tests.conftest import LiveStack, launch_stack
+from tests.integration.test_batches import tiny_jpeg, wait_batch
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +260,74 @@ def test_a_keys_default_callback_gets_the_event_of_an_upload_without_one(
     event = Webhook(r.json()["secret"]).verify(body, sent)
     assert event["type"] == "detection.succeeded"
     assert event["data"]["task_id"] == task_id
+
+
+def test_a_batch_with_a_callback_gets_one_signed_batch_completed(
+    webhook_stack: LiveStack, secret: str, receivers: Callable[[int], Receiver]
+) -> None:
+    receiver = receivers(0)
+    files = [("files", (f"p{i}.jpg", tiny_jpeg(i), "image/jpeg")) for i in range(3)]
+    files.append(("files", ("notes.txt", b"not an image", "text/plain")))  # refused at intake
+    r = httpx.post(f"{webhook_stack.api_url}/api/v1/batches", files=files,
+                   data={"callback_url": receiver.url}, headers=webhook_stack.headers(),
+                   timeout=120)  # fmt: skip
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["batch_id"]
+    [(headers, body)] = receiver.wait_for(1)
+    event = Webhook(secret).verify(body, headers)
+    assert event["type"] == "batch.completed"
+    assert event["data"] == {
+        "batch_id": batch_id,
+        "total": 4,
+        "counts": {"succeeded": 3, "failed": 1, "cancelled": 0},
+    }
+    assert wait_batch(webhook_stack, batch_id)["finished"]  # every item was final before it
+    found = deliveries_of_batch(webhook_stack, batch_id)
+    assert found["state"] == "delivered" and found["webhook_id"] == headers["webhook-id"]
+    assert len(receiver.requests) == 1  # one event, though four items ended
+
+
+def deliveries_of_batch(live: LiveStack, batch_id: str) -> dict[str, str]:
+    client = redis.Redis.from_url(str(live.settings.result_backend), decode_responses=True)
+    deadline = time.monotonic() + WAIT_S
+    while (fields := client.hgetall(webhook_key(batch_id))).get("state") == "pending":
+        assert time.monotonic() < deadline, fields
+        time.sleep(0.1)
+    return fields  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://hooks.example/x", "https://user:pw@hooks.example/x", "https://h/" + "a" * 2050]
+)
+def test_a_bad_batch_callback_url_is_422_and_nothing_is_stored(
+    webhook_stack: LiveStack, url: str
+) -> None:
+    key = webhook_stack.new_key(f"bad-batch-hook-{len(url)}-{url[:3]}")
+    key_id = ApiKeyStore.from_settings(webhook_stack.settings).check(key)
+    assert key_id is not None
+    r = httpx.post(f"{webhook_stack.api_url}/api/v1/batches",
+                   files=[("files", ("p.jpg", tiny_jpeg(7), "image/jpeg"))],
+                   data={"callback_url": url}, headers=webhook_stack.headers(key),
+                   timeout=60)  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_callback_url"
+    client = redis.Redis.from_url(str(webhook_stack.settings.result_backend))
+    assert not client.exists(quota_key(key_id.key_id))  # no quota taken, so no batch began
+
+
+def test_items_ending_at_once_complete_their_batch_exactly_once(webhook_stack: LiveStack) -> None:
+    client = redis.Redis.from_url(str(webhook_stack.settings.result_backend))
+    batch_id, items = f"race-{time.time_ns()}", 64
+    client.hset(batch_key(batch_id), mapping={"owner": "o", "callback_url": "http://h/x"})
+    client.expire(batch_key(batch_id), 60)
+    client.eval(FINISH_SCRIPT, 2, *finish_args(batch_id, "", str(items), 60))  # sealed first
+
+    def finish(n: int) -> int:
+        args = finish_args(batch_id, f"t{n % items}", "succeeded", 60)
+        return int(client.eval(FINISH_SCRIPT, 2, *args))
+
+    with ThreadPoolExecutor(16) as pool:  # every item twice, as a redelivered task would
+        won = list(pool.map(finish, range(2 * items)))
+    assert sum(won) == 1
+    assert client.hget(batch_key(batch_id), "final:succeeded") == str(items).encode()
+    client.delete(batch_key(batch_id), batch_final_key(batch_id))

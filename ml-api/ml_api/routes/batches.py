@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ml_api.batchhooks import BatchCallback
 from ml_api.deps import ApiKeyDep, LimiterDep, RedisDep, SettingsDep, StorageDep, TasksDep
 from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
@@ -34,6 +35,7 @@ from ml_common.schemas import (
     TaskState,
     TaskStatus,
 )
+from ml_common.webhooks import check_callback_url
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/batches", tags=["batches"])
@@ -57,14 +59,19 @@ BatchesDep = Annotated[BatchStore, Depends(get_batches)]
 
 
 async def _submit_all(
-    intake: Intake, batch: BatchRecord, submitter: SubmitterDep, batches: BatchStore, model: str
+    intake: Intake,
+    batch: BatchRecord,
+    submitter: SubmitterDep,
+    batches: BatchStore,
+    model: str,
+    hook: BatchCallback | None = None,
 ) -> int:
     """Submit each file as a task of `batch`; a file that is no image fails alone."""
     members = intake.members()
     pending: list[str] = []
     done = 0
     while (member := await run_in_threadpool(next, members, None)) is not None:
-        pending.append(await _submit_one(member, batch, submitter, model))
+        pending.append(await _submit_one(member, batch, submitter, model, hook))
         if len(pending) >= ITEMS_PER_WRITE:
             await batches.add_items(batch.batch_id, pending)
             done, pending = done + len(pending), []
@@ -73,16 +80,24 @@ async def _submit_all(
 
 
 async def _submit_one(
-    member: Member, batch: BatchRecord, submitter: SubmitterDep, model: str
+    member: Member,
+    batch: BatchRecord,
+    submitter: SubmitterDep,
+    model: str,
+    hook: BatchCallback | None = None,
 ) -> str:
     data, task_id = member.data or b"", str(uuid.uuid4())
     upload = Upload(data, batch.owner, member.name, batch.batch_id, task_id, model=model)
-    if member.error is not None:
-        return (await submitter.refuse(upload, member.error)).task_id
-    try:
-        return (await submitter.submit(upload)).task_id
-    except MLProdError as exc:
-        return (await submitter.refuse(upload, exc)).task_id
+    error = member.error
+    if error is None:
+        try:
+            return (await submitter.submit(upload)).task_id
+        except MLProdError as exc:
+            error = exc
+    refused = (await submitter.refuse(upload, error)).task_id
+    if hook is not None:
+        await hook.refused(refused)  # final at once: it counts toward batch.completed
+    return refused
 
 
 async def _start(
@@ -92,11 +107,18 @@ async def _start(
     batches: BatchStore,
     settings: SettingsDep,
     model: str,
+    callback: str = "",
 ) -> None:
     per_day = settings.batch_max_items_per_key_per_day
     await batches.take_quota(batch.owner, intake.count, per_day)
     await batches.create(batch)
-    total = await _submit_all(intake, batch, submitter, batches, model)
+    hook = None
+    if callback:
+        hook = BatchCallback(batches.redis, submitter.queue, batches.ttl_s, batch.batch_id)
+        await hook.arm(callback)
+    total = await _submit_all(intake, batch, submitter, batches, model, hook)
+    if hook is not None:
+        await hook.seal(total)
     logger.info("batch %s: %d items queued", batch.batch_id, total)
 
 
@@ -120,13 +142,14 @@ async def create_batch(
     """
     await limiter.hit(key.key_id, "batch")
     batch = BatchRecord.new(str(uuid.uuid4()), key.key_id)
-    async with form_files(request, settings.batch_max_files) as (files, requested):
+    async with form_files(request, settings.batch_max_files) as (files, requested, callback_url):
+        callback = check_callback_url(callback_url) if callback_url else key.callback_url
         model = resolve_model(settings, requested)
         intake = await run_in_threadpool(Intake.check, files, archive_limits(settings))
         fingerprint = await run_in_threadpool(intake.fingerprint) + model
         async with claims.once(key.key_id, idempotency_key, fingerprint, batch.batch_id) as earlier:
             if earlier is None:
-                await _start(intake, batch, submitter, batches, settings, model)
+                await _start(intake, batch, submitter, batches, settings, model, callback)
     batch_id = earlier or batch.batch_id
     found = await batches.get(batch_id)
     links = links_for_batch(batch_id)
