@@ -46,9 +46,20 @@ def state_of(record: TaskRecord, meta: Mapping[str, Any] | None) -> TaskState:
     if record.refused:
         return TaskState.failed
     state = CELERY_STATES.get(str(meta.get("status")), TaskState.queued) if meta else None
-    if record.cancelled_at is not None and state in (None, TaskState.queued):
-        return TaskState.cancelled  # it never runs; one already running finishes as it would
+    if record.cancelled_at is not None and (
+        state in (None, TaskState.queued)
+        or (state is TaskState.started and _cancelled_first(record))
+    ):
+        return TaskState.cancelled  # it never runs its model; one already running finishes
     return state or TaskState.queued
+
+
+def _cancelled_first(record: TaskRecord) -> bool:
+    """Whether the cancel mark came before the worker took the task: it then finds the mark
+    before inference, so the task reads as cancelled from the moment of the cancel on (never
+    cancelled, then started, then cancelled again)."""
+    assert record.cancelled_at is not None
+    return record.started_at is None or record.cancelled_at <= record.started_at
 
 
 def build_status(record: TaskRecord, meta: Mapping[str, Any] | None) -> TaskStatus:

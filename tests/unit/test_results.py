@@ -24,6 +24,16 @@ def test_started() -> None:
     assert status.started_at is not None and status.finished_at is None
 
 
+def test_a_cancel_before_the_worker_took_it_stays_cancelled_while_it_starts() -> None:
+    at = datetime.fromisoformat
+    cancelled = replace(RECORD, cancelled_at=at("2026-11-27T10:00:01+00:00"))
+    assert build_status(cancelled, None).status is TaskState.cancelled
+    taken_after = replace(cancelled, started_at=at("2026-11-27T10:00:02+00:00"))
+    assert build_status(taken_after, {"status": "STARTED"}).status is TaskState.cancelled
+    running_before = replace(cancelled, started_at=at("2026-11-27T10:00:00.500000+00:00"))
+    assert build_status(running_before, {"status": "STARTED"}).status is TaskState.started
+
+
 def test_failure_is_readable() -> None:
     meta = {
         "status": "FAILURE",
