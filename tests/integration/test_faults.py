@@ -11,9 +11,7 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -293,32 +291,6 @@ def test_api_killed_mid_upload_leaves_no_task_that_never_ends(
         assert stored == set(accepted), (removed, stored - set(accepted))
         record_property("observed", f"{len(accepted)}/{len(accepted)} accepted tasks succeeded; "
                         f"{removed} orphan upload(s) removed by the clean-up")  # fmt: skip
-
-
-def test_orphan_upload_is_removed_and_a_queued_one_kept(
-    tmp_path: Path, record_property: Any
-) -> None:
-    record_property("case", "uploads left by an API that died before enqueueing")
-    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
-    from ml_common.settings import Settings
-
-    settings = Settings(_env_file=None, storage_dir=tmp_path,  # type: ignore[call-arg]
-                        result_backend="redis://localhost:6379/6")  # type: ignore[arg-type]  # fmt: skip
-    storage = LocalStorage(tmp_path)
-    client = redis.Redis.from_url(str(settings.result_backend))
-    ids = {name: str(uuid.uuid4()) for name in ("never-queued", "no-record", "queued")}
-    for name, task_id in ids.items():
-        key = storage.upload_key(task_id, "jpg")
-        storage.write(key, b"x")
-        if name != "no-record":
-            record = replace(records.TaskRecord.new(task_id, "k", key), queued=name == "queued")
-            client.hset(records.record_key(task_id), mapping=record.to_hash())
-    try:
-        assert remove_orphan_uploads(settings, grace_s=0) == 2
-        assert [p.stem for p in tmp_path.glob("upload/*/*")] == [ids["queued"]]
-        record_property("observed", "never-queued and record-less uploads removed, queued kept")
-    finally:
-        client.flushdb()
 
 
 def test_soak_with_random_worker_kills(tmp_path: Path, record_property: Any) -> None:
