@@ -17,9 +17,8 @@ from ml_common.devstack import wait_http
 from tests.browser.conftest import Page, WebClient
 from tests.browser.pageparts import DETECTION_TIMEOUT_MS, card_for, expect, shoot, upload
 from tests.browser.test_web_lists import _serious_violations as serious_violations
-from tests.conftest import LiveStack, launch_stack, need
-from tests.integration.test_model_formats import YOLOX_NANO_DIR
-from tests.integration.test_model_routing import MODELS, wait_models, yolox_version
+from tests.conftest import LiveStack
+from tests.integration.test_model_routing import two_model_stack, wait_models
 
 pytestmark = pytest.mark.browser
 
@@ -92,15 +91,9 @@ def assert_hidden_from_others(browser: Any, web_client: WebClient, batch_id: str
 @pytest.fixture(scope="module")
 def two_model_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebClient]:
     """NanoDet-g and YOLOX-Nano served side by side (YOLOX the default), and a web client."""
-    need((YOLOX_NANO_DIR / "yolox_nano.onnx").is_file(), f"no YOLOX-Nano in {YOLOX_NANO_DIR}")
     base = tmp_path_factory.mktemp("web-two-models")
-    env = {
-        "ML_MODELS": ",".join(MODELS),
-        "ML_DEFAULT_MODEL": "yolox-nano",
-        "ML_MODEL_DIRS": json.dumps({"yolox-nano": str(yolox_version(base, "1"))}),
-    }
     password, user = secrets.token_urlsafe(16), f"models-{secrets.token_hex(3)}"
-    with launch_stack("valkey", base, env, models=MODELS) as live:
+    with two_model_stack(base) as live:
         wait_models(live, {"nanodet-g-416": {"1+"}, "yolox-nano": {"1+"}})
         _start_client(live, base, f"{user}:{PasswordHasher().hash(password)}")
         yield WebClient(live.stack.client_url, user, password, live.backend)

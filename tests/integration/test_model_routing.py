@@ -3,6 +3,7 @@ version of a model rolled out while uploads keep coming; an upload for a model w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -32,17 +33,23 @@ def yolox_version(base: Path, version: str) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+@contextlib.contextmanager
+def two_model_stack(base: Path) -> Iterator[LiveStack]:
+    """NanoDet-g and YOLOX-Nano (version 1, the default) served side by side, on an embedded
+    Valkey of their own: no other stack's workers among the ready ones."""
     need((YOLOX_NANO_DIR / "yolox_nano.onnx").is_file(), f"no YOLOX-Nano in {YOLOX_NANO_DIR}")
-    base = tmp_path_factory.mktemp("two-models")
     env = {
         "ML_MODELS": ",".join(MODELS),
         "ML_DEFAULT_MODEL": "yolox-nano",
         "ML_MODEL_DIRS": json.dumps({"yolox-nano": str(yolox_version(base, "1"))}),
     }
-    # an embedded Valkey of its own: no other stack's workers among the ready ones
     with launch_stack("valkey", base, env, models=MODELS) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    with two_model_stack(tmp_path_factory.mktemp("two-models")) as live:
         wait_models(live, {"nanodet-g-416": {"1+"}, "yolox-nano": {"1"}})
         yield live
 
