@@ -1,4 +1,5 @@
-"""Prometheus metrics of the worker: time per stage, outcomes, failures by type, model loads.
+"""Prometheus metrics of the worker: time per stage (ml_common.stagemetrics), outcomes,
+failures by type, model loads.
 
 Under the prefork pool each task runs in a child process, so a counter kept in a child's
 memory would be lost with it and no single process could answer a scrape. prometheus_client's
@@ -28,15 +29,10 @@ from prometheus_client import (
 from ml_common.models import default_model
 from ml_common.schemas import DetectionResult
 from ml_common.settings import Settings, get_settings
+from ml_common.stagemetrics import observe_timings
 
 logger = logging.getLogger(__name__)
 
-STAGE_SECONDS = Histogram(
-    "mlprod_task_stage_seconds",
-    "Time a detect task spent in each stage (queue_wait: from upload to start)",
-    ["model", "stage"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
-)
 TASKS = Counter(
     "mlprod_tasks",
     "Detect tasks that ended in a worker, by outcome (succeeded, failed, cancelled, retried)",
@@ -54,17 +50,9 @@ MODEL_LOAD_SECONDS = Histogram(
 
 
 def observe_result(result: DetectionResult, model: str) -> None:
-    """Record a finished task's stages (the result carries them in milliseconds)."""
-    timings = result.timings
-    stages = {
-        "queue_wait": timings.queue_wait_ms,
-        "decode": timings.decode_ms,
-        "inference": timings.inference_ms,
-        "postprocess": timings.postprocess_ms,
-    }
-    for stage, ms in stages.items():
-        if ms is not None:
-            STAGE_SECONDS.labels(model, stage).observe(ms / 1000)
+    """Record a finished task's stages (the result carries them in milliseconds; annotate
+    too where a result has it, though the API draws the image and times that itself)."""
+    observe_timings(model, result.timings)
     TASKS.labels(model, "succeeded").inc()
 
 

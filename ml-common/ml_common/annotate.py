@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -93,16 +94,24 @@ def render_annotated(data: bytes, detections: Sequence[Detection], max_pixels: i
 
 
 def annotated_image(
-    storage: Storage, upload_key: str, detections: Sequence[Detection], max_pixels: int
+    storage: Storage,
+    upload_key: str,
+    detections: Sequence[Detection],
+    max_pixels: int,
+    on_drawn: Callable[[float], None] | None = None,
 ) -> bytes:
     """The annotated JPEG of a finished task: drawn and stored on the first request, read back
-    on later ones (the worker never draws it, so nobody pays for an image nobody asks for)."""
+    on later ones (the worker never draws it, so nobody pays for an image nobody asks for).
+    `on_drawn` is told the seconds spent drawing, when it was drawn now."""
     key = storage.annotated_key(upload_key, "jpg")
     try:
         return storage.read(key)
     except TaskNotFound:
         pass
+    started = time.perf_counter()
     data = render_annotated(storage.read(upload_key), detections, max_pixels)
+    if on_drawn is not None:
+        on_drawn(time.perf_counter() - started)
     storage.write(key, data)  # atomic: two first requests at once both write the same whole file
     return data
 
@@ -120,6 +129,7 @@ def annotated_url(
     detections: Sequence[Detection],
     max_pixels: int,
     expires_s: int,
+    on_drawn: Callable[[float], None] | None = None,
 ) -> str | None:
     """A URL of the stored annotated JPEG valid for `expires_s` (drawn and stored first if need
     be), so the client fetches it from the bucket; None when URLs are off or the storage is a
@@ -127,5 +137,5 @@ def annotated_url(
     key = storage.annotated_key(upload_key, "jpg")
     url = storage.presigned_url(key, expires_s) if expires_s > 0 else None
     if url is not None and not storage.exists(key):
-        annotated_image(storage, upload_key, detections, max_pixels)
+        annotated_image(storage, upload_key, detections, max_pixels, on_drawn)
     return url

@@ -25,7 +25,7 @@ from ml_common.devstack import wait_http
 from ml_common.ports import free_port
 from ml_common.queuestats import queue_stats
 from tests.conftest import LiveStack, launch_stack, need, reachable
-from tests.unit.test_ops_files import DEPLOY, used_metrics
+from tests.unit.test_ops_files import DEPLOY, dashboard_expressions, used_metrics
 
 ROOT = DEPLOY.parent
 
@@ -117,6 +117,9 @@ def sent(metrics_stack: tuple[LiveStack, int], astronaut_jpeg: bytes) -> list[st
         task_ids.append(r.json()["task_id"])
     for task_id in task_ids:
         assert live.wait_final(task_id)["status"] == "succeeded"
+        image = httpx.get(f"{live.api_url}/api/v1/detections/{task_id}/image",
+                          headers=live.headers(), timeout=30)  # fmt: skip
+        assert image.status_code == 200, image.text  # drawn now: the API times "annotate"
     missing = f"upload/2020-01-01/{uuid.uuid4()}.jpg"  # no such file: fails at once
     created = datetime.now(timezone.utc).isoformat()
     failing = str(uuid.uuid4())
@@ -133,10 +136,21 @@ def test_promql_counts_the_tasks_this_test_sent(prometheus: str, sent: list[str]
     assert failed == 1
 
 
+STAGES = ("queue_wait", "decode", "inference", "postprocess", "annotate")
+
+
 def test_each_stage_is_timed_once_per_task(prometheus: str, sent: list[str]) -> None:
-    for stage in ("queue_wait", "decode", "inference", "postprocess"):
+    """The worker's four stages, and annotate from the API (each image drawn once)."""
+    for stage in STAGES:
         promql = f'sum(mlprod_task_stage_seconds_count{{stage="{stage}"}})'
         assert eventually(prometheus, promql, len(sent)) == len(sent), stage
+
+
+def test_the_dashboards_stage_panel_shows_every_stage(prometheus: str, sent: list[str]) -> None:
+    (expr,) = [e for e in dashboard_expressions() if "mlprod_task_stage_seconds" in e]
+    eventually(prometheus, 'sum(mlprod_task_stage_seconds_count{stage="annotate"})', len(sent))
+    shown = {series["metric"].get("stage") for series in query(prometheus, expr)}
+    assert shown == set(STAGES)
 
 
 def test_both_prefork_processes_report_their_model_load(prometheus: str) -> None:

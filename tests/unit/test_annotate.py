@@ -104,6 +104,17 @@ def test_the_annotated_image_is_drawn_upright_on_first_request_and_kept(tmp_path
     assert annotated_image(storage, upload_key, [], 10**6) == b"kept"
 
 
+def test_only_a_drawing_is_timed_not_a_read_back(tmp_path: Path) -> None:
+    """What the API's "annotate" stage metric is fed: the seconds of each drawing."""
+    storage = LocalStorage(tmp_path)
+    upload_key = rotated_upload(storage)
+    seconds: list[float] = []
+    annotated_image(storage, upload_key, [], 10**6, seconds.append)
+    annotated_image(storage, upload_key, [], 10**6, seconds.append)
+    assert len(seconds) == 1
+    assert seconds[0] > 0
+
+
 def test_no_annotated_image_without_its_upload(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     with pytest.raises(TaskNotFound):

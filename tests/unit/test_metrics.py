@@ -104,7 +104,7 @@ def test_a_broker_and_result_store_that_are_down_read_as_down(tmp_path: Path) ->
 
 
 def _result() -> DetectionResult:
-    timings = StageTimings(decode_ms=12.0, inference_ms=40.0, postprocess_ms=3.0)
+    timings = StageTimings(decode_ms=12.0, inference_ms=40.0, postprocess_ms=3.0, annotate_ms=25.0)
     timings.queue_wait_ms = 1500.0
     return DetectionResult(width=10, height=10, model_name="m", model_version="1",
                            inference_ms=40.0, detections=[], timings=timings)  # fmt: skip
@@ -124,6 +124,7 @@ def test_the_worker_times_each_stage_and_counts_outcomes(tmp_path: Path) -> None
     text = _scrape(port)
     assert value(text, "mlprod_task_stage_seconds_sum", model=model, stage="queue_wait") == 1.5
     assert value(text, "mlprod_task_stage_seconds_count", model=model, stage="inference") == 1
+    assert value(text, "mlprod_task_stage_seconds_sum", model=model, stage="annotate") == 0.025
     assert value(text, "mlprod_tasks_total", model=model, outcome="succeeded") == 1
     assert value(text, "mlprod_task_failures_total", model=model, error="ValueError") == 1
     assert value(text, "mlprod_model_load_seconds_sum", model=model) == 2.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 import uuid
@@ -30,6 +31,7 @@ from ml_common.errors import BackendUnavailable, PayloadTooLarge, TaskNotFinishe
 from ml_common.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_common.models import resolve_model
 from ml_common.schemas import Cancelled, ErrorOut, TaskCreated, TaskState, TaskStatus
+from ml_common.stagemetrics import observe_stage
 from ml_common.webhooks import check_callback_url
 
 logger = logging.getLogger(__name__)
@@ -137,10 +139,11 @@ async def get_detection_image(
     if status.status is not TaskState.succeeded or status.result is None:
         raise TaskNotFinished(f"task {task_id} is {status.status.value}, not succeeded")
     drawing = (storage, record.upload_key, status.result.detections, settings.max_image_pixels)
-    url = await run_in_threadpool(annotated_url, *drawing, settings.storage_presign_s)
+    timed = functools.partial(observe_stage, status.result.model_name, "annotate")
+    url = await run_in_threadpool(annotated_url, *drawing, settings.storage_presign_s, timed)
     if url is not None:  # ML_STORAGE_PRESIGN_S on a bucket: fetched from there, not through us
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
-    data = await run_in_threadpool(annotated_image, *drawing)
+    data = await run_in_threadpool(annotated_image, *drawing, timed)
     return Response(
         data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
     )
