@@ -1,4 +1,5 @@
-"""Who may sign in to the web client: argon2 hashes from settings or a users file.
+"""Who may sign in to the web client: argon2 hashes from settings, a users file, or (when the
+storage is a bucket) the bucket's ``config/web-users``, so every client host sees them alike.
 
 Run ``python -m ml_client.users hash`` to hash a password for ``ML_CLIENT_USERS``, or
 ``python -m ml_client.users add NAME`` to add (or replace) a user in the users file.
@@ -11,18 +12,19 @@ import contextlib
 import getpass
 import hashlib
 import logging
+import math
 import re
 import secrets
 import sys
+import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ml_client.settings import ClientSettings, get_client_settings
+from ml_common.documents import Document, web_users_document
 from ml_common.logs import configure_logging
-from ml_common.storage import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -53,56 +55,62 @@ def parse_users(text: str) -> dict[str, str]:
     return users
 
 
-def _write_private(path: Path, text: str, exclusive: bool = False) -> None:
-    """Write `text` to `path` with mode 0600; with `exclusive`, fail if it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, text, 0o600, exclusive=exclusive)
+def users_document(settings: ClientSettings) -> Document:
+    """ML_CLIENT_USERS_FILE when set; else the bucket's copy when the storage is one; else
+    ``web-users`` in ML_STORAGE_DIR (docs/deploy.md)."""
+    return web_users_document(settings, settings.client_users_file)
+
+
+def _users_text(users: dict[str, str]) -> bytes:
+    return "".join(f"{n}:{h}\n" for n, h in sorted(users.items())).encode()
 
 
 def bootstrap_users(settings: ClientSettings) -> None:
     """On a first start with no users configured, create `admin` and log its password once."""
-    path = settings.client_users_path
-    if settings.client_users is not None or path.exists():
+    document = users_document(settings)
+    if settings.client_users is not None or document.version() is not None:
         return
     password = secrets.token_urlsafe(18)
-    try:
-        _write_private(path, f"{BOOTSTRAP_USER}:{hash_password(password)}\n", exclusive=True)
-    except FileExistsError:  # another worker process won the race
-        return
+    if not document.create(_users_text({BOOTSTRAP_USER: hash_password(password)})):
+        return  # another process (or host) won the race
     logger.warning(
         "No web users were configured, so user %r was created with password %s . It is shown "
         "only this once and only its hash is kept (in %s); change it with "
         "`python -m ml_client.users add %s`.",
         BOOTSTRAP_USER,
         password,
-        path,
+        document.location,
         BOOTSTRAP_USER,
     )
 
 
 class UserStore:
-    """Checks passwords in constant time; the users file is re-read when it changes."""
+    """Checks passwords in constant time; the users document is re-read when it changes (in
+    a bucket: its version is asked at most every few seconds, and at once for an unknown name)."""
 
-    def __init__(self, settings: ClientSettings) -> None:
+    def __init__(self, settings: ClientSettings, document: Document | None = None) -> None:
         secret = settings.client_users
         self._fixed = parse_users(secret.get_secret_value()) if secret is not None else None
-        self._path = settings.client_users_path
-        self._mtime: float | None = None
+        self._document = document or users_document(settings)
+        self._version: str | None = None
+        self._checked = -math.inf
         self._users: dict[str, str] = {}
         self._dummy = ""
         self._dummy_for: dict[str, str] | None = None
 
-    def _load(self) -> dict[str, str]:
+    def _load(self, fresh: bool = False) -> dict[str, str]:
         if self._fixed is not None:
             return self._fixed
-        try:
-            mtime = self._path.stat().st_mtime
-        except FileNotFoundError:
-            self._mtime, self._users = None, {}
+        now = time.monotonic()
+        if not fresh and now - self._checked < self._document.recheck_s:
             return self._users
-        if mtime != self._mtime:
-            self._users = parse_users(self._path.read_text())
-            self._mtime = mtime
+        version = self._document.version()
+        self._checked = now
+        if version is None:
+            self._version, self._users = None, {}
+        elif version != self._version:
+            self._users = parse_users(self._document.read().decode())
+            self._version = version
         return self._users
 
     def _dummy_hash(self, users: dict[str, str]) -> str:
@@ -126,6 +134,9 @@ class UserStore:
         """True when `name` exists and `password` matches its hash (slow on purpose)."""
         users = self._load()
         hashed = users.get(name)
+        if hashed is None and self._document.recheck_s:
+            users = self._load(fresh=True)  # perhaps added on another host since our copy
+            hashed = users.get(name)
         try:
             _hasher.verify(hashed or self._dummy_hash(users), password)
         except (VerificationError, InvalidHashError):
@@ -145,17 +156,17 @@ def _read_password(confirm: bool) -> str:
 def _add_user(settings: ClientSettings, name: str, password: str) -> None:
     if not NAME_RE.fullmatch(name):
         raise ValueError("a user name is 1-64 letters, digits, '.', '@', '-' or '_'")
-    path = settings.client_users_path
-    users = parse_users(path.read_text()) if path.exists() else {}
+    document = users_document(settings)
+    users = parse_users(document.read().decode()) if document.version() is not None else {}
     users[name] = hash_password(password)
-    _write_private(path, "".join(f"{n}:{h}\n" for n, h in sorted(users.items())))
+    document.write(_users_text(users))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml_client.users", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("hash", help="read a password from stdin and write its argon2 hash")
-    add = sub.add_parser("add", help="add or replace a user in the users file")
+    add = sub.add_parser("add", help="add or replace a user in the users file (or bucket)")
     add.add_argument("name")
     args = parser.parse_args(argv)
     settings = get_client_settings()
@@ -170,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if settings.client_users is not None:
                 logger.warning("ML_CLIENT_USERS is set, so the client ignores the users file")
             _add_user(settings, args.name, password)
-            logger.info("user %r saved in %s", args.name, settings.client_users_path)
+            logger.info("user %r saved in %s", args.name, users_document(settings).location)
     except ValueError as exc:
         logger.error("%s", exc)
         return 2

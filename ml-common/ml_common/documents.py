@@ -1,5 +1,6 @@
-"""Small private documents every API host must see alike (the API keys): a file, or an object
-in the bucket when the storage is one, so that they outlive Redis and need no shared folder."""
+"""Small private documents every host must see alike (the API keys, the web users): a file, or
+an object in the bucket when the storage is one, so that they outlive Redis and need no shared
+folder."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from ml_common.settings import Settings
 
 API_KEYS = "api-keys.json"
+WEB_USERS = "web-users"
 
 
 class Document(Protocol):
@@ -28,6 +30,15 @@ class Document(Protocol):
 
     def read(self) -> bytes: ...
     def write(self, data: bytes) -> None: ...
+
+    def create(self, data: bytes) -> bool:
+        """Write `data` only if the document does not exist yet; False when it did."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Where it is, for messages: a path or an s3:// URL."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,18 @@ class FileDocument:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, data, self.mode)
 
+    def create(self, data: bytes) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            atomic_write(self.path, data, self.mode, exclusive=True)
+        except FileExistsError:
+            return False
+        return True
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
 
 @dataclass(frozen=True)
 class BucketDocument:
@@ -66,14 +89,31 @@ class BucketDocument:
     def write(self, data: bytes) -> None:
         self.storage.write_config(self.name, data)
 
+    def create(self, data: bytes) -> bool:
+        return self.storage.write_config(self.name, data, exclusive=True)
+
+    @property
+    def location(self) -> str:
+        return self.storage.config_url(self.name)
+
 
 def api_keys_document(settings: Settings) -> Document:
     """ML_API_KEYS_FILE when set; else ``config/api-keys.json`` in the bucket when the storage
     is one; else ``api-keys.json`` in ML_STORAGE_DIR."""
-    if settings.api_keys_file is None and settings.s3_location is not None:
+    return _document(settings, settings.api_keys_file, API_KEYS, settings.api_keys_path)
+
+
+def web_users_document(settings: Settings, users_file: Path | None) -> Document:
+    """`users_file` (ML_CLIENT_USERS_FILE) when set; else ``config/web-users`` in the bucket
+    when the storage is one; else ``web-users`` in ML_STORAGE_DIR."""
+    return _document(settings, users_file, WEB_USERS, settings.storage_dir / WEB_USERS)
+
+
+def _document(settings: Settings, explicit: Path | None, name: str, local: Path) -> Document:
+    if explicit is None and settings.s3_location is not None:
         from ml_common.s3storage import S3Storage
 
         storage = open_storage(settings)
         assert isinstance(storage, S3Storage)
-        return BucketDocument(storage, API_KEYS)
-    return FileDocument(settings.api_keys_path)
+        return BucketDocument(storage, name)
+    return FileDocument(explicit or local)

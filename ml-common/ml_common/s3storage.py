@@ -36,9 +36,10 @@ WRONG_CREDENTIALS = frozenset(
 )
 DENIED = frozenset({"AccessDenied", "403", "AllAccessDisabled"})
 NO_BUCKET = frozenset({"NoSuchBucket"})
-# small documents every host reads (the API keys); retention never lists this prefix
+# small documents every host reads (the API keys, the web users); retention never lists this
 CONFIG = "config"
-CONFIG_NAMES = frozenset({"api-keys.json"})
+CONFIG_NAMES = frozenset({"api-keys.json", "web-users"})
+EXISTS = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 
 
@@ -207,9 +208,24 @@ class S3Storage(KeyLayout):
             obj = self.client.get_object(Bucket=self.bucket, Key=self._config_key(name))
             return obj["Body"].read()
 
-    def write_config(self, name: str, data: bytes) -> None:
+    def write_config(self, name: str, data: bytes, exclusive: bool = False) -> bool:
+        """Store configuration document `name`; with `exclusive`, only if it does not exist
+        (a conditional PUT): False when it did."""
+        key = self._config_key(name)
         with self._errors("store", f"{CONFIG}/{name}"):
-            self.client.put_object(Bucket=self.bucket, Key=self._config_key(name), Body=data)
+            try:
+                if exclusive:
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+                else:
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+            except ClientError as exc:
+                if exclusive and exc.response.get("Error", {}).get("Code") in EXISTS:
+                    return False
+                raise
+        return True
+
+    def config_url(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self._config_key(name)}"
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         """A URL that reads this one object for `expires_s` seconds (signed here, no call)."""

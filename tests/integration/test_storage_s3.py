@@ -3,6 +3,7 @@ restart mid-work, and two worker hosts that share nothing but broker, Redis and 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -14,13 +15,16 @@ import httpx
 import pytest
 import redis
 
+from ml_client import users
+from ml_client.settings import ClientSettings
+from ml_client.users import UserStore, bootstrap_users
 from ml_common import records
 from ml_common.apikeys import ApiKeyStore
 from ml_common.contract import DETECT_TASK
 from ml_common.errors import TaskNotFound
 from ml_common.settings import Settings
 from ml_common.storage import open_storage
-from tests.conftest import MODEL_DIR, LiveStack, encode, photo
+from tests.conftest import MODEL_DIR, LiveStack, _settings_kwargs, encode, photo
 from tests.seaweed import SeaweedS3
 
 pytestmark = pytest.mark.integration
@@ -196,3 +200,28 @@ def test_api_keys_live_in_the_bucket(s3_server: SeaweedS3, tmp_path: Path) -> No
     assert host_a.revoke("shared")
     later = ApiKeyStore.from_settings(settings)  # a fresh reader; host_b trusts its copy 5 s
     assert later.check(plain) is None
+
+
+def test_web_users_live_in_the_bucket(
+    s3_server: SeaweedS3, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two web-client hosts on one bucket see a user the other made; the first-start admin is
+    made once (a conditional PUT), and nothing lands in the local folder."""
+    s3_server.create_bucket("mlprod-keys")
+    env = s3_server.env("mlprod-keys", f"u{uuid.uuid4().hex[:6]}")
+    settings = ClientSettings(_env_file=None, storage_dir=tmp_path, **_settings_kwargs(env))  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="ml_client.users"):
+        bootstrap_users(settings)
+        bootstrap_users(settings)
+    assert [r.getMessage() for r in caplog.records if "was created" in r.getMessage()] != []
+    assert len(caplog.records) == 1, "the admin was made twice"
+    host_a, host_b = UserStore(settings), UserStore(settings)
+    assert not host_b.verify("carol", "carol's password")
+    users._add_user(settings, "carol", "carol's password")
+    assert host_b.verify("carol", "carol's password")  # made on the other host: seen at once
+    users._add_user(settings, "dave", "dave's password")
+    assert host_a.verify("dave", "dave's password") and host_b.verify("dave", "dave's password")
+    assert not host_a.verify("dave", "carol's password")
+    restarted = UserStore(settings)  # a new process: nothing of it is kept in Redis or locally
+    assert restarted.verify("carol", "carol's password")
+    assert not list(tmp_path.iterdir()), "the users went to a local file"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,77 @@ def test_cli_add_writes_the_users_file(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert stat.S_IMODE(settings.client_users_path.stat().st_mode) == 0o600
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert users.main(["add", "dave"]) == 2
+
+
+@dataclass
+class MemoryDocument:
+    """A document in memory with a bucket's recheck interval (pure logic: no store)."""
+
+    data: bytes | None = None
+    recheck_s: float = 5.0
+    versions_asked: int = 0
+
+    def version(self) -> str | None:
+        self.versions_asked += 1
+        return None if self.data is None else hashlib.sha256(self.data).hexdigest()
+
+    def read(self) -> bytes:
+        assert self.data is not None
+        return self.data
+
+    def write(self, data: bytes) -> None:
+        self.data = data
+
+    def create(self, data: bytes) -> bool:
+        if self.data is not None:
+            return False
+        self.data = data
+        return True
+
+    @property
+    def location(self) -> str:
+        return "memory"
+
+
+def test_a_shared_document_is_trusted_a_while_but_an_unknown_name_is_looked_up(
+    tmp_path: Path,
+) -> None:
+    document = MemoryDocument(f"alice:{CHEAP.hash('one-password')}\n".encode())
+    store = UserStore(_settings(tmp_path), document)
+    assert store.verify("alice", "one-password")
+    asked = document.versions_asked
+    assert store.fingerprint("alice") is not None
+    assert document.versions_asked == asked  # within recheck_s: the copy is trusted
+    document.write(document.read() + f"bob:{CHEAP.hash('two-password')}\n".encode())
+    assert store.verify("bob", "two-password")  # added on another host: seen at once
+    assert not store.verify("carol", "two-password")
+
+
+def test_bootstrap_writes_the_shared_document_once_and_stays_quiet_when_it_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = MemoryDocument()
+    monkeypatch.setattr(users, "users_document", lambda settings: document)
+    with caplog.at_level(logging.WARNING, logger="ml_client.users"):
+        bootstrap_users(_settings(tmp_path))
+        first = document.data
+        bootstrap_users(_settings(tmp_path))
+    assert first is not None and document.data == first
+    assert list(parse_users(first.decode())) == ["admin"]
+    assert len(caplog.records) == 1 and "(in memory)" in caplog.records[0].getMessage()
+    lost = MemoryDocument()
+    monkeypatch.setattr(lost, "version", lambda: None)  # looked absent, then another host won
+    lost.data = b"admin:$argon2id$other\n"
+    monkeypatch.setattr(users, "users_document", lambda settings: lost)
+    caplog.clear()
+    bootstrap_users(_settings(tmp_path))
+    assert lost.data == b"admin:$argon2id$other\n" and not caplog.records
+
+
+def test_users_live_in_the_bucket_unless_a_users_file_is_set(tmp_path: Path) -> None:
+    bucket = {"storage_url": "s3://mlprod/p", "s3_endpoint_url": "http://127.0.0.1:9"}
+    in_bucket = users.users_document(_settings(tmp_path, **bucket))
+    assert in_bucket.location == "s3://mlprod/p/config/web-users"
+    chosen = users.users_document(_settings(tmp_path, client_users_file=tmp_path / "u", **bucket))
+    assert chosen.location == str(tmp_path / "u")
+    assert users.users_document(_settings(tmp_path)).location == str(tmp_path / "web-users")
