@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
+from kombu import Queue
 from kombu.exceptions import KombuError, OperationalError
 
-from ml_common.celery_config import celery_config, task_priority
+from ml_common.celery_config import celery_config, queue_arguments, task_priority
 from ml_common.contract import DETECT_TASK, WEBHOOK_TASK, DetectPayload
 from ml_common.errors import QueueUnavailable
-from ml_common.models import model_queue
+from ml_common.models import model_queue, worker_queues
 from ml_common.settings import Settings
 from ml_common.tracing import inject_headers
 
@@ -26,6 +27,11 @@ class TaskQueue:
         config["result_backend"] = None
         self._celery = Celery("mlprod-api", set_as_current=False)
         self._celery.conf.update(config)
+        # the producer declares a queue before its first message: with the worker's arguments
+        self._celery.conf.task_queues = [
+            Queue(name, queue_arguments=queue_arguments(settings, name))
+            for name in worker_queues(settings)
+        ]
         self._queue = settings.queue_name
         self._settings = settings
         self._broker = str(settings.broker_url)

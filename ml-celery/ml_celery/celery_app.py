@@ -11,7 +11,7 @@ from celery.schedules import crontab
 from kombu import Queue
 
 from ml_celery import metrics, readiness
-from ml_common.celery_config import celery_config
+from ml_common.celery_config import celery_config, queue_arguments
 from ml_common.contract import CLEANUP_TASK
 from ml_common.logs import configure_logging, set_log_context
 from ml_common.models import worker_queues
@@ -28,7 +28,10 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     app.conf.update(celery_config(settings))
     # a worker consumes its models' queues (and the shared one: clean-up, older tasks) unless
     # started with --queues
-    app.conf.task_queues = [Queue(name) for name in worker_queues(settings)]
+    app.conf.task_queues = [
+        Queue(name, queue_arguments=queue_arguments(settings, name))
+        for name in worker_queues(settings)
+    ]
     app.conf.beat_schedule = {
         "daily-retention-cleanup": {"task": CLEANUP_TASK, "schedule": crontab(minute=17, hour=3)},
     }

@@ -19,6 +19,18 @@ def task_priority(broker_url: str, *, bulk: bool) -> int:
     return (0 if bulk else 9) if amqp else (9 if bulk else 0)
 
 
+def queue_arguments(settings: Settings, name: str) -> dict[str, int]:
+    """The RabbitMQ arguments a queue is declared with, alike on the worker and the API.
+
+    A model queue (``<queue>.<model>``) gets ``x-max-priority`` so that single uploads overtake
+    queued batch items; the shared queue (clean-up, webhooks, tasks of versions before model
+    queues) is declared as those versions declared it, since RabbitMQ refuses to redeclare a
+    queue with other arguments. The Redis transport ignores queue arguments."""
+    if name != settings.queue_name and settings.queue_max_priority:
+        return {"x-max-priority": settings.queue_max_priority}
+    return {}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Everything both sides of the queue must agree on."""
     return {
@@ -29,8 +41,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "task_default_queue": settings.queue_name,
-        # every queue is declared with x-max-priority on RabbitMQ (the Redis transport ignores it)
-        "task_queue_max_priority": settings.queue_max_priority or None,
+        # x-max-priority goes on the model queues only (queue_arguments): the shared
+        # queue keeps the arguments it was first declared with by earlier versions
+        "task_queue_max_priority": None,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

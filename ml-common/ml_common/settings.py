@@ -127,11 +127,11 @@ class Settings(BaseSettings):
     batch_max_items_per_key_per_day: int = Field(100_000, ge=1)
     archive_max_ratio: float = Field(100.0, ge=1.0)
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
-    # RabbitMQ queue priorities (x-max-priority: 10 is enough), so single uploads overtake
-    # queued batch items. Off by default: RabbitMQ refuses to redeclare an existing queue with
-    # it (PRECONDITION_FAILED), so turn it on for new queues or after deleting the old ones.
-    # Celery's Redis/Valkey transport has priorities without it.
-    queue_max_priority: int = Field(0, ge=0, le=255)
+    # RabbitMQ queue priorities (x-max-priority on each model queue), so single uploads
+    # overtake queued batch items; 0 declares the model queues without it (RabbitMQ refuses to
+    # redeclare a queue with other arguments: PRECONDITION_FAILED). Celery's Redis/Valkey
+    # transport has priorities without it.
+    queue_max_priority: int = Field(10, ge=0, le=255)
     # the API: its Redis connections (past them a request waits this long, then gets a 503),
     # and how many long-polls and event streams one key may hold open in one API process
     redis_max_connections: int = Field(50, ge=1)

@@ -175,8 +175,7 @@ def test_same_idempotency_key_twice_at_once_makes_one_task(live_stack: LiveStack
 
 @pytest.fixture(scope="module")
 def lone_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    base, priorities = tmp_path_factory.mktemp("batch-stack"), {"ML_QUEUE_MAX_PRIORITY": "10"}
-    with launch_stack("rabbitmq-redis", base, priorities) as live:
+    with launch_stack("rabbitmq-redis", tmp_path_factory.mktemp("batch-stack")) as live:
         yield live
 
 
@@ -288,15 +287,43 @@ def test_cli_killed_and_rerun_makes_one_task_per_image(
 
 def test_a_single_upload_overtakes_queued_batch_items(lone_worker: LiveStack) -> None:
     """With batch items queued, a single upload runs after at most the item(s) already taken
-    (RabbitMQ with queue priorities on)."""
+    (RabbitMQ, queue priorities on by default)."""
     assert_overtakes(lone_worker)
 
 
-def test_a_single_upload_overtakes_queued_batch_items_on_valkey(live_stack: LiveStack) -> None:
-    """The same on the embedded Valkey broker, whose transport has priorities built in."""
-    if live_stack.backend != "valkey":
-        pytest.skip("RabbitMQ needs ML_QUEUE_MAX_PRIORITY: the test above")
+def test_a_single_upload_overtakes_queued_batch_items_on_both_brokers(
+    live_stack: LiveStack,
+) -> None:
+    """The same on each broker of the shared stacks (Valkey's transport has priority lists)."""
     assert_overtakes(live_stack)
+
+
+def test_a_shared_queue_declared_by_an_earlier_version_is_taken_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """Versions before the model queues declared the shared queue without x-max-priority;
+    RabbitMQ refuses a redeclaration with other arguments, so a worker and an API of this
+    version must start on it as it is, and still give their model queues priorities."""
+    from kombu import Connection, Queue
+
+    shared = f"detections-old-{uuid.uuid4().hex[:8]}"
+    broker = "amqp://guest:guest@localhost:5672//"
+    with Connection(broker) as conn:
+        Queue(shared, channel=conn.channel(), durable=True).declare()
+    env = {"ML_QUEUE_NAME": shared}
+    with launch_stack("rabbitmq-redis", tmp_path, env) as live:
+        task_id = live.submit(tiny_jpeg(3)).json()["task_id"]
+        assert live.wait_final(task_id)["status"] == "succeeded"
+        from ml_common.models import worker_queues
+
+        model_queues = worker_queues(live.settings)[1:]
+        assert model_queues and shared not in model_queues
+        # a declaration with other arguments than the queue's is refused (PRECONDITION_FAILED)
+        with Connection(broker) as conn:
+            Queue(shared, channel=conn.channel(), durable=True).declare()
+            for name in model_queues:
+                priority = {"x-max-priority": 10}
+                Queue(name, channel=conn.channel(), queue_arguments=priority).declare()
 
 
 def assert_overtakes(live: LiveStack) -> None:
