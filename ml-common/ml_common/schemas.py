@@ -167,15 +167,26 @@ class DeliveryAttempt(BaseModel):
     duration_ms: float
 
 
-class Deliveries(BaseModel):
-    """A task's webhook: its id (the same on every attempt), target, event and attempts."""
+class DeliveryLog(BaseModel):
+    """A webhook: its id (the same on every attempt), target, event, state and attempts."""
 
-    task_id: str
     webhook_id: str
     url: str
     event: str
     state: str  # pending, delivered, failed
     attempts: list[DeliveryAttempt]
+
+
+class Deliveries(DeliveryLog):
+    """A task's webhook (detection.succeeded, detection.failed or detection.cancelled)."""
+
+    task_id: str
+
+
+class BatchDeliveries(DeliveryLog):
+    """A batch's one webhook, `batch.completed`, sent when its last item ended."""
+
+    batch_id: str
 
 
 class WebhookSecret(BaseModel):

@@ -1,6 +1,7 @@
 """Webhooks against the real stack: a receiver on loopback (allow-listed here) that fails three
 times, then succeeds; the signature checked with the `standardwebhooks` verifier; a manual
-redelivery; a target outside the allow-list refused without a connection."""
+redelivery (of a task's webhook and of a batch's); a target outside the allow-list refused
+without a connection."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from ml_common.apikeys import ApiKeyStore
 from ml_common.batches import batch_key, quota_key
 from ml_common.batchhooks import FINISH_SCRIPT, finish_args
-from ml_common.records import batch_final_key, webhook_key
+from ml_common.records import batch_final_key
 from tests.conftest import LiveStack, launch_stack
 from tests.integration.test_batches import tiny_jpeg, wait_batch
 
@@ -117,10 +118,13 @@ def submit(live: LiveStack, photo: bytes, callback_url: str) -> str:
     return task_id
 
 
-def deliveries(live: LiveStack, task_id: str, until: int) -> dict[str, Any]:
+def deliveries(
+    live: LiveStack, record_id: str, until: int, kind: str = "detections"
+) -> dict[str, Any]:
+    """GET /api/v1/{kind}/{record_id}/deliveries once it lists `until` attempts."""
     deadline = time.monotonic() + WAIT_S
     while True:
-        r = httpx.get(f"{live.api_url}/api/v1/detections/{task_id}/deliveries",
+        r = httpx.get(f"{live.api_url}/api/v1/{kind}/{record_id}/deliveries",
                       headers=live.headers(), timeout=10)  # fmt: skip
         body: dict[str, Any] = r.json()
         if r.status_code == 200 and len(body["attempts"]) >= until:
@@ -282,18 +286,40 @@ def test_a_batch_with_a_callback_gets_one_signed_batch_completed(
         "counts": {"succeeded": 3, "failed": 1, "cancelled": 0},
     }
     assert wait_batch(webhook_stack, batch_id)["finished"]  # every item was final before it
-    found = deliveries_of_batch(webhook_stack, batch_id)
+    found = deliveries(webhook_stack, batch_id, 1, "batches")
     assert found["state"] == "delivered" and found["webhook_id"] == headers["webhook-id"]
     assert len(receiver.requests) == 1  # one event, though four items ended
 
 
-def deliveries_of_batch(live: LiveStack, batch_id: str) -> dict[str, str]:
-    client = redis.Redis.from_url(str(live.settings.result_backend), decode_responses=True)
-    deadline = time.monotonic() + WAIT_S
-    while (fields := client.hgetall(webhook_key(batch_id))).get("state") == "pending":
-        assert time.monotonic() < deadline, fields
-        time.sleep(0.1)
-    return fields  # type: ignore[return-value]
+def test_a_batchs_deliveries_are_listed_and_redelivered_to_its_key_only(
+    webhook_stack: LiveStack, receivers: Callable[[int], Receiver]
+) -> None:
+    receiver = receivers(1)  # the first attempt gets 500, the retry 204
+    files = [("files", (f"d{i}.jpg", tiny_jpeg(10 + i), "image/jpeg")) for i in range(2)]
+    r = httpx.post(f"{webhook_stack.api_url}/api/v1/batches", files=files,
+                   data={"callback_url": receiver.url}, headers=webhook_stack.headers(),
+                   timeout=120)  # fmt: skip
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["batch_id"]
+    found = deliveries(webhook_stack, batch_id, 2, "batches")
+    assert found["batch_id"] == batch_id and found["event"] == "batch.completed"
+    assert found["state"] == "delivered" and found["url"] == receiver.url
+    assert [(a["number"], a["status_code"]) for a in found["attempts"]] == [(1, 500), (2, 204)]
+    assert found["attempts"][0]["error"] == "HTTP 500"
+
+    url = f"{webhook_stack.api_url}/api/v1/batches/{batch_id}/deliveries"
+    r = httpx.post(url, headers=webhook_stack.headers(), timeout=10)
+    assert r.status_code == 202, r.text
+    assert r.json()["webhook_id"] == found["webhook_id"]
+    again = deliveries(webhook_stack, batch_id, 3, "batches")
+    assert (again["attempts"][-1]["number"], again["attempts"][-1]["status_code"]) == (3, 204)
+    sent = receiver.wait_for(3)
+    assert [headers["webhook-id"] for headers, _ in sent] == [found["webhook_id"]] * 3
+
+    other = webhook_stack.headers(webhook_stack.new_key("not-the-batchs-owner"))
+    for method in ("GET", "POST"):
+        r = httpx.request(method, url, headers=other, timeout=10)
+        assert (r.status_code, r.json()["code"]) == (404, "batch_not_found"), method
 
 
 @pytest.mark.parametrize(

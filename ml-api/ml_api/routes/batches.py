@@ -166,13 +166,19 @@ class Item(NamedTuple):
         return build_status(self.record, self.meta)
 
 
+async def owned_batch(batch_id: str, owner: str, batches: BatchStore) -> BatchRecord:
+    """The batch; another key's batch reads as unknown."""
+    batch = await batches.get(batch_id)
+    if batch is None or batch.owner != owner:
+        raise BatchNotFound(f"no batch {batch_id}")
+    return batch
+
+
 async def _items(
     batch_id: str, owner: str, batches: BatchStore, tasks: TasksDep
 ) -> tuple[BatchRecord, list[Item]]:
     """The batch and its items in order; another key's batch reads as unknown."""
-    batch = await batches.get(batch_id)
-    if batch is None or batch.owner != owner:
-        raise BatchNotFound(f"no batch {batch_id}")
+    batch = await owned_batch(batch_id, owner, batches)
     found = await tasks.lookup_many(await batches.items(batch_id))
     return batch, [
         Item(f.record, f.meta, state_of(f.record, f.meta)) for f in found if f.record is not None

@@ -1,4 +1,5 @@
-"""Webhooks: a task's delivery attempts, a manual redelivery, and the key's signing secret."""
+"""Webhooks: a task's or a batch's delivery attempts, a manual redelivery, and the key's
+signing secret."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from ml_api.deps import ApiKeyDep, QueueDep, RedisDep, ResultsDep, SettingsDep
+from ml_api.routes.batches import BatchesDep, owned_batch
 from ml_common.errors import NoWebhook
-from ml_common.schemas import Deliveries, DeliveryAttempt, ErrorOut, WebhookSecret
+from ml_common.schemas import (
+    BatchDeliveries,
+    Deliveries,
+    DeliveryAttempt,
+    DeliveryLog,
+    ErrorOut,
+    WebhookSecret,
+)
 from ml_common.webhooks import read_deliveries, signing_secret
 
 router = APIRouter(tags=["webhooks"])
@@ -18,12 +27,12 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-async def _deliveries(task_id: str, redis: RedisDep) -> Deliveries:
-    delivery, attempts = await read_deliveries(redis, task_id)
+async def _deliveries(record_id: str, redis: RedisDep, what: str) -> DeliveryLog:
+    """The webhook kept under `record_id`: a task's, or a batch's `batch.completed`."""
+    delivery, attempts = await read_deliveries(redis, record_id)
     if delivery is None:
-        raise NoWebhook(f"task {task_id} has no webhook (no callback_url, or not ended yet)")
-    return Deliveries(
-        task_id=task_id,
+        raise NoWebhook(f"{what} {record_id} has no webhook (no callback_url, or not ended yet)")
+    return DeliveryLog(
         webhook_id=delivery.webhook_id,
         url=delivery.url,
         event=delivery.event,
@@ -38,7 +47,8 @@ async def get_deliveries(
 ) -> Deliveries:
     """The task's webhook and every attempt at it (time, receiver's status, error)."""
     await results.lookup(str(task_id), key.key_id)  # 404 for an unknown or another's task
-    return await _deliveries(str(task_id), redis)
+    log = await _deliveries(str(task_id), redis, "task")
+    return Deliveries(task_id=str(task_id), **dict(log))
 
 
 @router.post("/detections/{task_id}/deliveries", status_code=202, responses=ERRORS)
@@ -46,9 +56,28 @@ async def redeliver(
     task_id: uuid.UUID, key: ApiKeyDep, results: ResultsDep, redis: RedisDep, queue: QueueDep
 ) -> Deliveries:
     """Send the task's webhook once more, with the same `webhook-id`."""
-    await results.lookup(str(task_id), key.key_id)
-    found = await _deliveries(str(task_id), redis)
+    found = await get_deliveries(task_id, key, results, redis)
     await run_in_threadpool(queue.redeliver, str(task_id))
+    return found
+
+
+@router.get("/batches/{batch_id}/deliveries", responses=ERRORS)
+async def get_batch_deliveries(
+    batch_id: uuid.UUID, key: ApiKeyDep, batches: BatchesDep, redis: RedisDep
+) -> BatchDeliveries:
+    """The batch's `batch.completed` webhook and every attempt at it."""
+    await owned_batch(str(batch_id), key.key_id, batches)  # 404 for an unknown or another's
+    log = await _deliveries(str(batch_id), redis, "batch")
+    return BatchDeliveries(batch_id=str(batch_id), **dict(log))
+
+
+@router.post("/batches/{batch_id}/deliveries", status_code=202, responses=ERRORS)
+async def redeliver_batch(
+    batch_id: uuid.UUID, key: ApiKeyDep, batches: BatchesDep, redis: RedisDep, queue: QueueDep
+) -> BatchDeliveries:
+    """Send the batch's `batch.completed` webhook once more, with the same `webhook-id`."""
+    found = await get_batch_deliveries(batch_id, key, batches, redis)
+    await run_in_threadpool(queue.redeliver, str(batch_id))  # kept under the batch's id
     return found
 
 
