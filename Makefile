@@ -15,10 +15,10 @@ RUN_MODELS ?= yolox-nano,nanodet-g-416
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install model run test test-unit test-integration test-browser bench eval bench-accuracy bench-peers lint format typecheck clean
+.PHONY: help install model run test test-unit test-integration test-browser test-s3 bench eval bench-accuracy bench-peers lint format typecheck clean
 
 help: ## show this help
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ test-integration: install model ## integration tests against real RabbitMQ/Redis
 
 test-browser: install model ## browser tests (Playwright + Debian's Chromium)
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)
+
+test-s3: install model ## integration and browser tests with every stack's files in a SeaweedFS bucket instead of a folder
+	ML_TEST_STORAGE=s3 $(PY) -m pytest -m "integration or browser" $(PYTEST_ARGS)
 
 bench: install model ## benchmarks on the photo mix: ceiling, stages, memory, end to end, the storage's cost per task (folder vs bucket); JSON into bench/results/
 	$(PY) bench/run.py $(BENCH_ARGS)

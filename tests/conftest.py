@@ -19,11 +19,20 @@ from PIL import Image
 
 from ml_common.apikeys import ApiKeyStore
 from ml_common.devstack import Stack
+from ml_common.documents import API_KEYS, WEB_USERS
+from ml_common.images import FORMATS
+from ml_common.s3storage import CONFIG, S3Storage
 from ml_common.settings import Settings
+from ml_common.storage import LocalStorage, open_storage
 from tests.seaweed import SeaweedS3, weed_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_SERVICES = os.environ.get("ML_REQUIRE_SERVICES") == "1"
+# `make test-s3`: every stack the tests start keeps its files in a SeaweedFS bucket (a fresh
+# prefix each) instead of a folder; a test that is about the folder itself skips, saying why
+ON_BUCKET = os.environ.get("ML_TEST_STORAGE") == "s3"
+TEST_BUCKET = "mlprod-tests"
+_SESSION_S3: list[SeaweedS3] = []  # the session's server under ML_TEST_STORAGE=s3
 MODEL_DIR = Path(os.environ.get("ML_MODEL_DIR", ROOT / "ml-storages/models/nanodet-g-416"))
 
 
@@ -161,6 +170,48 @@ def _stack_env(backend: str, storage: Path, queue: str) -> dict[str, str]:
     return env
 
 
+def storage_env(folder: Path) -> dict[str, str]:
+    """The storage settings of processes the tests start: `folder`, or, under
+    ML_TEST_STORAGE=s3, a fresh prefix in the session's bucket (the folder then keeps only
+    what is local to a host, such as the logs)."""
+    env = {"ML_STORAGE_DIR": str(folder)}
+    if ON_BUCKET:
+        assert _SESSION_S3, "the s3_server fixture starts the session's SeaweedFS"
+        env |= _SESSION_S3[0].env(TEST_BUCKET, f"t{uuid.uuid4().hex[:10]}")
+    return env
+
+
+def skip_on_bucket(settings: Settings, reason: str) -> None:
+    """Skip a test that is about the local folder itself when the storage is a bucket."""
+    if settings.s3_location is not None:
+        pytest.skip(f"on the bucket: {reason}")
+
+
+def stored_names(settings: Settings) -> list[str]:
+    """Every name stored below the folder or the bucket's prefix (``upload/<day>/<id>.jpg``,
+    and anything else that got there), except the API keys and web users documents."""
+    storage = open_storage(settings)
+    if isinstance(storage, LocalStorage):
+        files = [p for p in storage.root.rglob("*") if p.is_file()]
+        names = [p.relative_to(storage.root).as_posix() for p in files]
+    else:
+        assert isinstance(storage, S3Storage)
+        pages = storage.client.get_paginator("list_objects_v2")
+        found = pages.paginate(Bucket=storage.bucket, Prefix=storage.prefix)
+        objects = [obj["Key"] for page in found for obj in page.get("Contents", [])]
+        names = [key.removeprefix(storage.prefix) for key in objects]
+    documents = (API_KEYS, WEB_USERS, f"{CONFIG}/")
+    return sorted(name for name in names if not name.startswith(documents))
+
+
+def stored_annotated(settings: Settings, task_id: str) -> list[str]:
+    """The keys of the task's annotated images, on either storage."""
+    storage = open_storage(settings)
+    uploads = [key for key, _ in storage.uploads() if storage.parse(key)[2] == task_id]
+    keys = [storage.annotated_key(key, ext) for key in uploads for ext, _ in FORMATS.values()]
+    return [key for key in keys if storage.exists(key)]
+
+
 @contextlib.contextmanager
 def launch_stack(
     backend: str,
@@ -176,7 +227,11 @@ def launch_stack(
         need(reachable("localhost", 5672), "RabbitMQ is not running on localhost:5672")
         need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
     queue = f"detections-test-{uuid.uuid4().hex[:8]}"
-    stack_env = {**_stack_env(backend, base / "storage", queue), **(env or {})}
+    stack_env = {
+        **_stack_env(backend, base / "storage", queue),
+        **storage_env(base / "storage"),
+        **(env or {}),
+    }
     stack = Stack(stack_env, base / "logs", worker_concurrency=concurrency)
     if backend == "valkey":
         stack.start_embedded_backend()
@@ -205,6 +260,21 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _bucket_for_every_stack(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under ML_TEST_STORAGE=s3, start the session's SeaweedFS and its bucket for storage_env."""
+    if not ON_BUCKET:
+        yield
+        return
+    server: SeaweedS3 = request.getfixturevalue("s3_server")
+    server.create_bucket(TEST_BUCKET)
+    _SESSION_S3.append(server)
+    try:
+        yield
+    finally:
+        _SESSION_S3.clear()
 
 
 # "s3": RabbitMQ + Redis with the files in a SeaweedFS bucket; a module that runs on it too
