@@ -100,8 +100,9 @@ fi
 
 # ---- 2. stack rules ----------------------------------------------------------------------
 step "stack rules"
-if compose_cfg -f docker-compose.yaml --env-file "$tmp/dummy.env" config --format json \
-     >"$tmp/stack.json" 2>"$tmp/err" \
+# the optional profiles' services (monitoring: Prometheus, Grafana, Flower; s3) follow them too
+if compose_cfg -f docker-compose.yaml --profile monitoring --profile s3 --env-file "$tmp/dummy.env" \
+     config --format json >"$tmp/stack.json" 2>"$tmp/err" \
    && "$PY" deploy/checks/compose_rules.py stack "$tmp/stack.json"; then
   pass "ports, healthchecks, restart, no-new-privileges, cap_drop ALL, no password on a command line, depends_on, scaling, volumes"
 else

@@ -1,8 +1,9 @@
 """Run deploy/nginx/nginx.conf for real against two stub apps on loopback and check its routing.
 
 Usage: python deploy/checks/nginx_smoke.py NGINX_BINARY MIME_TYPES_FILE
-Checks: `nginx -t`; / goes to the client and /api/ to the API with the path unchanged; API event
-streams arrive unbuffered; a 10 MiB upload passes and a 12 MB one gets 413. Everything listens on
+Checks: `nginx -t`; / goes to the client, /api/ to the API and /flower/ to Flower with the path
+unchanged (a websocket's Upgrade headers too), Flower's /metrics stays inside; API event streams
+arrive unbuffered; a 10 MiB upload passes and a 12 MB one gets 413. Everything listens on
 127.0.0.1 and stops within a few seconds.
 """
 
@@ -43,6 +44,10 @@ def stub_server(name: str) -> ThreadingHTTPServer:
                 seen = ("Host", "X-Forwarded-For", "X-Forwarded-Host")
                 self._reply(" ".join(f"{h}={self.headers.get(h)}" for h in seen))
                 return
+            if self.path.endswith("/upgrade"):
+                seen = ("Upgrade", "Connection")
+                self._reply(" ".join(f"{h}={self.headers.get(h)}" for h in seen))
+                return
             self._reply(f"{name} {self.path}")
 
         def do_POST(self) -> None:
@@ -70,7 +75,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def local_conf(work: Path, mime: str, port: int, api: int, client: int, tls_port: int = 0) -> Path:
+def local_conf(
+    work: Path, mime: str, port: int, api: int, client: int, tls_port: int = 0, flower: int = 0
+) -> Path:
     """The real config, with upstreams, listen port and writable paths moved onto this machine.
 
     Every file of deploy/nginx/ is copied into `work` (where the includes then point); with a
@@ -85,6 +92,7 @@ def local_conf(work: Path, mime: str, port: int, api: int, client: int, tls_port
             .replace("/etc/nginx/mime.types", mime)
             .replace("ml-api:8000", f"127.0.0.1:{api}")
             .replace("ml-client:8001", f"127.0.0.1:{client}")
+            .replace("flower:5555", f"127.0.0.1:{flower or free_port()}")
             .replace("listen 8080", f"listen 127.0.0.1:{port}")
             .replace("listen 8443", f"listen 127.0.0.1:{tls_port or free_port()}")
         )
@@ -130,6 +138,8 @@ def routing_problems(port: int) -> Iterator[str]:
         "/readyz": "api /readyz",
         "/api/v2/other/events": "data: api",
         "/detections/abc/events": "data: client",
+        "/flower/": "flower /flower/",
+        "/flower/api/workers?refresh=1": "flower /flower/api/workers?refresh=1",
     }
     for path, expected in expectations.items():
         status, text = request(port, "GET", path)
@@ -142,6 +152,14 @@ def routing_problems(port: int) -> Iterator[str]:
             yield f"GET {path}: the apps must see the server name and nginx's peer, saw {text!r}"
     if request(port, "GET", "/nginx-health")[0] != 200:
         yield "GET /nginx-health is not 200"
+    for path in ("/flower/metrics", "/flower//metrics", "/flower/%6detrics"):
+        status, text = request(port, "GET", path)
+        if status != 404 or "flower" in text:
+            yield f"GET {path}: Flower's metrics must stay inside, got {status} {text[:60]!r}"
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    _, text = request(port, "GET", "/flower/api/upgrade", headers=upgrade)
+    if text != "Upgrade=websocket Connection=upgrade":
+        yield f"a websocket to Flower must keep its Upgrade headers, saw {text!r}"
     delay, line = first_event_delay(port, "/api/v1/detections/abc/events")
     if line != "data: api 0" or delay >= EVENT_GAP_S:
         yield f"API event stream is buffered: first event {line!r} after {delay:.2f}s"
@@ -218,7 +236,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(__doc__ or "")
         return 2
     nginx, mime = argv
-    api, client = stub_server("api"), stub_server("client")
+    api, client, flower = stub_server("api"), stub_server("client"), stub_server("flower")
     ports = (api.server_address[1], client.server_address[1])
     problems = []
     for tls in (False, True):
@@ -226,15 +244,15 @@ def main(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="nginx-smoke-") as tmp:
             work = Path(tmp)
             work.chmod(0o755)  # run as root, nginx's workers are `nobody` and buffer bodies here
-            conf = local_conf(work, mime, port, *ports, tls_port=tls_port)
+            conf = local_conf(work, mime, port, *ports, tls_port, flower.server_address[1])
             if tls:
                 self_signed(work)
             check = (
                 partial(tls_problems, port, tls_port) if tls else partial(routing_problems, port)
             )
             problems += run_nginx(nginx, work, conf, port, check)
-    api.shutdown()
-    client.shutdown()
+    for server in (api, client, flower):
+        server.shutdown()
     for problem in problems:
         sys.stderr.write(f"  {problem}\n")
     return 1 if problems else 0
