@@ -7,6 +7,7 @@ registered in a registry of each app, so that tests may build many apps in one p
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ from collections import Counter as Tally
 from collections.abc import Iterator
 
 import redis
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -28,6 +29,8 @@ from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ml_api.deps import SettingsDep
+from ml_common.errors import NotAuthenticated
 from ml_common.models import served_models, worker_queues
 from ml_common.queuestats import QueueStats, queue_stats
 from ml_common.records import READY_PATTERN, ReadyModel
@@ -188,7 +191,18 @@ def _exposition(registry: CollectorRegistry) -> bytes:
     return generate_latest(REGISTRY) + generate_latest(registry)
 
 
-@router.get("/metrics")
+def check_metrics_token(request: Request, settings: SettingsDep) -> None:
+    """With ML_METRICS_TOKEN set, /metrics answers only a request that sends it as a bearer
+    token (Prometheus: `authorization: {credentials_file: …}`)."""
+    if settings.metrics_token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = settings.metrics_token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise NotAuthenticated("/metrics needs 'Authorization: Bearer <ML_METRICS_TOKEN>'")
+
+
+@router.get("/metrics", dependencies=[Depends(check_metrics_token)])
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition; the proxy does not route it (scrape the API directly)."""
     body = await run_in_threadpool(_exposition, request.app.state.metrics_registry)

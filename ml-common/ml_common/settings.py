@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     prometheus_multiproc_dir: Annotated[
         Path | None, EmptyIsUnset, Field(validation_alias="PROMETHEUS_MULTIPROC_DIR")
     ] = None
+    # the API's /metrics asks for `Authorization: Bearer <this>` when set; unset, it is open
+    # (for a Prometheus on the private network: the proxy never routes /metrics)
+    metrics_token: Annotated[SecretStr | None, EmptyIsUnset] = None
     # how long the API keeps the broker's queue depth and age between scrapes
     queue_stats_cache_s: float = Field(5.0, ge=0)
     # webhooks: attempts with exponential backoff (base, cap; full jitter), about a day in all;

@@ -33,14 +33,17 @@ pytestmark = pytest.mark.integration
 
 TASKS_SENT = 3
 PROMETHEUS_WAIT_S = 120
+METRICS_TOKEN = "metrics-token-of-the-test"
 
 
 @pytest.fixture(scope="module")
 def metrics_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveStack, int]]:
-    """The real stack on RabbitMQ + Redis, its worker with two prefork processes."""
+    """The real stack on RabbitMQ + Redis, its worker with two prefork processes; the API's
+    /metrics asks for a token."""
     port = free_port()
     base = tmp_path_factory.mktemp("metrics-stack")
-    env = {"ML_WORKER_METRICS_PORT": str(port), "ML_LOG_FORMAT": "json"}
+    env = {"ML_WORKER_METRICS_PORT": str(port), "ML_LOG_FORMAT": "json",
+           "ML_METRICS_TOKEN": METRICS_TOKEN}  # fmt: skip
     with launch_stack("rabbitmq-redis", base, env, concurrency=2) as live:
         yield live, port
 
@@ -49,19 +52,25 @@ def metrics_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Li
 def prometheus(
     metrics_stack: tuple[LiveStack, int], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """A real Prometheus scraping the API and the worker every second, with our rules."""
+    """A real Prometheus scraping the API (with the token, from a file as
+    deploy/prometheus/prometheus.yml shows) and the worker every second, with our rules."""
     binary = shutil.which("prometheus")
     need(binary is not None, "no `prometheus` binary: apt-get install prometheus")
     assert binary is not None
     live, worker_port = metrics_stack
     folder = tmp_path_factory.mktemp("prometheus")
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", folder / "alerts.yml")
+    (folder / "metrics-token").write_text(METRICS_TOKEN + "\n")
     api = live.api_url.removeprefix("http://")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": ["alerts.yml"],
         "scrape_configs": [
-            {"job_name": "mlprod-api", "static_configs": [{"targets": [api]}]},
+            {
+                "job_name": "mlprod-api",
+                "authorization": {"credentials_file": str(folder / "metrics-token")},
+                "static_configs": [{"targets": [api]}],
+            },
             {
                 "job_name": "mlprod-worker",
                 "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
@@ -125,6 +134,15 @@ def sent(metrics_stack: tuple[LiveStack, int], astronaut_jpeg: bytes) -> list[st
     failing = str(uuid.uuid4())
     live.send_task(DETECT_TASK, failing, upload_key=missing, created_at=created)
     return task_ids
+
+
+def test_the_apis_metrics_ask_for_the_token(metrics_stack: tuple[LiveStack, int]) -> None:
+    """Prometheus reads them with it (every query below); anyone else gets 401."""
+    url = f"{metrics_stack[0].api_url}/metrics"
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+        assert httpx.get(url, headers=headers, timeout=10).status_code == 401
+    r = httpx.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10)
+    assert r.status_code == 200 and "mlprod_http_requests_total" in r.text
 
 
 def test_promql_counts_the_tasks_this_test_sent(prometheus: str, sent: list[str]) -> None:

@@ -14,6 +14,7 @@ from celery import Celery
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from ml_api.app import create_app
 from ml_api.metrics import OperationsCollector
@@ -65,6 +66,22 @@ def test_requests_are_counted_by_route_template_and_uploads_by_bytes(
     uploaded = value(after, "mlprod_upload_bytes_sum", route="/api/v1/detections") or 0
     assert uploaded - (value(before, "mlprod_upload_bytes_sum", route="/api/v1/detections")
                        or 0) > 5000  # fmt: skip
+
+
+def test_with_a_metrics_token_only_a_scrape_that_sends_it_is_answered(
+    valkey_settings: Settings,
+) -> None:
+    token = "metrics-token-for-the-test"
+    settings = valkey_settings.model_copy(update={"metrics_token": SecretStr(token)})
+    client = TestClient(create_app(settings))
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {token}"},
+                    {"Authorization": f"Bearer {token}x"}):  # fmt: skip
+        r = client.get("/metrics", headers=headers)
+        assert (r.status_code, r.json()["code"]) == (401, "not_authenticated"), headers
+        assert r.headers["www-authenticate"] == "Bearer"
+    r = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200
+    assert "mlprod_result_store_up" in r.text
 
 
 def test_the_scrape_reads_queue_depth_age_and_ready_processes(
