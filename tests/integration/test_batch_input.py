@@ -65,7 +65,7 @@ def settings_small(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def api(settings_small: Settings) -> Iterator[Api]:
-    plain, _ = ApiKeyStore(settings_small.api_keys_path).create("tests")
+    plain, _ = ApiKeyStore.from_settings(settings_small).create("tests")
     with TestClient(create_app(settings_small), raise_server_exceptions=False) as client:
         yield client, {"Authorization": f"Bearer {plain}"}
     for url in (RESULTS_DB, BROKER_DB):
@@ -138,7 +138,7 @@ def test_the_daily_quota_of_batch_items_per_key(api: Api) -> None:
 def test_unknown_or_another_keys_batch_is_404(api: Api, settings_small: Settings) -> None:
     client, auth = api
     batch_id = post_batch(api, [("a.jpg", jpeg())]).json()["batch_id"]  # type: ignore[attr-defined]
-    other, _ = ApiKeyStore(settings_small.api_keys_path).create("other")
+    other, _ = ApiKeyStore.from_settings(settings_small).create("other")
     theirs = {"Authorization": f"Bearer {other}"}
     for path in ("", "/export", "/events"):
         assert client.get(f"/api/v1/batches/{batch_id}{path}", headers=theirs).status_code == 404

@@ -280,7 +280,7 @@ def test_cli_killed_and_rerun_makes_one_task_per_image(
     assert len(list((out / "annotated").rglob("*.jpg"))) == 60
     from ml_common.apikeys import ApiKeyStore
 
-    key_id = ApiKeyStore(live.settings.api_keys_path).check(key)
+    key_id = ApiKeyStore.from_settings(live.settings).check(key)
     assert key_id is not None
     assert len(owned_tasks(live, key_id.key_id)) == 60
 

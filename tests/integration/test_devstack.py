@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MODEL_DIR, ROOT, need
+from tests.conftest import MODEL_DIR, ROOT, need, storage_env
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,8 @@ def make_run(tmp_path: Path) -> Iterator[MakeRun]:
     need(MODEL_DIR.is_dir(), f"no converted model at {MODEL_DIR}: run `make model`")
     need(shutil.which("make") is not None, "make is not installed")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ML_")}
-    env |= {"ML_STORAGE_DIR": str(tmp_path / "storage"), "ML_MODEL_DIR": str(MODEL_DIR),
+    env |= storage_env(tmp_path / "storage")
+    env |= {"ML_MODEL_DIR": str(MODEL_DIR),
             "ML_ENVIRONMENT": "development", "ML_WORKERS": "1"}  # fmt: skip
     log = tmp_path / "make-run.log"
     command = ["make", "--no-print-directory", "-o", "install", "-o", "model", "run",

@@ -24,8 +24,17 @@ from PIL import Image
 from ml_common import records
 from ml_common.devstack import free_port
 from ml_common.retention import remove_orphan_uploads
-from ml_common.storage import LocalStorage
-from tests.conftest import ROOT, LiveStack, encode, launch_stack, need, photo, reachable
+from ml_common.storage import open_storage
+from tests.conftest import (
+    ROOT,
+    LiveStack,
+    encode,
+    launch_stack,
+    need,
+    photo,
+    reachable,
+    stored_annotated,
+)
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = ROOT / "test-artifacts"
@@ -87,11 +96,11 @@ class StateRecorder:
         return self.states
 
 
-def annotated_files(live: LiveStack, task_id: str) -> list[Path]:
+def annotated_files(live: LiveStack, task_id: str) -> list[str]:
     """The task's annotated images, once asked for: the API draws one on the first request."""
     image = httpx.get(f"{live.api_url}/api/v1/detections/{task_id}/image", headers=live.headers())
     assert image.status_code == 200, image.text
-    return list(live.settings.storage_dir.glob(f"object-detection/*/{task_id}.*"))
+    return stored_annotated(live.settings, task_id)
 
 
 @pytest.fixture
@@ -164,7 +173,7 @@ def test_broker_restart_loses_nothing_and_everyone_reconnects(
     ids.append(after.json()["task_id"])
     finals = [live.wait_final(t, 180) for t in ids]
     assert [f["status"] for f in finals] == ["succeeded"] * len(ids)
-    stored = list(LocalStorage(live.settings.storage_dir).root.glob("upload/*/*"))
+    stored = list(open_storage(live.settings).uploads())
     assert len(stored) == len(ids)  # the refused upload left no file behind
     record_property("observed", f"upload while down: 503 queue_unavailable after {refused_s:.1f}s,"
                     f" nothing stored; /readyz 503; API and worker reconnected by themselves; "
@@ -287,7 +296,8 @@ def test_api_killed_mid_upload_leaves_no_task_that_never_ends(
         # every upload left on disk now belongs to an accepted task, or is an orphan that the
         # clean-up removes (grace 0 here; an hour in production)
         removed = remove_orphan_uploads(live.settings, grace_s=0)
-        stored = {p.stem for p in LocalStorage(live.settings.storage_dir).root.glob("upload/*/*")}
+        storage = open_storage(live.settings)
+        stored = {storage.parse(key)[2] for key, _ in storage.uploads()}
         assert set(accepted) <= stored
         # an upload the API queued just before it died is a real task whose 202 never reached
         # the client: it must run to its end like the others, never stay queued

@@ -60,7 +60,7 @@ def fuzz_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def api(fuzz_settings: Settings) -> Iterator[Api]:
     from ml_common.apikeys import ApiKeyStore
 
-    plain, _ = ApiKeyStore(fuzz_settings.api_keys_path).create("fuzz")
+    plain, _ = ApiKeyStore.from_settings(fuzz_settings).create("fuzz")
     with TestClient(create_app(fuzz_settings), raise_server_exceptions=False) as client:
         yield client, {"Authorization": f"Bearer {plain}"}, fuzz_settings
     for url in (RESULTS_DB, BROKER_DB):
@@ -190,7 +190,7 @@ def test_what_the_api_accepts_the_worker_can_decode(
 def served(fuzz_settings: Settings) -> Iterator[tuple[str, dict[str, str]]]:
     from ml_common.apikeys import ApiKeyStore
 
-    plain, _ = ApiKeyStore(fuzz_settings.api_keys_path).create("schemathesis")
+    plain, _ = ApiKeyStore.from_settings(fuzz_settings).create("schemathesis")
     config = uvicorn.Config(
         create_app(fuzz_settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
     )

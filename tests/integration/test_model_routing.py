@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from ml_common.devstack import Stack
-from tests.conftest import LiveStack, encode, launch_stack, need, photo
+from tests.conftest import LiveStack, encode, launch_stack, need, photo, storage_env
 from tests.integration.test_model_formats import YOLOX_NANO_DIR
 
 pytestmark = pytest.mark.integration
@@ -169,7 +169,7 @@ def test_a_worker_with_a_corrupt_model_file_exits_at_start_naming_it(tmp_path: P
     env = {
         "ML_MODELS": "yolox-nano",
         "ML_MODEL_DIRS": json.dumps({"yolox-nano": str(folder)}),
-        "ML_STORAGE_DIR": str(tmp_path / "storage"),
+        **storage_env(tmp_path / "storage"),
         "ML_BROKER_URL": "memory://",
     }
     stack = Stack(env, tmp_path / "logs")

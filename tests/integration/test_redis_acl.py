@@ -20,7 +20,8 @@ from argon2 import PasswordHasher
 
 from ml_common.apikeys import ApiKeyStore
 from ml_common.devstack import Stack, free_port, wait_http, wait_tcp
-from tests.conftest import MODEL_DIR, ROOT, need, reachable
+from ml_common.settings import Settings
+from tests.conftest import MODEL_DIR, ROOT, _settings_kwargs, need, reachable, storage_env
 
 pytestmark = pytest.mark.integration
 
@@ -103,14 +104,15 @@ def test_api_worker_and_web_client_work_with_their_own_users(
     password = "a-fine-password"
     env = {
         "ML_ENVIRONMENT": "development",
-        "ML_STORAGE_DIR": str(tmp_path / "storage"),
+        **storage_env(tmp_path / "storage"),
         "ML_MODEL_DIR": str(MODEL_DIR),
         "ML_QUEUE_NAME": f"detections-acl-{uuid.uuid4().hex[:8]}",
         "ML_BROKER_URL": "amqp://guest:guest@localhost:5672//",
         "ML_RESULT_BACKEND": acl_redis.url("mlprod-worker"),
     }
     stack = Stack(env, tmp_path / "logs")
-    key, _ = ApiKeyStore(tmp_path / "storage" / "api-keys.json").create("acl")
+    settings = Settings(_env_file=None, **_settings_kwargs(env))  # type: ignore[arg-type]
+    key, _ = ApiKeyStore.from_settings(settings).create("acl")
     try:
         stack.start_worker()
         stack.env["ML_RESULT_BACKEND"] = acl_redis.url("mlprod-api")  # read at each start

@@ -22,6 +22,7 @@ from ml_api.app import create_app
 from ml_common.apikeys import ApiKeyStore
 from ml_common.records import TaskRecord, record_key
 from ml_common.settings import Settings
+from ml_common.storage import open_storage
 from tests.conftest import LiveStack, encode, launch_stack, need, photo, reachable
 from tests.integration.test_api_input import BROKER_DB, RESULTS_DB, input_settings
 
@@ -42,7 +43,7 @@ def security_settings(tmp_path: Path) -> Iterator[Settings]:
 
 
 def client_and_key(settings: Settings) -> tuple[TestClient, dict[str, str]]:
-    plain, _ = ApiKeyStore(settings.api_keys_path).create(f"k{time.monotonic_ns()}")
+    plain, _ = ApiKeyStore.from_settings(settings).create(f"k{time.monotonic_ns()}")
     client = TestClient(create_app(settings), raise_server_exceptions=False)
     return client, {"Authorization": f"Bearer {plain}"}
 
@@ -170,8 +171,8 @@ def test_secrets_never_reach_the_logs(
 # -- a real uvicorn (the live stack) ----------------------------------------------------------
 
 
-def upload_files(live: LiveStack) -> set[Path]:
-    return {p for p in (live.settings.storage_dir / "upload").rglob("*") if p.is_file()}
+def upload_files(live: LiveStack) -> set[str]:
+    return {key for key, _ in open_storage(live.settings).uploads()}
 
 
 @ONE_STACK
@@ -273,7 +274,7 @@ def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_request_host(
 
 def unfinished_task(live: LiveStack, key: str) -> str:
     """A task of `key` that stays queued: its record exists, nothing is ever queued for it."""
-    owner = ApiKeyStore(live.settings.api_keys_path).check(key)
+    owner = ApiKeyStore.from_settings(live.settings).check(key)
     assert owner is not None
     task_id = str(uuid.uuid4())
     record = TaskRecord.new(task_id, owner.key_id, "upload/never.jpg")

@@ -21,7 +21,7 @@ import redis
 from argon2 import PasswordHasher
 
 from ml_common.devstack import Stack, free_port, wait_http
-from tests.conftest import ROOT, need, reachable
+from tests.conftest import ROOT, need, reachable, storage_env
 
 sys.path.insert(0, str(ROOT / "deploy" / "checks"))
 
@@ -64,7 +64,7 @@ def web_client(tmp_path: Path) -> Iterator[WebClient]:
     cheap = PasswordHasher(time_cost=2, memory_cost=8192, parallelism=1)
     env = {
         "ML_ENVIRONMENT": "development",
-        "ML_STORAGE_DIR": str(tmp_path / "storage"),
+        **storage_env(tmp_path / "storage"),
         "ML_RESULT_BACKEND": CLIENT_DB,
         "ML_CLIENT_USERS": f"{user}:{cheap.hash(PASSWORD)}",
         "ML_CLIENT_LOGIN_MAX_FAILURES": str(LIMIT),
