@@ -64,8 +64,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.2,
             "interval_max": 0.5,
         },
-        # an unacked task on a Redis/Valkey broker comes back after this many seconds
         "broker_transport_options": {
+            # RabbitMQ: a publish returns only once the broker has the message (a persistent
+            # one on disk), so a task the API answered 202 for survives a broker killed right
+            # after; without it, a restart that kills the node (podman's `compose restart`
+            # does) lost the accepted uploads. The Redis transport ignores it.
+            "confirm_publish": True,
+            # an unacked task on a Redis/Valkey broker comes back after this many seconds
             "visibility_timeout": int(settings.task_time_limit_s * 2 + 60),
             "socket_timeout": settings.enqueue_timeout_s,
             "socket_connect_timeout": settings.enqueue_timeout_s,
