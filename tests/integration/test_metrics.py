@@ -167,7 +167,13 @@ def test_each_stage_is_timed_once_per_task(prometheus: str, sent: list[str]) -> 
 def test_the_dashboards_stage_panel_shows_every_stage(prometheus: str, sent: list[str]) -> None:
     (expr,) = [e for e in dashboard_expressions() if "mlprod_task_stage_seconds" in e]
     eventually(prometheus, 'sum(mlprod_task_stage_seconds_count{stage="annotate"})', len(sent))
-    shown = {series["metric"].get("stage") for series in query(prometheus, expr)}
+    # the panel's rate() needs two scrapes of a series: the annotate one (drawn by the API on
+    # the fixture's last requests) may have had only one yet
+    deadline = time.monotonic() + PROMETHEUS_WAIT_S
+    shown: set[str | None] = set()
+    while shown != set(STAGES) and time.monotonic() < deadline:
+        shown = {series["metric"].get("stage") for series in query(prometheus, expr)}
+        time.sleep(0.5)
     assert shown == set(STAGES)
 
 
