@@ -21,7 +21,15 @@ from argon2 import PasswordHasher
 from ml_common.apikeys import ApiKeyStore
 from ml_common.devstack import Stack, free_port, wait_http, wait_tcp
 from ml_common.settings import Settings
-from tests.conftest import MODEL_DIR, ROOT, _settings_kwargs, need, reachable, storage_env
+from tests.conftest import (
+    MODEL_DIR,
+    ROOT,
+    _delete_queue,
+    _settings_kwargs,
+    need,
+    reachable,
+    storage_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +145,4 @@ def test_api_worker_and_web_client_work_with_their_own_users(
             assert browser.get("/").status_code == 200
     finally:
         stack.stop()
+        _delete_queue(settings)  # the worker's queues on the system RabbitMQ
