@@ -12,18 +12,16 @@ import contextlib
 import getpass
 import hashlib
 import logging
-import math
 import re
 import secrets
 import sys
-import time
 from collections.abc import Sequence
 
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ml_client.settings import ClientSettings, get_client_settings
-from ml_common.documents import Document, web_users_document
+from ml_common.documents import Document, DocumentCopy, web_users_document
 from ml_common.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -92,26 +90,16 @@ class UserStore:
         secret = settings.client_users
         self._fixed = parse_users(secret.get_secret_value()) if secret is not None else None
         self._document = document or users_document(settings)
-        self._version: str | None = None
-        self._checked = -math.inf
-        self._users: dict[str, str] = {}
+        self._copy: DocumentCopy[dict[str, str]] = DocumentCopy(
+            self._document, lambda data: parse_users(data.decode()), {}
+        )
         self._dummy = ""
         self._dummy_for: dict[str, str] | None = None
 
     def _load(self, fresh: bool = False) -> dict[str, str]:
         if self._fixed is not None:
             return self._fixed
-        now = time.monotonic()
-        if not fresh and now - self._checked < self._document.recheck_s:
-            return self._users
-        version = self._document.version()
-        self._checked = now
-        if version is None:
-            self._version, self._users = None, {}
-        elif version != self._version:
-            self._users = parse_users(self._document.read().decode())
-            self._version = version
-        return self._users
+        return self._copy.get(fresh)
 
     def _dummy_hash(self, users: dict[str, str]) -> str:
         """A hash to check unknown names against, as costly to verify as the real ones."""

@@ -11,13 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml_common.documents import Document, FileDocument, api_keys_document
+from ml_common.documents import Document, DocumentCopy, FileDocument, api_keys_document
 from ml_common.errors import NotAllowed
 from ml_common.records import now_iso
 from ml_common.settings import Settings
@@ -74,32 +72,21 @@ class ApiKeyStore:
 
     def __init__(self, source: Path | Document) -> None:
         self.document = FileDocument(source) if isinstance(source, Path) else source
-        self._version: str | None = None
-        self._checked = -math.inf
-        self._keys: dict[str, dict[str, str]] = {}
+        self._copy: DocumentCopy[dict[str, dict[str, str]]] = DocumentCopy(
+            self.document, _parse_keys, {}
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiKeyStore:
         """The keys file, or the bucket's copy when the storage is a bucket (docs/deploy.md)."""
         return cls(api_keys_document(settings))
 
-    def _load(self) -> dict[str, dict[str, str]]:
-        now = time.monotonic()
-        if now - self._checked < self.document.recheck_s:
-            return self._keys
-        version = self.document.version()
-        self._checked = now
-        if version is None:
-            self._version, self._keys = None, {}
-        elif version != self._version:
-            data = json.loads(self.document.read())
-            self._keys = dict(data.get("keys", {}))
-            self._version = version
-        return self._keys
+    def _load(self, fresh: bool = False) -> dict[str, dict[str, str]]:
+        return self._copy.get(fresh)
 
     def _save(self, keys: dict[str, dict[str, str]]) -> None:
         self.document.write(json.dumps({"keys": keys}, indent=2, sort_keys=True).encode())
-        self._version, self._checked = None, -math.inf
+        self._copy.forget()
 
     def create(
         self, name: str, delegates: bool = False, callback_url: str = ""
@@ -141,9 +128,12 @@ class ApiKeyStore:
         found = _find(hashed, self._load())
         if found is None and self.document.recheck_s:
             # perhaps a key made on another host since our copy: one look at its version
-            self._checked = -math.inf
-            found = _find(hashed, self._load())
+            found = _find(hashed, self._load(fresh=True))
         return found
+
+
+def _parse_keys(data: bytes) -> dict[str, dict[str, str]]:
+    return dict(json.loads(data).get("keys", {}))
 
 
 def _find(hashed: str, keys: dict[str, dict[str, str]]) -> ApiKey | None:

@@ -4,9 +4,12 @@ folder."""
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from ml_common.storage import atomic_write, open_storage
 
@@ -39,6 +42,38 @@ class Document(Protocol):
     def location(self) -> str:
         """Where it is, for messages: a path or an s3:// URL."""
         ...
+
+
+T = TypeVar("T")
+
+
+class DocumentCopy(Generic[T]):
+    """A process's parsed copy of a document: re-read when its version changes, the version
+    asked at most every `recheck_s` of the document (or at once with `fresh`)."""
+
+    def __init__(self, document: Document, parse: Callable[[bytes], T], empty: T) -> None:
+        self.document = document
+        self._parse, self._empty = parse, empty
+        self._version: str | None = None
+        self._checked = -math.inf
+        self._value = empty
+
+    def get(self, fresh: bool = False) -> T:
+        now = time.monotonic()
+        if not fresh and now - self._checked < self.document.recheck_s:
+            return self._value
+        version = self.document.version()
+        self._checked = now
+        if version is None:
+            self._version, self._value = None, self._empty
+        elif version != self._version:
+            self._value = self._parse(self.document.read())
+            self._version = version
+        return self._value
+
+    def forget(self) -> None:
+        """Read the document anew next time (after this process wrote it)."""
+        self._version, self._checked = None, -math.inf
 
 
 @dataclass(frozen=True)
