@@ -12,7 +12,8 @@
 #      /readyz; two workers; a worker SIGKILLed mid-task; redis and rabbitmq restarted;
 #      `down` and `up` again.
 # Everything it creates is removed by name on exit, failure included (COMPOSE_CI_KEEP=1 keeps
-# the images, for faster reruns while developing). Run as root. Usage: scripts/compose_ci.sh
+# the images, for faster reruns while developing; COMPOSE_CI_GATE=FILE waits after the builds
+# until FILE exists, as .ci/run does). Run as root. Usage: scripts/compose_ci.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -143,6 +144,12 @@ build ml-celery & celery_build=$!
 build ml-api
 build ml-client
 wait "$celery_build"
+
+if [ -n "${COMPOSE_CI_GATE:-}" ]; then
+  # .ci/run builds the images while its tests run, and lets the stack start after them
+  step "built; waiting for $COMPOSE_CI_GATE"
+  while [ ! -e "$COMPOSE_CI_GATE" ]; do sleep 1; done
+fi
 
 step "configuration (.env for this run)"
 user=ci-user

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -34,6 +35,13 @@ ON_BUCKET = os.environ.get("ML_TEST_STORAGE") == "s3"
 TEST_BUCKET = "mlprod-tests"
 _SESSION_S3: list[SeaweedS3] = []  # the session's server under ML_TEST_STORAGE=s3
 MODEL_DIR = Path(os.environ.get("ML_MODEL_DIR", ROOT / "ml-storages/models/nanodet-g-416"))
+# The Redis and RabbitMQ the integration tests use: the machine's own unless these name others.
+# CI runs the bucket suite at the same time as `make test`, on a second Redis and a second
+# RabbitMQ node (.ci/run), so that neither suite's flushes, queues or broker restarts reach the
+# other's. RABBITMQ_NODE is the node `rabbitmqctl -n` stops and starts in the fault tests.
+TEST_REDIS = os.environ.get("ML_TEST_REDIS_URL", "redis://localhost:6379").rstrip("/")
+TEST_AMQP = os.environ.get("ML_TEST_AMQP_URL", "amqp://guest:guest@localhost:5672//")
+RABBITMQ_NODE = os.environ.get("ML_TEST_RABBITMQ_NODE", "")
 
 
 def need(condition: bool, reason: str) -> None:
@@ -51,6 +59,25 @@ def reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def redis_db(number: int) -> str:
+    """The URL of one database of the tests' Redis."""
+    return f"{TEST_REDIS}/{number}"
+
+
+def _need_service(name: str, url: str, default_port: int) -> None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "localhost", parts.port or default_port
+    need(reachable(host, port), f"{name} is not running on {host}:{port}")
+
+
+def need_redis() -> None:
+    _need_service("Redis", TEST_REDIS, 6379)
+
+
+def need_rabbitmq() -> None:
+    _need_service("RabbitMQ", TEST_AMQP, 5672)
 
 
 def photo(name: str) -> Image.Image:
@@ -165,8 +192,8 @@ def _stack_env(backend: str, storage: Path, queue: str) -> dict[str, str]:
         "ML_TASK_TIME_LIMIT_S": "45",
     }
     if backend == "rabbitmq-redis":
-        env["ML_BROKER_URL"] = "amqp://guest:guest@localhost:5672//"
-        env["ML_RESULT_BACKEND"] = "redis://localhost:6379/2"
+        env["ML_BROKER_URL"] = TEST_AMQP
+        env["ML_RESULT_BACKEND"] = redis_db(2)
     return env
 
 
@@ -224,8 +251,8 @@ def launch_stack(
     ("rabbitmq-redis" or "valkey"), stop them after."""
     need(MODEL_DIR.is_dir(), f"no converted model at {MODEL_DIR}: run `make model`")
     if backend == "rabbitmq-redis":
-        need(reachable("localhost", 5672), "RabbitMQ is not running on localhost:5672")
-        need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+        need_rabbitmq()
+        need_redis()
     queue = f"detections-test-{uuid.uuid4().hex[:8]}"
     stack_env = {
         **_stack_env(backend, base / "storage", queue),
@@ -353,6 +380,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     lines = ["| case | what happened | test |", "|---|---|---|"]
     lines += [f"| {case} | {seen} | {outcome} |" for case, seen, outcome in _REPORT_ROWS]
-    out = ROOT / "test-artifacts" / "reliability.md"
+    # the bucket suite runs beside `make test` in CI: a report of its own
+    out = ROOT / "test-artifacts" / ("reliability-s3.md" if ON_BUCKET else "reliability.md")
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

@@ -28,17 +28,17 @@ from tests.conftest import (
     LiveStack,
     _settings_kwargs,
     encode,
-    need,
+    need_redis,
     photo,
-    reachable,
+    redis_db,
     skip_on_bucket,
     storage_env,
     stored_names,
 )
 
 pytestmark = pytest.mark.integration
-RESULTS_DB = "redis://localhost:6379/3"
-BROKER_DB = "redis://localhost:6379/4"
+RESULTS_DB = redis_db(3)
+BROKER_DB = redis_db(4)
 
 
 def input_settings(tmp: Path, **overrides: Any) -> Settings:
@@ -56,7 +56,7 @@ def input_settings(tmp: Path, **overrides: Any) -> Settings:
 
 @pytest.fixture
 def api_settings(tmp_path: Path) -> Settings:
-    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    need_redis()
     return input_settings(tmp_path)
 
 
@@ -541,7 +541,7 @@ def test_an_unknown_model_is_refused_naming_the_served_ones(
 
 def test_an_upload_goes_to_its_models_queue(tmp_path: Path) -> None:
     """A model field on a two-model deployment: the task waits on that model's own queue"""
-    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    need_redis()
     settings = input_settings(
         tmp_path, models="nanodet-g-416,yolox-nano", default_model="yolox-nano"
     )

@@ -19,7 +19,7 @@ from PIL import Image
 from ml_api.app import create_app
 from ml_common.apikeys import ApiKeyStore
 from ml_common.settings import Settings
-from tests.conftest import encode, need, reachable
+from tests.conftest import encode, need_redis
 from tests.integration.test_api_input import BROKER_DB, RESULTS_DB, input_settings, stored_files
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ def tarred_with_link() -> bytes:
 
 @pytest.fixture
 def settings_small(tmp_path: Path) -> Settings:
-    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    need_redis()
     return input_settings(
         tmp_path, batch_max_files=4, batch_max_bytes=3_000_000, archive_max_ratio=50,
         batch_max_items_per_key_per_day=6,

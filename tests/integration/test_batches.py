@@ -24,7 +24,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import STORAGE_PARAMS, LiveStack, encode, launch_stack, photo
+from tests.conftest import STORAGE_PARAMS, TEST_AMQP, LiveStack, encode, launch_stack, photo
 
 pytestmark = pytest.mark.integration
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -307,7 +307,7 @@ def test_a_shared_queue_declared_by_an_earlier_version_is_taken_as_it_is(
     from kombu import Connection, Queue
 
     shared = f"detections-old-{uuid.uuid4().hex[:8]}"
-    broker = "amqp://guest:guest@localhost:5672//"
+    broker = TEST_AMQP
     with Connection(broker) as conn:
         Queue(shared, channel=conn.channel(), durable=True).declare()
     env = {"ML_QUEUE_NAME": shared}

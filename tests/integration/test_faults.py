@@ -26,11 +26,12 @@ from ml_common.devstack import free_port
 from ml_common.retention import remove_orphan_uploads
 from ml_common.storage import open_storage
 from tests.conftest import (
+    RABBITMQ_NODE,
     ROOT,
     LiveStack,
     encode,
     launch_stack,
-    need,
+    need_rabbitmq,
     photo,
     reachable,
     stored_annotated,
@@ -145,7 +146,10 @@ def test_whole_worker_killed_then_replaced_finishes_the_task(
 
 
 def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+    node = ["-n", RABBITMQ_NODE] if RABBITMQ_NODE else []
+    subprocess.run(
+        ["rabbitmqctl", "-q", *node, *args], check=True, capture_output=True, timeout=120
+    )
 
 
 def test_broker_restart_loses_nothing_and_everyone_reconnects(
@@ -209,7 +213,7 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[int, Any, Any]]:
 
 def test_redis_restart(tmp_path: Path, record_property: Any) -> None:
     record_property("case", "Redis (AOF persistence) stopped and restarted while a task runs")
-    need(reachable("localhost", 5672), "RabbitMQ is not running on localhost:5672")
+    need_rabbitmq()
     with (
         own_redis(tmp_path) as (port, start, stop),
         launch_stack(

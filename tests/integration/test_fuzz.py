@@ -27,7 +27,7 @@ from ml_api.app import create_app
 from ml_common.errors import MLProdError
 from ml_common.images import ImageLimits, decode_rgb, inspect_image
 from ml_common.settings import Settings
-from tests.conftest import encode, need, photo, reachable
+from tests.conftest import encode, need_redis, photo
 from tests.integration.test_api_input import BROKER_DB, RESULTS_DB, input_settings, stored_files
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ SAMPLES = _samples()
 
 @pytest.fixture(scope="module")
 def fuzz_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    need_redis()
     # hypothesis runs one fixture for many examples: no rate limit in the way here
     return input_settings(tmp_path_factory.mktemp("fuzz"), rate_limit_per_minute=1_000_000)
 

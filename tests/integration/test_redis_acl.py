@@ -24,10 +24,11 @@ from ml_common.settings import Settings
 from tests.conftest import (
     MODEL_DIR,
     ROOT,
+    TEST_AMQP,
     _delete_queue,
     _settings_kwargs,
     need,
-    reachable,
+    need_rabbitmq,
     storage_env,
 )
 
@@ -108,14 +109,14 @@ def test_api_worker_and_web_client_work_with_their_own_users(
 ) -> None:
     """A detection and a sign-in, each process on its own Redis user"""
     need(MODEL_DIR.is_dir(), f"no converted model at {MODEL_DIR}: run `make model`")
-    need(reachable("localhost", 5672), "RabbitMQ is not running on localhost:5672")
+    need_rabbitmq()
     password = "a-fine-password"
     env = {
         "ML_ENVIRONMENT": "development",
         **storage_env(tmp_path / "storage"),
         "ML_MODEL_DIR": str(MODEL_DIR),
         "ML_QUEUE_NAME": f"detections-acl-{uuid.uuid4().hex[:8]}",
-        "ML_BROKER_URL": "amqp://guest:guest@localhost:5672//",
+        "ML_BROKER_URL": TEST_AMQP,
         "ML_RESULT_BACKEND": acl_redis.url("mlprod-worker"),
     }
     stack = Stack(env, tmp_path / "logs")

@@ -21,7 +21,14 @@ from ml_common.errors import TaskNotFound
 from ml_common.retention import remove_orphan_uploads
 from ml_common.settings import Settings
 from ml_common.storage import LocalStorage, open_storage
-from tests.conftest import LiveStack, encode, need, photo, reachable, skip_on_bucket
+from tests.conftest import (
+    LiveStack,
+    encode,
+    need_redis,
+    photo,
+    redis_db,
+    skip_on_bucket,
+)
 from tests.seaweed import SeaweedS3
 
 pytestmark = pytest.mark.integration
@@ -38,14 +45,14 @@ def old_file(storage: LocalStorage, days: int) -> Path:
 
 def test_cli_cleanup_removes_files_past_retention(tmp_path: Path, record_property: Any) -> None:
     record_property("case", "`mlprod cleanup` with files older than ML_RETENTION_DAYS")
-    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    need_redis()
     storage = LocalStorage(tmp_path)
     old = old_file(storage, 10)
     fresh_key = storage.upload_key(str(uuid.uuid4()), "jpg")
     storage.write(fresh_key, b"new")
     fresh = storage.path(fresh_key)
     env = {**os.environ, "ML_STORAGE_DIR": str(tmp_path), "ML_RETENTION_DAYS": "7",
-           "ML_RESULT_BACKEND": "redis://localhost:6379/6"}  # fmt: skip
+           "ML_RESULT_BACKEND": redis_db(6)}  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "ml_common.cli", "cleanup"], env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -81,14 +88,14 @@ def store_settings(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
     """Settings whose files live in a folder or in a SeaweedFS bucket (and Redis db 6)."""
-    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    need_redis()
     kwargs: dict[str, Any] = {"storage_dir": tmp_path_factory.mktemp("retention")}
     if request.param == "s3":
         server: SeaweedS3 = request.getfixturevalue("s3_server")
         server.create_bucket("mlprod-retention")
         env = server.env("mlprod-retention", f"r{uuid.uuid4().hex[:6]}")
         kwargs |= {k.removeprefix("ML_").lower(): v for k, v in env.items()}
-    return Settings(_env_file=None, result_backend="redis://localhost:6379/6", **kwargs)
+    return Settings(_env_file=None, result_backend=redis_db(6), **kwargs)
 
 
 def test_expired_files_go_and_newer_stay_on_each_store(

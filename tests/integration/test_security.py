@@ -23,7 +23,7 @@ from ml_common.apikeys import ApiKeyStore
 from ml_common.records import TaskRecord, record_key
 from ml_common.settings import Settings
 from ml_common.storage import open_storage
-from tests.conftest import LiveStack, encode, launch_stack, need, photo, reachable
+from tests.conftest import LiveStack, encode, launch_stack, need_redis, photo
 from tests.integration.test_api_input import BROKER_DB, RESULTS_DB, input_settings
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ PART_HEAD = b'--b0undary\r\nContent-Disposition: form-data; name="file"; filenam
 
 @pytest.fixture
 def security_settings(tmp_path: Path) -> Iterator[Settings]:
-    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    need_redis()
     yield input_settings(tmp_path, secret_key="s3cret-value-that-must-not-leak")
     for url in (RESULTS_DB, BROKER_DB):
         redis.Redis.from_url(url).flushdb()

@@ -21,7 +21,7 @@ import redis
 from argon2 import PasswordHasher
 
 from ml_common.devstack import Stack, free_port, wait_http
-from tests.conftest import ROOT, need, reachable, storage_env
+from tests.conftest import ROOT, need, need_redis, redis_db, storage_env
 
 sys.path.insert(0, str(ROOT / "deploy" / "checks"))
 
@@ -29,7 +29,7 @@ from nginx_smoke import local_conf
 
 pytestmark = pytest.mark.integration
 
-CLIENT_DB = "redis://localhost:6379/13"  # a database of its own, flushed after each test
+CLIENT_DB = redis_db(13)  # a database of its own, flushed after each test
 PASSWORD = "the-owners-password"
 LIMIT = 5  # ML_CLIENT_LOGIN_MAX_FAILURES: tries of one user name from one address per window
 # where scripts/validate_deploy.sh (run by .ci/run before the tests) unpacks Debian's nginx
@@ -59,7 +59,7 @@ class WebClient:
 
 @pytest.fixture
 def web_client(tmp_path: Path) -> Iterator[WebClient]:
-    need(reachable("localhost", 6379), "Redis is not running on localhost:6379")
+    need_redis()
     user = f"admin-{uuid.uuid4().hex[:6]}"
     cheap = PasswordHasher(time_cost=2, memory_cost=8192, parallelism=1)
     env = {
