@@ -80,6 +80,11 @@ def _load_without_fork(sender: Any = None, **_: Any) -> None:
         readiness.prepare_process()
 
 
+@signals.worker_ready.connect
+def _consumer_ready(**_: Any) -> None:
+    readiness.consumer_ready()
+
+
 @signals.worker_process_shutdown.connect
 def _announce_shutdown(**_: Any) -> None:
     readiness.announce_shutdown()

@@ -1,4 +1,6 @@
-"""Worker readiness: load and warm each served model once per process, then announce it in Redis.
+"""Worker readiness: load and warm each served model once per process, then announce it in Redis
+once the worker's consumer is on its queues (a warm model in a process that takes no task yet,
+while the worker still connects or meets its neighbours, is not ready).
 
 A model whose files are missing, corrupt or of the wrong shape stops the worker at its start
 (`check_models`, in the parent, before any process takes a task), with the file named."""
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import socket
 import threading
@@ -27,6 +30,16 @@ from ml_common.taskstore import RecordStore
 
 logger = logging.getLogger(__name__)
 
+# Set in the worker's parent process when its consumer takes tasks (Celery's worker_ready);
+# made here, before the pool forks, so that every pool process, a replacement forked later
+# included, waits on the same one.
+_consuming = multiprocessing.Event()
+
+
+def consumer_ready() -> None:
+    """The worker's consumer is on its queues: its processes may now announce their models."""
+    _consuming.set()
+
 
 class ReadinessBeacon:
     """Tells the API, through Redis, that this process has its model loaded and takes tasks."""
@@ -41,7 +54,6 @@ class ReadinessBeacon:
         self._stop = threading.Event()
 
     def start(self) -> None:
-        self._beat()
         threading.Thread(target=self._run, name="readiness-beacon", daemon=True).start()
 
     def _beat(self) -> None:
@@ -52,6 +64,10 @@ class ReadinessBeacon:
             logger.warning("readiness beacon not written: %s", exc)
 
     def _run(self) -> None:
+        while not _consuming.wait(0.5):
+            if self._stop.is_set():
+                return
+        self._beat()
         while not self._stop.wait(records.READY_TTL_S / 3):
             self._beat()
 
@@ -82,7 +98,8 @@ def check_models(settings: Settings) -> None:
 
 
 def prepare_process() -> None:
-    """Load and warm every served model in this process, then announce them as ready."""
+    """Load and warm every served model in this process; they are announced as ready once the
+    worker's consumer is on its queues."""
     global _beacon
     settings = get_settings()
     detectors = []

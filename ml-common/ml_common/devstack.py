@@ -88,8 +88,11 @@ class Stack:
         self.env.setdefault("ML_BROKER_URL", f"{url}/0")
         self.env.setdefault("ML_RESULT_BACKEND", f"{url}/1")
 
-    def start_worker(self, name: str = "worker", model: str = "", **env: str) -> None:
-        """A worker of `model` (default: every model of ML_MODELS) on its models' queues."""
+    def start_worker(
+        self, name: str = "worker", model: str = "", mingle: bool = False, **env: str
+    ) -> None:
+        """A worker of `model` (default: every model of ML_MODELS) on its models' queues;
+        `mingle`: it meets its neighbours first, as the compose file's workers do (slower)."""
         extra = {"ML_MODELS": model, "ML_DEFAULT_MODEL": ""} if model else {}
         # each worker's processes write their metrics here (ml_celery.metrics)
         extra["PROMETHEUS_MULTIPROC_DIR"] = str(self.log_dir / f"metrics-{name}")
@@ -101,7 +104,7 @@ class Stack:
                 "--pool", self.worker_pool,
                 # unique per stack: two stacks of one process must not share a pidbox queue
                 "--hostname", f"{name}-{os.getpid()}-{self.api_port}@%h",
-                "--without-gossip", "--without-mingle",
+                "--without-gossip", *([] if mingle else ["--without-mingle"]),
             ],
             {**extra, **env},
         )  # fmt: skip

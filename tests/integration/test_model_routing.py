@@ -15,8 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+from kombu import Connection
 
+from ml_common import records
 from ml_common.devstack import Stack
+from ml_common.models import served_models, worker_queues
 from tests.conftest import LiveStack, encode, launch_stack, need, photo, storage_env
 from tests.integration.test_model_formats import YOLOX_NANO_DIR
 
@@ -181,3 +185,33 @@ def test_a_worker_with_a_corrupt_model_file_exits_at_start_naming_it(tmp_path: P
     log = (tmp_path / "logs" / "worker.log").read_text()
     assert f"{folder / 'yolox_nano.onnx'}: not a loadable ONNX model" in log
     assert "ready." not in log  # it never took a task
+
+
+def test_a_worker_counts_as_ready_only_once_it_takes_tasks(tmp_path: Path) -> None:
+    """/readyz and GET /api/v1/models count a worker only once it consumes its model's queue.
+    A second worker starts as the compose file starts one, meeting its neighbours first (about
+    a second on RabbitMQ), and its model is warm well before that: were it counted then, the
+    uploads sent at once would all go to the first worker."""
+    with launch_stack("rabbitmq-redis", tmp_path) as live:
+        (model,) = served_models(live.settings)
+        (queue,) = worker_queues(live.settings)[1:]
+        backend = redis.Redis.from_url(str(live.settings.result_backend))
+
+        def ready() -> set[bytes]:
+            return set(backend.scan_iter(match=f"{records.READY_PREFIX}{model}:*"))
+
+        with Connection(str(live.settings.broker_url)) as conn:
+            channel = conn.default_channel
+
+            def consumers() -> int:
+                return int(channel.queue_declare(queue=queue, passive=True).consumer_count)
+
+            assert consumers() == 1
+            before = ready()
+            live.stack.start_worker("worker-2", mingle=True)
+            deadline = time.monotonic() + 120
+            while not ready() - before:
+                assert live.stack.procs["worker-2"].poll() is None, "worker-2 exited"
+                assert time.monotonic() < deadline, "worker-2 never counted as ready"
+                time.sleep(0.01)
+            assert consumers() == 2
