@@ -182,7 +182,15 @@ def lone_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]
 def test_cancel_a_500_item_batch_no_cancelled_item_runs_the_model(lone_worker: LiveStack) -> None:
     live = lone_worker
     archive = zip_of({f"img{i:03}.jpg": tiny_jpeg(i) for i in range(500)})
-    batch_id = post_batch(live, [("many.zip", archive, "application/zip")]).json()["batch_id"]
+    # the worker is paused while the batch goes in (on a busy machine it would otherwise run a
+    # share of the items before the cancel, however long the upload takes), and goes on just
+    # before the cancel: the items it starts meanwhile run, the others must not
+    worker = live.stack.procs["worker"].pid
+    os.killpg(worker, signal.SIGSTOP)
+    try:
+        batch_id = post_batch(live, [("many.zip", archive, "application/zip")]).json()["batch_id"]
+    finally:
+        os.killpg(worker, signal.SIGCONT)
     r = httpx.delete(f"{live.api_url}/api/v1/batches/{batch_id}", headers=live.headers())
     assert r.status_code == 200 and r.json()["changed"] is True, r.text
     done = wait_batch(live, batch_id)

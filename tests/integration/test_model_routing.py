@@ -21,7 +21,7 @@ from kombu import Connection
 from ml_common import records
 from ml_common.devstack import Stack
 from ml_common.models import served_models, worker_queues
-from tests.conftest import LiveStack, encode, launch_stack, need, photo, storage_env
+from tests.conftest import LiveStack, encode, launch_stack, need, photo, redis_db, storage_env
 from tests.integration.test_model_formats import YOLOX_NANO_DIR
 
 pytestmark = pytest.mark.integration
@@ -192,10 +192,12 @@ def test_a_worker_counts_as_ready_only_once_it_takes_tasks(tmp_path: Path) -> No
     A second worker starts as the compose file starts one, meeting its neighbours first (about
     a second on RabbitMQ), and its model is warm well before that: were it counted then, the
     uploads sent at once would all go to the first worker."""
-    with launch_stack("rabbitmq-redis", tmp_path) as live:
+    # a Redis database of its own: no other stack's worker of the same model among the ready
+    backend = redis.Redis.from_url(redis_db(8))
+    backend.flushdb()
+    with launch_stack("rabbitmq-redis", tmp_path, {"ML_RESULT_BACKEND": redis_db(8)}) as live:
         (model,) = served_models(live.settings)
         (queue,) = worker_queues(live.settings)[1:]
-        backend = redis.Redis.from_url(str(live.settings.result_backend))
 
         def ready() -> set[bytes]:
             return set(backend.scan_iter(match=f"{records.READY_PREFIX}{model}:*"))
@@ -215,3 +217,4 @@ def test_a_worker_counts_as_ready_only_once_it_takes_tasks(tmp_path: Path) -> No
                 assert time.monotonic() < deadline, "worker-2 never counted as ready"
                 time.sleep(0.01)
             assert consumers() == 2
+    backend.flushdb()
