@@ -91,7 +91,8 @@ def make_run(tmp_path: Path) -> Iterator[MakeRun]:
     need(shutil.which("make") is not None, "make is not installed")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ML_")}
     env |= storage_env(tmp_path / "storage")
-    env |= {"ML_MODEL_DIR": str(MODEL_DIR),
+    # any free ports, not 8000 and 8080: CI runs two suites at once, each with this test
+    env |= {"ML_MODEL_DIR": str(MODEL_DIR), "ML_API_PORT": "0", "ML_CLIENT_PORT": "0",
             "ML_ENVIRONMENT": "development", "ML_WORKERS": "1"}  # fmt: skip
     log = tmp_path / "make-run.log"
     command = ["make", "--no-print-directory", "-o", "install", "-o", "model", "run",
