@@ -195,26 +195,28 @@ def test_a_worker_counts_as_ready_only_once_it_takes_tasks(tmp_path: Path) -> No
     # a Redis database of its own: no other stack's worker of the same model among the ready
     backend = redis.Redis.from_url(redis_db(8))
     backend.flushdb()
-    with launch_stack("rabbitmq-redis", tmp_path, {"ML_RESULT_BACKEND": redis_db(8)}) as live:
-        (model,) = served_models(live.settings)
-        (queue,) = worker_queues(live.settings)[1:]
+    try:
+        with launch_stack("rabbitmq-redis", tmp_path, {"ML_RESULT_BACKEND": redis_db(8)}) as live:
+            (model,) = served_models(live.settings)
+            (queue,) = worker_queues(live.settings)[1:]
 
-        def ready() -> set[bytes]:
-            return set(backend.scan_iter(match=f"{records.READY_PREFIX}{model}:*"))
+            def ready() -> set[bytes]:
+                return set(backend.scan_iter(match=f"{records.READY_PREFIX}{model}:*"))
 
-        with Connection(str(live.settings.broker_url)) as conn:
-            channel = conn.default_channel
+            with Connection(str(live.settings.broker_url)) as conn:
+                channel = conn.default_channel
 
-            def consumers() -> int:
-                return int(channel.queue_declare(queue=queue, passive=True).consumer_count)
+                def consumers() -> int:
+                    return int(channel.queue_declare(queue=queue, passive=True).consumer_count)
 
-            assert consumers() == 1
-            before = ready()
-            live.stack.start_worker("worker-2", mingle=True)
-            deadline = time.monotonic() + 120
-            while not ready() - before:
-                assert live.stack.procs["worker-2"].poll() is None, "worker-2 exited"
-                assert time.monotonic() < deadline, "worker-2 never counted as ready"
-                time.sleep(0.01)
-            assert consumers() == 2
-    backend.flushdb()
+                assert consumers() == 1
+                before = ready()
+                live.stack.start_worker("worker-2", mingle=True)
+                deadline = time.monotonic() + 120
+                while not ready() - before:
+                    assert live.stack.procs["worker-2"].poll() is None, "worker-2 exited"
+                    assert time.monotonic() < deadline, "worker-2 never counted as ready"
+                    time.sleep(0.01)
+                assert consumers() == 2
+    finally:
+        backend.flushdb()
