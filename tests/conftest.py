@@ -360,6 +360,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: _SUITE_ORDER.get(item.path.parent.name, 1))
 
 
+LOG_TAIL_LINES = 40
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran on a live stack shows the end of each of the stack's logs (the
+    temporary folder that holds them is gone once CI's machine is)."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    stacks = {id(v.stack): v.stack for v in funcargs.values() if isinstance(v, LiveStack)}
+    stacks.update({id(v): v for v in funcargs.values() if isinstance(v, Stack)})
+    for stack in stacks.values():
+        for log in sorted(stack.log_dir.glob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            report.sections.append((f"end of {log}", "\n".join(lines)))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when != "teardown":
         if report.outcome != "passed" or report.when == "call":

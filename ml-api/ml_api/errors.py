@@ -41,7 +41,7 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.MLProdError)
     headers: dict[str, str] = {}
     if isinstance(exc, errors.NotAuthenticated):
@@ -50,6 +50,11 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after_s)
     if exc.status == 503:
         headers["Retry-After"] = "5"
+        # the service could not do its part (a store or the broker failed or was too slow):
+        # the operator's concern, unlike a client's error
+        logger.warning(
+            "%s %s answered 503 %s: %s", request.method, request.url.path, exc.code, exc.detail
+        )
     return error_response(exc.status, exc.code, exc.detail, headers)
 
 

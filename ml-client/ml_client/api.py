@@ -61,7 +61,10 @@ async def _raise_for_error(response: httpx.Response) -> None:
         error = ErrorOut.model_validate_json(response.content)
     except ValidationError:
         error = ErrorOut(code="api_error", detail=f"the detection service answered {response}")
-    status = response.status_code if response.status_code < 500 else 503
+    status = response.status_code
+    if status >= 500:
+        logger.warning("the API answered %s to %s: %s", status, response.url.path, error.detail)
+        status = 503
     raise UpstreamError(status, error.code, error.detail)
 
 

@@ -62,7 +62,7 @@ def test_three_files_go_as_one_batch_and_export_as_coco(
     assert "chelsea.png" in Path(download.value.path()).read_text()
     shoot(page, artifacts, "batch", signed_in.screen, web_client.backend)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    assert not signed_in.errors
+    assert signed_in.watch.unexpected() == []
     assert_hidden_from_others(browser, web_client, batch["batch_id"])
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.browser.conftest import Watch
+
 pytestmark = pytest.mark.browser
 
 DETECTION_TIMEOUT_MS = 120_000
@@ -35,8 +37,7 @@ def test_sign_in_upload_filter_reload_and_sign_out(
     expect = _expect()
     context = browser.new_context(base_url=web_client.url, viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    console_errors: list[str] = []
-    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    watch = Watch.on(page)
 
     page.goto("/")
     expect(page).to_have_url(re.compile(r"/login$"))
@@ -91,7 +92,7 @@ def test_sign_in_upload_filter_reload_and_sign_out(
     response = page.request.get("/app/tasks")
     assert response.status == 401
     # the 401 of the wrong password is the only error: no CSP violation, no failed script
-    assert [e for e in console_errors if "401" not in e] == []
+    assert watch.unexpected(401) == []
     context.close()
 
 

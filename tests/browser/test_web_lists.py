@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.browser.conftest import Page, WebClient
+from tests.browser.conftest import Page, Watch, WebClient
 from tests.browser.pageparts import (
     DETECTION_TIMEOUT_MS,
     card_for,
@@ -84,11 +84,10 @@ def test_small_things(
     card = upload_and_wait(page, photos["chelsea"])
     task_id = card.get_attribute("data-task-id")
     tab = page.context.new_page()
-    tab_errors: list[str] = []
-    tab.on("console", lambda m: tab_errors.append(m.text) if m.type == "error" else None)
+    tab_watch = Watch.on(tab)
     tab.goto(f"/app/tasks/{task_id}/image")
     tab.wait_for_load_state("load")
-    assert tab_errors == []  # no CSP complaint from the browser's image viewer
+    assert tab_watch.unexpected() == []  # no CSP complaint from the browser's image viewer
     tab.close()
 
     huge = tmp_path / "huge.png"
@@ -97,7 +96,7 @@ def test_small_things(
     error = card_for(page, huge).get_by_test_id("task-error")
     expect()(error).to_contain_text("pixels", timeout=30_000)
     assert not re.search(r"\d{5}", error.text_content()), error.text_content()
-    assert signed_in.errors == [] or all("422" in e for e in signed_in.errors)
+    assert signed_in.watch.unexpected(422) == []
 
     context = browser.new_context(base_url=web_client.url)
     login = context.new_page()

@@ -43,7 +43,7 @@ def test_every_label_is_readable_strongest_on_top_in_the_servers_palette(
             assert not overlaps(a, b), f"{name}: {a['label']} and {b['label']} collide"
         assert all(label_contrast(label) >= 4.5 for label in labels)
     shoot(page, artifacts, "labels", signed_in.screen, web_client.backend)
-    assert signed_in.errors == []
+    assert signed_in.watch.unexpected() == []
 
 
 def test_no_sideways_scroll_from_320_px_up(

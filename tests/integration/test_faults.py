@@ -229,6 +229,8 @@ def test_redis_restart(tmp_path: Path, record_property: Any) -> None:
         try:
             r = live.status(done)
             assert r.status_code == 503 and r.json()["code"] == "result_backend_unavailable"
+            api_log = (live.stack.log_dir / "api.log").read_text()
+            assert f"/{done} answered 503 result_backend_unavailable" in api_log  # for the operator
             r = live.submit(data)
             assert r.status_code == 503
             time.sleep(2)  # the slow task finishes while Redis is down
