@@ -131,7 +131,7 @@ def test_a_worker_killed_mid_task_comes_back_and_the_task_succeeds(
         deadline = time.monotonic() + 180
         while killed is None and time.monotonic() < deadline:
             if len(ids) < 40:
-                ids += [deployment.submit(api, big_photo, "big.jpg") for _ in range(2)]
+                ids += [deployment.submit(api, big_photo, "big.png", "image/png") for _ in range(2)]
             killed = _find_and_kill(workers, set(ids))
         if killed is None:
             seen = {w[:12]: len(_succeeded_ids(container_logs(w)) & set(ids)) for w in workers}
