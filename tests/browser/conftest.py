@@ -169,7 +169,7 @@ class Watch:
     """What a page complained of: its console errors and the error responses it received."""
 
     console: list[str] = field(default_factory=list)
-    responses: list[str] = field(default_factory=list)
+    responses: list[tuple[int, str, str]] = field(default_factory=list)  # status, method, path
 
     @classmethod
     def on(cls, page: Any) -> Watch:
@@ -181,7 +181,7 @@ class Watch:
     def _response(self, response: Any) -> None:
         if response.status >= 400:
             path = urlsplit(response.url).path
-            self.responses.append(f"{response.status} {response.request.method} {path}")
+            self.responses.append((response.status, response.request.method, path))
 
     def unexpected(self, *statuses: int) -> list[str]:
         """Console errors other than a failed load (a CSP violation, a script error), and
@@ -192,16 +192,14 @@ class Watch:
         stream falls back to polling, a poll or the model list is tried again. The test goes on
         to check that it did; the 503 is reported as a warning, with its path.
         """
-        for seen in self.responses:
-            if seen.startswith("503 GET "):
+        problems = [e for e in self.console if not e.startswith(RESPONDED_WITH_ERROR)]
+        for status, method, path in self.responses:
+            seen = f"{status} {method} {path}"
+            if status == 503 and method == "GET":
                 warnings.warn(f"the page recovered from {seen}", stacklevel=2)
-        console = [e for e in self.console if not e.startswith(RESPONDED_WITH_ERROR)]
-        answered = [
-            r
-            for r in self.responses
-            if int(r.split()[0]) not in statuses and not r.startswith("503 GET ")
-        ]
-        return console + answered
+            elif status not in statuses:
+                problems.append(seen)
+        return problems
 
 
 @dataclass
