@@ -98,7 +98,7 @@ class Subscriber:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
         await self.redis.aclose()
 
     @contextlib.asynccontextmanager
