@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ml_celery.detectors.manifest import read_labels, read_manifest
+from ml_celery.detectors.postprocess import MAX_CANDIDATES
 from ml_celery.detectors.tflite_ssd import output_roles
 from ml_celery.detectors.yolox import anchor_points, decode_yolox, expected_anchors
 from ml_celery.model_prep.fetch import ChecksumMismatch, fetch, main
@@ -154,6 +155,30 @@ def test_yolox_decode_places_a_box_on_its_grid_cell() -> None:
     half = np.exp(1.0) * 8 / 2
     assert boxes[0] == pytest.approx([28 - half, 20 - half, 28 + half, 20 + half], abs=1e-4)
     assert len(decode_yolox(raw, 416, 0.73)[0]) == 0  # obj x cls below the threshold
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.3, 0.6])
+def test_yolox_decode_keeps_exactly_the_pairs_of_the_whole_product(threshold: float) -> None:
+    """Only anchors whose objectness reaches the threshold are multiplied out; the pairs, their
+    order and their boxes are those of objectness x class score over the whole output."""
+    rng = np.random.default_rng(7)
+    raw = rng.random((3549, 85), dtype=np.float32)
+    raw[:, 4] **= 4  # most anchors empty, as in a real output
+    raw[:, 5:] **= 6
+    raw[::50, 5] = 1.0  # a class score of exactly 1: the product equals the objectness
+    scores = raw[:, 4:5] * raw[:, 5:]
+    anchors, classes = np.nonzero(scores >= threshold)
+    kept = scores[anchors, classes]
+    order = np.argsort(-kept, kind="stable")[:MAX_CANDIDATES]
+    boxes, got_scores, got_classes = decode_yolox(raw, 416, threshold)
+    assert got_classes.tolist() == classes[order].tolist()
+    assert got_scores.tolist() == kept[order].tolist()
+    grid, stride = anchor_points(416)
+    rows = anchors[order]
+    centres = (raw[rows, :2] + grid[rows]) * stride[rows]
+    sizes = np.exp(np.minimum(raw[rows, 2:4], 20.0)) * stride[rows]
+    want = np.clip(np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1), 0, 416)
+    assert np.array_equal(boxes, want.astype(np.float32))
 
 
 def test_tflite_outputs_are_told_apart_by_name_or_shape() -> None:

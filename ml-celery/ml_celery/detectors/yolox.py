@@ -7,6 +7,7 @@ x, y, w, h (grid offsets and log sizes), objectness and C class scores, both alr
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -35,15 +36,20 @@ PAD_VALUE = 114
 YOLOX_IOU_THRESHOLD = 0.65
 
 
+@functools.cache
 def anchor_points(input_size: int) -> tuple[FloatArray, FloatArray]:
-    """The (N, 2) x, y grid cell of every anchor point over all strides, and (N, 1) its stride."""
+    """The (N, 2) x, y grid cell of every anchor point over all strides, and (N, 1) its stride
+    (made once per input size, read-only)."""
     grids, strides = [], []
     for stride in STRIDES:
         cells = input_size // stride
         ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
         grids.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
         strides.append(np.full((cells * cells, 1), stride))
-    return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+    grid = np.concatenate(grids).astype(np.float32)
+    stride_of = np.concatenate(strides).astype(np.float32)
+    grid.flags.writeable = stride_of.flags.writeable = False
+    return grid, stride_of
 
 
 def decode_yolox(
@@ -52,9 +58,14 @@ def decode_yolox(
     """(N, 5 + C) raw output -> boxes (x_min, y_min, x_max, y_max in input pixels), scores and
     class ids of the (anchor, class) pairs whose objectness x class score reaches the threshold."""
     grid, stride = anchor_points(input_size)
-    scores = raw[:, 4:5] * raw[:, 5:]
+    # Class scores are sigmoids (at most 1), so a pair reaches the threshold only where its
+    # anchor's objectness does: the products are taken for those few anchors, not all N x C.
+    # The same pairs in the same order as over the whole output.
+    rows = np.flatnonzero(above_threshold(raw[:, 4], score_threshold))
+    scores = raw[rows, 4:5] * raw[rows, 5:]
     anchors, classes = np.nonzero(above_threshold(scores, score_threshold))
     kept = scores[anchors, classes]
+    anchors = rows[anchors]
     best = np.argsort(-kept, kind="stable")[:MAX_CANDIDATES]
     anchors, classes, kept = anchors[best], classes[best], kept[best]
     centers = (raw[anchors, :2] + grid[anchors]) * stride[anchors]
