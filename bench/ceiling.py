@@ -58,16 +58,16 @@ def _vm_kb(field: str) -> float:
 
 def _onnx_loop(image: bytes, threads: int) -> Any:
     """YOLOX-Nano's `session.run` on one letterboxed input, as the worker calls it."""
-    from ml_celery.detectors.preprocess import resize_image
+    from ml_celery.detectors.preprocess import topleft_bgr_input
     from ml_celery.detectors.registry import build_detector
-    from ml_celery.detectors.yolox import PAD_VALUE, bgr_nchw
+    from ml_celery.detectors.yolox import PAD_VALUE
     from ml_common.images import decode_rgb
 
     settings = Settings(_env_file=None, intra_op_threads=threads)  # type: ignore[call-arg]
     detector: Any = build_detector(settings, MODEL_OF[ONNX])
     picture = decode_rgb(image, settings.max_image_pixels)
-    rgb, _ = resize_image(picture, detector.input_size, "topleft", None, PAD_VALUE)
-    feed = {detector._input: bgr_nchw(rgb)}
+    batch, _ = topleft_bgr_input(picture, detector.input_size, PAD_VALUE)
+    feed = {detector._input: batch}
     return lambda: detector._session.run(None, feed)
 
 

@@ -1,4 +1,4 @@
-"""NanoDet input preparation: geometry, resizing, BGR normalisation."""
+"""Input preparation: geometry, resizing, BGR normalisation (NanoDet), YOLOX's top-left input."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from ml_celery.detectors.preprocess import (
     preprocess,
     resize_image,
     resized_size,
+    shrink_linear,
     stretch_geometry,
+    topleft_bgr_input,
 )
 
 
@@ -114,3 +116,37 @@ def test_only_the_source_box_of_a_reduced_image_is_used() -> None:
     image.paste((0, 0, 0), (100, 0, 120, 100))  # columns beyond the original's edge
     rgb, _ = resize_image(image, 50, "stretch", Source(200, 200, (0, 0, 100, 100)))
     assert (rgb[:, :49] == 255).all()  # without the box, the last 8 columns would be black
+
+
+def _gradient(width: int, height: int) -> Image.Image:
+    """An RGB image whose red channel is its x coordinate (mod 256), green 7, blue 200."""
+    red = np.tile(np.arange(width, dtype=np.uint8), (height, 1))
+    return Image.fromarray(np.dstack([red, np.full_like(red, 7), np.full_like(red, 200)]))
+
+
+def test_topleft_input_is_bgr_at_the_top_left_with_its_padding() -> None:
+    image = Image.new("RGB", (200, 100), (10, 20, 30))
+    batch, geometry = topleft_bgr_input(image, 416, 114)
+    assert batch.shape == (1, 3, 416, 416) and batch.dtype == np.float32
+    assert resized_size(geometry) == (416, 208) and (geometry.pad_x, geometry.pad_y) == (0, 0)
+    assert (batch[0, :, :208, :] == np.array([30, 20, 10]).reshape(3, 1, 1)).all()  # B, G, R
+    assert (batch[0, :, 208:, :] == 114).all()
+
+
+def test_shrink_linear_reads_the_box_with_pixel_centres_aligned() -> None:
+    image = _gradient(256, 8)
+    # the box's own size: each output pixel is the box's pixel, shifted by its left edge
+    same = shrink_linear(image, (64.0, 0.0, 192.0, 8.0), 128, 8)
+    assert same[0, :, 0].tolist() == list(range(64, 192))
+    # half the size: each output pixel sits between two of the box's, so it is their mean
+    half = shrink_linear(image, (0.0, 0.0, 256.0, 8.0), 128, 4)
+    assert half[0, :, 0].tolist() == pytest.approx([2 * x + 0.5 for x in range(128)], abs=1)
+    assert (half[:, :, 1] == 7).all() and (half[:, :, 2] == 200).all()
+
+
+def test_shrink_linear_filters_beyond_twice_smaller() -> None:
+    """Plain bilinear would skip pixels past a 2x shrink; Pillow's filter averages them."""
+    stripes = np.zeros((8, 600, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: their mean is 127.5
+    out = shrink_linear(Image.fromarray(stripes), (0.0, 0.0, 600.0, 8.0), 100, 2)
+    assert out.mean() == pytest.approx(127.5, abs=3)

@@ -1,16 +1,20 @@
-"""Image -> network input: stretch or letterbox (centred or top-left), BGR, NCHW (numpy only)."""
+"""Image -> network input: stretch or letterbox (centred or top-left), BGR, NCHW (numpy, OpenCV)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
 # letterbox: centred (NanoDet); topleft: the image at the top-left corner (YOLOX)
 ResizeMode = Literal["letterbox", "stretch", "topleft"]
+
+# The worker's parallelism is its processes: OpenCV's own thread pool would only compete with them
+cv2.setNumThreads(1)
 
 # NanoDet's training config (OpenCV images, so BGR order)
 BGR_MEAN = np.array([103.53, 116.28, 123.675], dtype=np.float32)
@@ -110,6 +114,50 @@ def resize_image(
     x0, y0 = int(geometry.pad_x), int(geometry.pad_y)
     canvas[y0 : y0 + resized_h, x0 : x0 + resized_w] = np.asarray(resized)
     return canvas, geometry
+
+
+def shrink_linear(
+    image: Image.Image, box: tuple[float, float, float, float], width: int, height: int
+) -> npt.NDArray[np.uint8]:
+    """`box` (x0, y0, x1, y1: pixels, fractional) of RGB `image` resized to `width` x `height`,
+    as YOLOX trains and evaluates: OpenCV's INTER_LINEAR, pixel centres aligned. A fifth of what
+    Pillow's filtered resize costs on a small photo. Beyond a 2x shrink, where plain bilinear
+    would alias, it is Pillow's filtered resize (a large PNG: a JPEG arrives reduced already).
+    """
+    x0, y0, x1, y1 = box
+    scale_x, scale_y = (x1 - x0) / width, (y1 - y0) / height
+    if max(scale_x, scale_y) > 2:
+        resized = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+        return np.asarray(resized)
+    to_source = np.array(
+        [
+            [scale_x, 0.0, x0 + 0.5 * scale_x - 0.5],
+            [0.0, scale_y, y0 + 0.5 * scale_y - 0.5],
+        ]
+    )
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    resized_pixels: npt.NDArray[np.uint8] = cv2.warpAffine(
+        np.asarray(image), to_source, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE
+    ).astype(np.uint8, copy=False)
+    return resized_pixels
+
+
+def topleft_bgr_input(
+    image: Image.Image, size: int, pad_value: int, source: Source | None = None
+) -> tuple[npt.NDArray[np.float32], Geometry]:
+    """YOLOX's input: `image` resized (`shrink_linear`) to the top-left of a (1, 3, size, size)
+    float32 BGR tensor in 0-255, `pad_value` elsewhere, written plane by plane (no uint8 canvas
+    or strided transpose between), and the geometry that maps boxes back."""
+    if source is None:
+        source = Source(image.width, image.height, (0.0, 0.0, image.width, image.height))
+    geometry = make_geometry(source.width, source.height, size, "topleft")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    resized = shrink_linear(rgb, source.box, *resized_size(geometry))
+    out = np.full((1, 3, size, size), pad_value, dtype=np.float32)
+    height, width = resized.shape[:2]
+    for channel, plane in enumerate(reversed(cv2.split(resized))):
+        out[0, channel, :height, :width] = plane
+    return out, geometry
 
 
 def normalize_bgr_nchw(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:

@@ -26,7 +26,12 @@ from ml_celery.detectors.postprocess import (
     batched_nms,
     to_detections,
 )
-from ml_celery.detectors.preprocess import Source, make_geometry, resize_image, resized_size
+from ml_celery.detectors.preprocess import (
+    Source,
+    make_geometry,
+    resized_size,
+    topleft_bgr_input,
+)
 from ml_common.errors import DetectorUnavailable
 from ml_common.schemas import Detection
 
@@ -73,11 +78,6 @@ def decode_yolox(
     boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
     boxes = np.clip(boxes, 0, input_size).astype(np.float32)
     return boxes, kept.astype(np.float32), classes.astype(np.int64)
-
-
-def bgr_nchw(rgb: npt.NDArray[np.uint8]) -> FloatArray:
-    """(H, W, 3) RGB uint8 -> (1, 3, H, W) float32 BGR in 0-255."""
-    return np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
 
 
 def expected_anchors(input_size: int) -> int:
@@ -143,8 +143,7 @@ class YoloxDetector:
 
     def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
         start = time.perf_counter()
-        rgb, geometry = resize_image(image, self.input_size, "topleft", source, PAD_VALUE)
-        batch = bgr_nchw(rgb)
+        batch, geometry = topleft_bgr_input(image, self.input_size, PAD_VALUE, source)
         preprocess_ms, start = _ms(start), time.perf_counter()
         raw = self._session.run(None, {self._input: batch})[0][0]
         inference_ms, start = _ms(start), time.perf_counter()
