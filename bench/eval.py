@@ -25,6 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+import runinfo  # noqa: E402
 from accuracy import EVAL_DIR, as_coco, coco_ap  # noqa: E402
 
 from ml_celery.detectors.registry import load_detector  # noqa: E402
@@ -125,6 +126,7 @@ def main() -> int:
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(EVAL_DIR / "annotations.json"))
     images = sorted(gt.dataset["images"], key=lambda i: i["id"])[: args.limit]
+    run = runinfo.start()
     rows = []
     for model in args.models:
         variants = (
@@ -142,6 +144,7 @@ def main() -> int:
         "score_threshold": EVAL_THRESHOLD,
         "rows": rows,
         "photo_labels_at_default_threshold": labels,
+        "run": runinfo.finish(run),  # AP is exact at any load; images/s is not
     }
     out = ROOT / "bench" / "results" / f"eval-{report['date'].replace(':', '')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import e2e  # noqa: E402
+import runinfo  # noqa: E402
 from ceiling import ONNX, Config, ceiling  # noqa: E402
 from e2e import Sample, Send, check_deadline, drive, request, stack_pids  # noqa: E402
 from photos import describe, photo_set  # noqa: E402
@@ -219,7 +220,7 @@ def main() -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": model,
         "cpus": os.cpu_count(),
-        "loadavg_at_start": os.getloadavg(),
+        "run": runinfo.start(),
         "workers": args.workers,
         "threads": args.threads,
         "mlprod_backend": args.backend,
@@ -230,11 +231,11 @@ def main() -> int:
         config = Config(args.workers, args.threads, runtime=RUNTIME_OF.get(model, "tflite"))
         report["ceiling"] = ceiling(sets["small"][0], args.ceiling_seconds, 1, (config,))
     report["systems"] = {name: run_system(name, sets, args) for name in args.systems}
-    report["loadavg_at_end"] = os.getloadavg()
+    runinfo.finish(report["run"])
     out = ROOT / "bench" / "results" / f"peers-{report['date'].replace(':', '')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    sys.stdout.write(table(report) + "\n")
+    sys.stdout.write(table(report) + "\n" + runinfo.banner(report["run"]) + "\n")
     logger.info("saved %s", out)
     return 0
 

@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+import runinfo  # noqa: E402
 from batch import bench_batches  # noqa: E402
 from ceiling import ceiling  # noqa: E402
 from e2e import bench_end_to_end, one_request, stack_pids  # noqa: E402
@@ -183,8 +184,8 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "loadavg_at_start": os.getloadavg(),
         },
+        "run": runinfo.start(),
         "worker": {"concurrency": args.worker_concurrency, "threads": args.intra_op_threads},
         "photos": {name: describe(images) for name, images in sets.items()},
     }
@@ -196,7 +197,7 @@ def main() -> int:
             report["end_to_end"][backend] = run_backend(backend, sets, args, tmp)
     if not args.soak:
         add_ratios(report)
-    report["machine"]["loadavg_at_end"] = os.getloadavg()
+    runinfo.finish(report["run"])
     name = f"{'soak' if args.soak else 'bench'}-{report['date'].replace(':', '')}.json"
     out = ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +207,7 @@ def main() -> int:
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     if not args.soak:
         sys.stdout.write("\n" + stage_table(report["in_process"]) + "\n")
+    sys.stdout.write(runinfo.banner(report["run"]) + "\n")
     logger.info("saved %s", out)
     return 0
 

@@ -29,6 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import runinfo  # noqa: E402
 from ml_common.settings import Settings  # noqa: E402
 from ml_common.storage import Storage, open_storage  # noqa: E402
 from tests.seaweed import SeaweedS3  # noqa: E402
@@ -121,12 +122,14 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=40)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    started = runinfo.start()
     results = run(args.tasks)
+    results["run"] = runinfo.finish(started)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%S%z")
     out = args.json or ROOT / "bench" / "results" / f"storage-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    sys.stdout.write(table(results) + f"\n\n{out}\n")
+    sys.stdout.write(table(results) + f"\n{runinfo.banner(results['run'])}\n\n{out}\n")
     return 0
 
 
