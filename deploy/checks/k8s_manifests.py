@@ -9,7 +9,8 @@ Secrets (overlays/dev/make-secrets.sh; overlays/managed/secrets.example). Then:
     capability dropped and no privilege escalation, and names a pinned image (a tag that is not
     `latest`, or a digest); a worker's terminationGracePeriodSeconds covers ML_TASK_TIME_LIMIT_S;
     no ConfigMap holds a secret; every worker Deployment has a ScaledObject of at least one
-    replica on its model's queue;
+    replica on its model's queue, on metrics our code exports; every Service selects a
+    workload's pods and targets a port they declare;
   - the copies stay copies: base/prometheusrule.yaml holds deploy/prometheus/alerts.yml's rules
     (`--write-rules` rewrites it), stores/files/ deploy/redis's and deploy/rabbitmq's files.
 
@@ -219,6 +220,47 @@ def policy(docs: list[Doc]) -> Iterator[str]:
                     yield f"{where}: no ScaledObject (min >= 1) on {sorted(queues)}"
 
 
+def service_problems(docs: list[Doc]) -> Iterator[str]:
+    """Each Service selects a workload's pods and targets a port they declare (podman runs no
+    Service: scripts/k8s_ci.sh names each pod after its workload instead)."""
+    pods = [(pod_labels(d), pod_spec(d) or {}) for d in docs if pod_spec(d) is not None]
+    for doc in docs:
+        if doc.get("kind") != "Service":
+            continue
+        selector = doc["spec"].get("selector") or {}
+        chosen = [spec for labels, spec in pods if selector.items() <= labels.items()]
+        if not selector or not chosen:
+            yield f"{name_of(doc)}: its selector {selector} matches no workload's pods"
+            continue
+        declared = {
+            p.get(k)
+            for spec in chosen
+            for c in spec.get("containers") or []
+            for p in c.get("ports") or []
+            for k in ("name", "containerPort")
+        }
+        for port in doc["spec"].get("ports") or []:
+            if port.get("targetPort", port.get("port")) not in declared:
+                yield f"{name_of(doc)}: targetPort {port.get('targetPort')} is no container port"
+
+
+def pod_labels(doc: Doc) -> dict[str, str]:
+    if doc.get("kind") == "Pod":
+        return dict(doc.get("metadata", {}).get("labels") or {})
+    return dict(doc.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {})
+
+
+def metric_problems(docs: list[Doc]) -> Iterator[str]:
+    """Every mlprod_* metric a ScaledObject scales on is one our code exports."""
+    sources = "".join(p.read_text() for p in ROOT.glob("ml-*/**/*.py"))
+    for doc in docs:
+        if doc.get("kind") != "ScaledObject":
+            continue
+        for metric in set(re.findall(r"mlprod_[a-z_]+", json.dumps(doc["spec"]))):
+            if f'"{metric}"' not in sources:
+                yield f"{name_of(doc)}: no code exports the metric {metric}"
+
+
 def prometheus_rule() -> Doc:
     """The PrometheusRule that carries deploy/prometheus/alerts.yml's rules."""
     return {
@@ -256,7 +298,12 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as work:
         for overlay in args.overlays:
             docs = render(overlay, Path(work))
-            found = [*validate_schemas(docs, args.kubernetes_version), *policy(docs)]
+            found = [
+                *validate_schemas(docs, args.kubernetes_version),
+                *policy(docs),
+                *service_problems(docs),
+                *metric_problems(docs),
+            ]
             problems += [f"{overlay}: {p}" for p in found]
             print(f"{overlay}: {len(docs)} objects, {len(found)} problems")  # noqa: T201
     for problem in problems:

@@ -175,10 +175,44 @@ def test_a_built_in_kind_is_checked_against_kubernetes_schemas() -> None:
     assert found, "strict validation should refuse an unknown field"
 
 
+def test_a_service_must_select_pods_and_target_a_declared_port() -> None:
+    doc = worker()
+    doc["spec"]["template"]["metadata"] = {"labels": {"app.kubernetes.io/name": "ml-celery"}}
+    doc["spec"]["template"]["spec"]["containers"][0]["ports"] = [
+        {"name": "metrics", "containerPort": 9808}
+    ]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "ml-celery"},
+        "spec": {
+            "selector": {"app.kubernetes.io/name": "ml-celery"},
+            "ports": [{"port": 9808, "targetPort": "metrics"}],
+        },
+    }
+    assert list(checks.service_problems([doc, service])) == []
+    service["spec"]["ports"][0]["targetPort"] = "http"
+    assert any("targetPort http" in p for p in checks.service_problems([doc, service]))
+    service["spec"]["selector"] = {"app.kubernetes.io/name": "nothing"}
+    assert any("matches no workload" in p for p in checks.service_problems([doc, service]))
+
+
+def test_a_scaled_object_on_a_metric_nobody_exports_fails() -> None:
+    scaled = copy.deepcopy(SCALED)
+    scaled["spec"]["triggers"].append(
+        {"type": "prometheus", "metadata": {"query": "max(mlprod_queue_oldest_age_seconds)"}}
+    )
+    assert list(checks.metric_problems([scaled])) == []
+    scaled["spec"]["triggers"][1]["metadata"]["query"] = "max(mlprod_queue_age)"
+    assert any("mlprod_queue_age" in p for p in checks.metric_problems([scaled]))
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the overlays")
 @pytest.mark.parametrize("overlay", ["dev", "managed"])
 def test_the_shipped_overlays_pass(overlay: str, tmp_path: Path) -> None:
     docs = checks.render(ROOT / "deploy/k8s/overlays" / overlay, tmp_path)
     assert list(checks.validate_schemas(docs, "1.32.0")) == []
     assert list(checks.policy(docs)) == []
+    assert list(checks.service_problems(docs)) == []
+    assert list(checks.metric_problems(docs)) == []
     assert list(checks.copies_problems()) == []

@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,15 +19,16 @@ pytestmark = pytest.mark.k8s
 
 
 @pytest.fixture(scope="module")
-def api() -> httpx.Client:
+def api() -> Iterator[httpx.Client]:
     missing = [n for n in ("K8S_CI_URL", "K8S_CI_API_KEY") if not os.environ.get(n)]
     if missing:
         pytest.fail(f"run through scripts/k8s_ci.sh: {', '.join(missing)} not set")
-    return httpx.Client(
+    with httpx.Client(
         base_url=os.environ["K8S_CI_URL"],
         headers={"Authorization": f"Bearer {os.environ['K8S_CI_API_KEY']}"},
         timeout=40,
-    )
+    ) as client:
+        yield client
 
 
 def wait_ready(api: httpx.Client, timeout_s: float = 240) -> dict[str, Any]:
@@ -51,6 +53,8 @@ def test_readyz_reports_the_worker_pod_with_its_model(api: httpx.Client) -> None
     checks = body["checks"]
     assert checks["broker"] == checks["result_backend"] == checks["storage"] == "ok", body
     assert checks["model yolox-nano"] == "1 ready", body
+    # each worker Deployment serves its own model only (its ML_MODELS): none plays NanoDet here
+    assert checks["model nanodet-g-416"] == "no worker: uploads wait", body
 
 
 def test_a_photo_uploaded_through_the_api_pod_gets_its_boxes(api: httpx.Client) -> None:
