@@ -127,6 +127,11 @@ format: install ## format the code
 typecheck: install ## mypy --strict over the service packages
 	$(VENV)/bin/mypy
 
+.PHONY: k8s-check
+k8s-check: install ## render every Kubernetes overlay (kubectl kustomize), validate it offline (Kubernetes, KEDA and Prometheus-operator schemas) and policy-check it
+	$(PY) deploy/checks/k8s_manifests.py deploy/k8s/overlays/dev deploy/k8s/overlays/managed
+	$(PY) -m pytest tests/k8s -q -p no:cacheprovider $(PYTEST_ARGS)
+
 clean: ## remove caches (keeps .venv and the model)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
