@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import Depends, Header
 from starlette.concurrency import run_in_threadpool
 
+from ml_api.batches import IdempotencyStore
 from ml_api.deps import QueueDep, RedisDep, SettingsDep, StorageDep, TasksDep
 from ml_api.queue import TaskQueue
-from ml_common.batches import IdempotencyStore
 from ml_common.contract import DetectPayload
 from ml_common.errors import MLProdError
 from ml_common.images import ImageInfo, ImageLimits, inspect_image

@@ -25,10 +25,10 @@ import redis
 from celery import Task, signals
 
 from ml_celery.celery_app import app
-from ml_common.batches import batch_key
 from ml_common.batchhooks import FINISH_SCRIPT, completed_delivery, finish_args
 from ml_common.contract import DETECT_TASK, WEBHOOK_TASK
 from ml_common.errors import UnsafeWebhookTarget
+from ml_common.records import batch_key
 from ml_common.settings import Settings, get_settings
 from ml_common.taskstore import RecordStore
 from ml_common.tracing import message_trace_headers

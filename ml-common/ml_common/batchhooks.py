@@ -12,8 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-from ml_common.batches import batch_key
-from ml_common.records import batch_final_key, now_iso
+from ml_common.records import as_text, batch_final_key, batch_key, now_iso
 from ml_common.webhooks import Delivery
 
 EVENT_BATCH_COMPLETED = "batch.completed"
@@ -45,13 +44,9 @@ def finish_args(batch_id: str, task_id: str, state: str, ttl_s: int) -> list[str
     return [*keys, task_id, state, str(ttl_s), now_iso()]
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def completed_delivery(batch_id: str, raw: Mapping[str | bytes, str | bytes]) -> Delivery | None:
     """The `batch.completed` delivery of a completed batch's hash (None without a callback)."""
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {as_text(k): as_text(v) for k, v in raw.items()}
     if not fields.get(CALLBACK_URL):
         return None
     counts = {state: int(fields.get(_FINAL + state, "0")) for state in FINAL_STATES}

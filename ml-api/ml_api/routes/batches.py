@@ -13,17 +13,17 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ml_api.archives import Member
+from ml_api.batches import BatchRecord, BatchStore
 from ml_api.batchhooks import BatchCallback
 from ml_api.deps import ApiKeyDep, LimiterDep, RedisDep, SettingsDep, StorageDep, TasksDep
 from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
+from ml_api.exports import ExportFormat, ExportItem
 from ml_api.intake import UPLOAD_BODY, Intake, archive_limits, form_files
 from ml_api.results import FINAL, build_status, state_of
 from ml_api.submit import IdempotencyDep, IdempotencyKeyHeader, SubmitterDep, Upload
-from ml_common.archives import Member
-from ml_common.batches import BatchRecord, BatchStore
 from ml_common.errors import BatchNotFound, MLProdError
-from ml_common.exports import ExportFormat, ExportItem
 from ml_common.models import resolve_model
 from ml_common.records import TaskRecord
 from ml_common.schemas import (

@@ -15,8 +15,10 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ml_api.annotate import annotated_image, annotated_url
 from ml_api.deps import ApiKeyDep, LimiterDep, ResultsDep, SettingsDep, StorageDep, TasksDep
 from ml_api.downloads import event_stream, export_response
+from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_api.results import FINAL, links_for
 from ml_api.submit import (
     IdempotencyDep,
@@ -26,9 +28,7 @@ from ml_api.submit import (
     Upload,
     fingerprint,
 )
-from ml_common.annotate import annotated_image, annotated_url
 from ml_common.errors import BackendUnavailable, PayloadTooLarge, TaskNotFinished
-from ml_common.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_common.models import resolve_model
 from ml_common.schemas import Cancelled, ErrorOut, TaskCreated, TaskState, TaskStatus
 from ml_common.stagemetrics import observe_stage
