@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from ml_common.records import as_text, batch_final_key, batch_key, now_iso
+from ml_common.schemas import FINAL_STATES
 from ml_common.webhooks import Delivery
 
 EVENT_BATCH_COMPLETED = "batch.completed"
 CALLBACK_URL = "callback_url"
-FINAL_STATES = ("succeeded", "failed", "cancelled")
 _FINAL = "final:"
 
 # KEYS: batch hash, final set. ARGV: task id ("" to seal), state (or the total when sealing),
@@ -49,7 +49,7 @@ def completed_delivery(batch_id: str, raw: Mapping[str | bytes, str | bytes]) ->
     fields = {as_text(k): as_text(v) for k, v in raw.items()}
     if not fields.get(CALLBACK_URL):
         return None
-    counts = {state: int(fields.get(_FINAL + state, "0")) for state in FINAL_STATES}
+    counts = {s.value: int(fields.get(_FINAL + s.value, "0")) for s in FINAL_STATES}
     event = {
         "type": EVENT_BATCH_COMPLETED,
         "timestamp": datetime.now(timezone.utc).isoformat(),

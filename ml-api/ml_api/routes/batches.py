@@ -21,12 +21,13 @@ from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
 from ml_api.exports import ExportFormat, ExportItem
 from ml_api.intake import UPLOAD_BODY, Intake, archive_limits, form_files
-from ml_api.results import FINAL, build_status, state_of
+from ml_api.results import build_status, state_of
 from ml_api.submit import IdempotencyDep, IdempotencyKeyHeader, SubmitterDep, Upload
 from ml_common.errors import BatchNotFound, MLProdError
 from ml_common.models import resolve_model
 from ml_common.records import TaskRecord
 from ml_common.schemas import (
+    FINAL_STATES,
     BatchCreated,
     BatchItem,
     BatchLinks,
@@ -197,7 +198,7 @@ def _progress(batch: BatchRecord, items: list[Item], offset: int, limit: int) ->
         created_at=batch.created_at,
         total=batch.total,
         counts={state: counts.get(state, 0) for state in TaskState},
-        finished=sum(counts[s] for s in FINAL) >= batch.total,
+        finished=sum(counts[s] for s in FINAL_STATES) >= batch.total,
         items=page,
         offset=offset,
         limit=limit,
@@ -257,7 +258,7 @@ async def cancel_batch(
 ) -> Cancelled:
     """Cancel every unfinished item: queued ones never run their model, running ones finish."""
     _, items = await _items(str(batch_id), key.key_id, batches, tasks)
-    open_items = [i for i in items if i.state not in FINAL]
+    open_items = [i for i in items if i.state not in FINAL_STATES]
     await tasks.cancel([i.record.task_id for i in open_items])
     running = sum(i.state is TaskState.started for i in open_items)
     if not open_items:

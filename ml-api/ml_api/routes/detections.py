@@ -19,7 +19,7 @@ from ml_api.annotate import annotated_image, annotated_url
 from ml_api.deps import ApiKeyDep, LimiterDep, ResultsDep, SettingsDep, StorageDep, TasksDep
 from ml_api.downloads import event_stream, export_response
 from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
-from ml_api.results import FINAL, links_for
+from ml_api.results import links_for
 from ml_api.submit import (
     IdempotencyDep,
     IdempotencyKeyHeader,
@@ -30,7 +30,7 @@ from ml_api.submit import (
 )
 from ml_common.errors import BackendUnavailable, PayloadTooLarge, TaskNotFinished
 from ml_common.models import resolve_model
-from ml_common.schemas import Cancelled, ErrorOut, TaskCreated, TaskState, TaskStatus
+from ml_common.schemas import FINAL_STATES, Cancelled, ErrorOut, TaskCreated, TaskState, TaskStatus
 from ml_common.stagemetrics import observe_stage
 from ml_common.webhooks import check_callback_url
 
@@ -184,7 +184,7 @@ async def cancel_detection(
     """Cancel a task: a queued one never runs its model and ends `cancelled` (the worker
     checks a durable mark first); a running one finishes. A finished one stays as it is."""
     _, status = await results.lookup(str(task_id), key.key_id)
-    if status.status in FINAL:
+    if status.status in FINAL_STATES:
         return Cancelled(changed=False, detail=f"the task is {status.status.value}: unchanged")
     await tasks.cancel([str(task_id)])
     if status.status is TaskState.started:
