@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from ml_api.deps import ApiKeyDep, QueueDep, RedisDep, ResultsDep, SettingsDep
+from ml_api.errors import documented
 from ml_api.routes.batches import BatchesDep, owned_batch
 from ml_common.errors import NoWebhook
 from ml_common.schemas import (
@@ -16,15 +17,12 @@ from ml_common.schemas import (
     Deliveries,
     DeliveryAttempt,
     DeliveryLog,
-    ErrorOut,
     WebhookSecret,
 )
 from ml_common.webhooks import read_deliveries, signing_secret
 
 router = APIRouter(tags=["webhooks"])
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (401, 404, 429, 503)
-}
+ERRORS = documented(401, 404, 429, 503)
 
 
 async def _deliveries(record_id: str, redis: RedisDep, what: str) -> DeliveryLog:
