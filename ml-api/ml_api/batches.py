@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from redis import asyncio as aioredis
 
-from ml_common.errors import BatchTooLarge, IdempotencyConflict, backend_errors
+from ml_common.errors import BatchNotFound, BatchTooLarge, IdempotencyConflict, backend_errors
 from ml_common.records import as_text, batch_items_key, batch_key, idempotency_key, quota_key
 
 QUOTA_WINDOW_S = 24 * 3600
@@ -83,6 +83,13 @@ class BatchStore:
         with backend_errors():
             fields = await self.redis.hgetall(batch_key(batch_id))
         return BatchRecord.from_hash(batch_id, fields)
+
+    async def owned(self, batch_id: str, owner: str) -> BatchRecord:
+        """The batch; another key's batch reads as unknown (BatchNotFound)."""
+        batch = await self.get(batch_id)
+        if batch is None or batch.owner != owner:
+            raise BatchNotFound(f"no batch {batch_id}")
+        return batch
 
     async def items(self, batch_id: str, start: int = 0, stop: int = -1) -> list[str]:
         """Task ids from `start` to `stop` (inclusive; -1 is the last)."""

@@ -16,19 +16,22 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ml_api.annotate import annotated_image, annotated_url
-from ml_api.deps import ApiKeyDep, LimiterDep, ResultsDep, SettingsDep, StorageDep, TasksDep
+from ml_api.deps import (
+    ApiKeyDep,
+    IdempotencyDep,
+    IdempotencyKeyHeader,
+    LimiterDep,
+    ResultsDep,
+    SettingsDep,
+    StorageDep,
+    SubmitterDep,
+    TasksDep,
+)
 from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
 from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_api.results import links_for
-from ml_api.submit import (
-    IdempotencyDep,
-    IdempotencyKeyHeader,
-    StageTimer,
-    SubmitterDep,
-    Upload,
-    fingerprint,
-)
+from ml_api.submit import StageTimer, Upload, fingerprint
 from ml_common.errors import BackendUnavailable, PayloadTooLarge, TaskNotFinished
 from ml_common.models import resolve_model
 from ml_common.schemas import FINAL_STATES, Cancelled, ErrorOut, TaskCreated, TaskState, TaskStatus
