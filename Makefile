@@ -78,7 +78,7 @@ endif
 
 run: export ML_MODELS ?= $(RUN_MODELS)
 run: install model ## start broker/backend (embedded Valkey unless ML_BROKER_URL is set), a worker per model, API and web client
-	$(PY) -m ml_common.devstack
+	$(PY) -m ml_tools.devstack
 
 test: install model ## run every test: unit, integration (real services) and browser
 	$(PY) -m pytest -m "" --cov --cov-report=term $(PYTEST_ARGS)

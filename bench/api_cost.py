@@ -45,12 +45,12 @@ from ml_api.queue import TaskQueue  # noqa: E402
 from ml_common import records  # noqa: E402
 from ml_common.apikeys import ApiKeyStore  # noqa: E402
 from ml_common.contract import DetectPayload  # noqa: E402
-from ml_common.devstack import Stack, wait_http  # noqa: E402
 from ml_common.images import ImageLimits, inspect_image  # noqa: E402
 from ml_common.records import TaskRecord  # noqa: E402
 from ml_common.settings import Settings  # noqa: E402
 from ml_common.storage import LocalStorage  # noqa: E402
 from ml_common.taskstore import TaskStore  # noqa: E402
+from ml_tools.devstack import Stack, wait_http  # noqa: E402
 
 logger = logging.getLogger("api_cost")
 BROKER = "amqp://guest:guest@localhost:5672//"

@@ -39,7 +39,7 @@ from procstat import descendants, peak_rss_mb  # noqa: E402
 from run import mlprod_stack  # noqa: E402
 from served import use_served_model  # noqa: E402
 
-from ml_common.devstack import die_with_parent, free_port, wait_http  # noqa: E402
+from ml_tools.devstack import die_with_parent, free_port, wait_http  # noqa: E402
 
 logger = logging.getLogger("bench.peers")
 BENTO_VENV = ROOT / "bench" / ".venv-bentoml"

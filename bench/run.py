@@ -39,8 +39,8 @@ from stages import stages  # noqa: E402
 from stages import table as stage_table  # noqa: E402
 
 from ml_common.apikeys import ApiKeyStore  # noqa: E402
-from ml_common.devstack import Stack  # noqa: E402
 from ml_common.settings import Settings  # noqa: E402
+from ml_tools.devstack import Stack  # noqa: E402
 
 logger = logging.getLogger("bench")
 

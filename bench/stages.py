@@ -59,7 +59,7 @@ def stage_times(images: list[bytes], n: int, settings: Settings) -> dict[str, An
 
 def _annotate_ms(data: bytes, detections: Any, settings: Settings) -> Any:
     try:
-        from ml_common.annotate import render_annotated
+        from ml_api.annotate import render_annotated
     except ImportError:  # the worker still draws it inside analyse()
         return None
     t = time.perf_counter()

@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,15 +20,16 @@ import pytest
 from PIL import Image
 
 from ml_common.apikeys import ApiKeyStore
-from ml_common.devstack import Stack
 from ml_common.documents import API_KEYS, WEB_USERS
 from ml_common.images import FORMATS
 from ml_common.s3storage import CONFIG, S3Storage
 from ml_common.settings import Settings
 from ml_common.storage import LocalStorage, open_storage
+from ml_tools.devstack import Stack
 from tests.seaweed import SeaweedS3, weed_binary
 
 ROOT = Path(__file__).resolve().parents[1]
+MLPROD = Path(sys.executable).with_name("mlprod")  # the console script, as users run it
 REQUIRE_SERVICES = os.environ.get("ML_REQUIRE_SERVICES") == "1"
 # `make test-s3`: every stack the tests start keeps its files in a SeaweedFS bucket (a fresh
 # prefix each) instead of a folder; a test that is about the folder itself skips, saying why

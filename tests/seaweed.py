@@ -24,7 +24,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ml_common.devstack import die_with_parent
+from ml_tools.devstack import die_with_parent
 
 GRPC_OFFSET = 10_000  # SeaweedFS listens for gRPC on each HTTP port + 10000
 

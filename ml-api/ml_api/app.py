@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp
 
-from ml_api import metrics
+from ml_api import annotate, metrics
 from ml_api.errors import install_error_handlers
 from ml_api.malloc import keep_large_buffers
 from ml_api.metrics import RequestMetrics, operations_registry
@@ -26,7 +26,6 @@ from ml_api.ratelimit import RateLimiter
 from ml_api.routes import batches, detections, health, models, webhooks
 from ml_api.routes.docs import OPENAPI_URL, install_docs
 from ml_api.subscriber import Subscriber, WaitSlots
-from ml_common import annotate
 from ml_common.apikeys import ApiKeyStore
 from ml_common.asgi import BodySizeLimit, HeaderSizeLimit
 from ml_common.errors import QueueUnavailable

@@ -9,10 +9,9 @@ from redis import asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
 from ml_api.queue import TaskQueue
-from ml_common.batches import batch_key
 from ml_common.batchhooks import CALLBACK_URL, FINISH_SCRIPT, completed_delivery, finish_args
 from ml_common.errors import backend_errors
-from ml_common.records import webhook_key
+from ml_common.records import batch_key, webhook_key
 
 
 @dataclass(frozen=True)

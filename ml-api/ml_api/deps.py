@@ -8,9 +8,11 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import asyncio as aioredis
 
+from ml_api.batches import BatchStore, IdempotencyStore
 from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
 from ml_api.results import ResultReader
+from ml_api.submit import Submitter
 from ml_api.subscriber import Subscriber, WaitSlots
 from ml_common.apikeys import ON_BEHALF_HEADER, ApiKey, ApiKeyStore
 from ml_common.errors import NotAuthenticated
@@ -93,3 +95,30 @@ ResultsDep = Annotated[ResultReader, Depends(get_results)]
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+
+
+async def get_submitter(
+    settings: SettingsDep, storage: StorageDep, queue: QueueDep, tasks: TasksDep
+) -> Submitter:
+    return Submitter(settings, storage, queue, tasks)
+
+
+async def get_idempotency(redis: RedisDep, settings: SettingsDep) -> IdempotencyStore:
+    return IdempotencyStore(redis, settings.idempotency_ttl_s)
+
+
+def get_batches(redis: RedisDep, settings: SettingsDep) -> BatchStore:
+    return BatchStore(redis, settings.result_expires_s)
+
+
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
+IdempotencyDep = Annotated[IdempotencyStore, Depends(get_idempotency)]
+BatchesDep = Annotated[BatchStore, Depends(get_batches)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="retries with the same key and body return the first answer's id",
+    ),
+]

@@ -1,4 +1,4 @@
-"""Streamed responses: exports of a task or a batch (ml_common.exports), and event streams."""
+"""Streamed responses: exports of a task or a batch (ml_api.exports), and event streams."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from urllib.parse import quote
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from ml_common.exports import (
+from ml_api.exports import (
     MEDIA_TYPES,
     SUFFIXES,
     ExportFormat,

@@ -16,18 +16,6 @@ from ml_common.schemas import ErrorOut
 
 logger = logging.getLogger(__name__)
 
-HTTP_CODES = {
-    400: "bad_request",
-    401: "not_authenticated",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "rate_limited",
-}
-
 
 def documented(*statuses: int) -> dict[int | str, dict[str, object]]:
     """The `responses=` of a route: each status answers an ErrorOut."""
@@ -69,12 +57,12 @@ def _describe(err: Mapping[str, Any]) -> str:
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     detail = "; ".join(_describe(e) for e in exc.errors()) or "invalid request"
-    return error_response(422, "validation_error", detail)
+    return error_response(errors.ValidationFailed.status, errors.ValidationFailed.code, detail)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = HTTP_CODES.get(exc.status_code, "http_error")
+    code = errors.code_for_status(exc.status_code)
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 

@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from ml_common.archives import ArchiveLimits, Member, archive_kind, check_archive, read_archive
+from ml_api.archives import ArchiveLimits, Member, archive_kind, check_archive, read_archive
 from ml_common.errors import BatchTooLarge, EmptyBatch, PayloadTooLarge, UnsupportedMedia
 from ml_common.settings import Settings
 

@@ -30,9 +30,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ml_api.deps import SettingsDep
+from ml_api.queuestats import QueueStats, queue_stats
 from ml_common.errors import NotAuthenticated
 from ml_common.models import served_models, worker_queues
-from ml_common.queuestats import QueueStats, queue_stats
 from ml_common.records import READY_PATTERN, ReadyModel
 from ml_common.settings import Settings
 

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from ml_api.routes.docs import DOCS_URL
-from ml_common.asgi import ASGIApp, SecurityHeaders
+from ml_common.asgi import BASE_SECURITY_HEADERS, ASGIApp, SecurityHeaders
 
 CSP = b"default-src 'none'; frame-ancestors 'none'"
 DOCS_CSP = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     b"script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 )
-COMMON_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),
-]
+COMMON_HEADERS = [*BASE_SECURITY_HEADERS, (b"referrer-policy", b"no-referrer")]
 
 
 def security_headers(app: ASGIApp) -> SecurityHeaders:

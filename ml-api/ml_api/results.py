@@ -10,7 +10,14 @@ from ml_api.subscriber import WaitSlots
 from ml_common.contract import CANCELLED_STATE
 from ml_common.errors import TaskNotFound
 from ml_common.records import TaskRecord
-from ml_common.schemas import DetectionResult, Links, TaskError, TaskState, TaskStatus
+from ml_common.schemas import (
+    FINAL_STATES,
+    DetectionResult,
+    Links,
+    TaskError,
+    TaskState,
+    TaskStatus,
+)
 from ml_common.taskstore import Channels, Lookup, TaskStore
 
 CELERY_STATES = {
@@ -23,7 +30,6 @@ CELERY_STATES = {
     "REVOKED": TaskState.cancelled,
     CANCELLED_STATE: TaskState.cancelled,
 }
-FINAL = frozenset({TaskState.succeeded, TaskState.failed, TaskState.cancelled})
 
 
 def links_for(task_id: str) -> Links:
@@ -78,7 +84,7 @@ def build_status(record: TaskRecord, meta: Mapping[str, Any] | None) -> TaskStat
         status=state,
         created_at=record.created_at,
         started_at=record.started_at,
-        finished_at=finished if state in FINAL else None,
+        finished_at=finished if state in FINAL_STATES else None,
         result=result,
         error=error,
         links=links_for(record.task_id),
@@ -122,5 +128,5 @@ class ResultReader:
                     if status.status != last:
                         last = status.status
                         yield status
-                    if status.status in FINAL:
+                    if status.status in FINAL_STATES:
                         return

@@ -1,4 +1,7 @@
-"""The one submit path of an upload and of each batch item: validate, store, record, enqueue."""
+"""The one submit path of an upload and of each batch item: validate, store, record, enqueue.
+
+A batch goes through it file by file (`start_batch`), after its quota and record.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Annotated
 
-from fastapi import Depends, Header
 from starlette.concurrency import run_in_threadpool
 
-from ml_api.deps import QueueDep, RedisDep, SettingsDep, StorageDep, TasksDep
+from ml_api.archives import Member
+from ml_api.batches import BatchRecord, BatchStore
+from ml_api.batchhooks import BatchCallback
+from ml_api.intake import Intake
 from ml_api.queue import TaskQueue
-from ml_common.batches import IdempotencyStore
 from ml_common.contract import DetectPayload
 from ml_common.errors import MLProdError
 from ml_common.images import ImageInfo, ImageLimits, inspect_image
@@ -28,6 +31,7 @@ logger = logging.getLogger(__name__)
 # A JPEG or PNG this small is checked without decoding pixels in under 0.5 ms: on the event loop
 # that costs less than the hop to a thread and back. Other formats decode, so go to a thread.
 INLINE_CHECK_BYTES = 1024 * 1024
+ITEMS_PER_WRITE = 100  # item ids are appended in slices, so progress shows while submitting
 CHEAP_TO_CHECK = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
 
@@ -143,25 +147,67 @@ class Submitter:
         return record
 
 
-async def get_submitter(
-    settings: SettingsDep, storage: StorageDep, queue: QueueDep, tasks: TasksDep
-) -> Submitter:
-    return Submitter(settings, storage, queue, tasks)
+async def _submit_all(
+    intake: Intake,
+    batch: BatchRecord,
+    submitter: Submitter,
+    batches: BatchStore,
+    model: str,
+    hook: BatchCallback | None = None,
+) -> int:
+    """Submit each file as a task of `batch`; a file that is no image fails alone."""
+    members = intake.members()
+    pending: list[str] = []
+    done = 0
+    while (member := await run_in_threadpool(next, members, None)) is not None:
+        pending.append(await _submit_one(member, batch, submitter, model, hook))
+        if len(pending) >= ITEMS_PER_WRITE:
+            await batches.add_items(batch.batch_id, pending)
+            done, pending = done + len(pending), []
+    await batches.add_items(batch.batch_id, pending)
+    return done + len(pending)
 
 
-SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
+async def _submit_one(
+    member: Member,
+    batch: BatchRecord,
+    submitter: Submitter,
+    model: str,
+    hook: BatchCallback | None = None,
+) -> str:
+    data, task_id = member.data or b"", str(uuid.uuid4())
+    upload = Upload(data, batch.owner, member.name, batch.batch_id, task_id, model=model)
+    error = member.error
+    if error is None:
+        try:
+            return (await submitter.submit(upload)).task_id
+        except MLProdError as exc:
+            error = exc
+    refused = (await submitter.refuse(upload, error)).task_id
+    if hook is not None:
+        await hook.refused(refused)  # final at once: it counts toward batch.completed
+    return refused
 
 
-async def get_idempotency(redis: RedisDep, settings: SettingsDep) -> IdempotencyStore:
-    return IdempotencyStore(redis, settings.idempotency_ttl_s)
-
-
-IdempotencyDep = Annotated[IdempotencyStore, Depends(get_idempotency)]
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=255,
-        description="retries with the same key and body return the first answer's id",
-    ),
-]
+async def start_batch(
+    intake: Intake,
+    batch: BatchRecord,
+    submitter: Submitter,
+    batches: BatchStore,
+    settings: Settings,
+    model: str,
+    callback: str = "",
+) -> None:
+    """Take the key's quota, create the batch and submit each of its files as a task; with a
+    `callback`, the batch sends `batch.completed` once every item has ended."""
+    per_day = settings.batch_max_items_per_key_per_day
+    await batches.take_quota(batch.owner, intake.count, per_day)
+    await batches.create(batch)
+    hook = None
+    if callback:
+        hook = BatchCallback(batches.redis, submitter.queue, batches.ttl_s, batch.batch_id)
+        await hook.arm(callback)
+    total = await _submit_all(intake, batch, submitter, batches, model, hook)
+    if hook is not None:
+        await hook.seal(total)
+    logger.info("batch %s: %d items queued", batch.batch_id, total)

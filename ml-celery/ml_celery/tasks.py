@@ -15,6 +15,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from ml_celery import metrics
 from ml_celery.celery_app import app
 from ml_celery.pipeline import analyse
+from ml_celery.webhooks import announce_end
 from ml_common.contract import CANCELLED_STATE, CLEANUP_TASK, DETECT_TASK
 from ml_common.errors import StorageUnavailable
 from ml_common.models import default_model
@@ -22,7 +23,7 @@ from ml_common.retention import cleanup
 from ml_common.settings import get_settings
 from ml_common.storage import Storage, open_storage
 from ml_common.taskstore import RecordStore
-from ml_common.tracing import record_stages
+from ml_common.tracing import message_trace_headers, record_stages
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ def detect(
 ) -> dict[str, Any]:
     """Detect objects in the stored upload `upload_key` with `model` (this worker's default
     when None: tasks queued before models had names); returns a DetectionResult as JSON.
-    `callback_url` is for ml_celery.webhooks, which POSTs the outcome there once stored;
-    `batch_id` (a batch item's) counts its end toward the batch's `batch.completed` event."""
+    `callback_url` and `batch_id` are read when the task has ended, by `_announce_end` below:
+    the outcome is POSTed to `callback_url`, and a batch item's end counts toward its batch's
+    `batch.completed` event."""
     settings = get_settings()
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)
@@ -98,6 +100,20 @@ def _record_start(task_id: str, **_: Any) -> None:
     # task_prerun runs before Celery stores and publishes STARTED, so a client woken by that
     # state change already finds started_at.
     _records().mark_started(task_id)
+
+
+@signals.task_postrun.connect(sender=detect)
+def _announce_end(
+    sender: Any = None, task_id: str = "", kwargs: dict[str, Any] | None = None,
+    retval: Any = None, state: str = "", **_: Any,
+) -> None:  # fmt: skip
+    # task_postrun runs after Celery stored the result, and after every end, a cancel (Ignore)
+    # included, where Task.after_return is skipped: the webhook and the batch count go here
+    args = kwargs or {}
+    callback_url, batch_id = args.get("callback_url"), args.get("batch_id")
+    if callback_url or batch_id:
+        headers = message_trace_headers(sender)  # each attempt's span joins the upload's trace
+        announce_end(task_id, callback_url, batch_id, state, retval, headers)
 
 
 @app.task(name=CLEANUP_TASK, ignore_result=True)

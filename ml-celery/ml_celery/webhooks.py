@@ -22,16 +22,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import redis
-from celery import Task, signals
+from celery import Task
 
 from ml_celery.celery_app import app
-from ml_common.batches import batch_key
 from ml_common.batchhooks import FINISH_SCRIPT, completed_delivery, finish_args
-from ml_common.contract import DETECT_TASK, WEBHOOK_TASK
+from ml_common.contract import WEBHOOK_TASK
 from ml_common.errors import UnsafeWebhookTarget
+from ml_common.records import batch_key
 from ml_common.settings import Settings, get_settings
 from ml_common.taskstore import RecordStore
-from ml_common.tracing import message_trace_headers
 from ml_common.webhooks import (
     EVENT_CANCELLED,
     EVENT_FAILED,
@@ -203,17 +202,21 @@ def finish_batch_item(batch_id: str, task_id: str, state: str) -> None:
         logger.info("batch %s completed: webhook queued", batch_id)
 
 
-@signals.task_postrun.connect
-def _on_detect_end(sender: Any = None, task_id: str = "", kwargs: dict[str, Any] | None = None,
-                   retval: Any = None, state: str = "", **_: Any) -> None:  # fmt: skip
-    # after Celery stored the result: a receiver that reads the task finds it final
-    url, batch_id = (kwargs or {}).get("callback_url"), (kwargs or {}).get("batch_id")
-    if getattr(sender, "name", "") != DETECT_TASK or not (url or batch_id):
-        return
+def announce_end(
+    task_id: str,
+    callback_url: str | None,
+    batch_id: str | None,
+    state: str,
+    retval: Any,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """A detect task's end, once Celery stored its result (a receiver that reads the task
+    finds it final): its webhook to `callback_url`, and its count toward its batch's
+    `batch.completed`. Redis failures are logged, never raised into the worker."""
     try:
-        if url:
-            start_delivery(task_id, str(url), state, retval, message_trace_headers(sender))
+        if callback_url:
+            start_delivery(task_id, callback_url, state, retval, headers)
         if batch_id:
-            finish_batch_item(str(batch_id), task_id, state)
+            finish_batch_item(batch_id, task_id, state)
     except redis.RedisError as exc:
         logger.error("webhook of %s not queued: %s", task_id, exc, extra={"task_id": task_id})

@@ -79,14 +79,15 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = errors.code_for_status(exc.status_code)
     return _respond(request, exc.status_code, code, str(exc.detail))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     fields = ", ".join(".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors())
-    return _respond(request, 422, "validation_error", f"invalid or missing: {fields or 'input'}")
+    detail = f"invalid or missing: {fields or 'input'}"
+    return _respond(request, errors.ValidationFailed.status, errors.ValidationFailed.code, detail)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

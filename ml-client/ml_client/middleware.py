@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ml_common.asgi import ASGIApp, SecurityHeaders
+from ml_common.asgi import BASE_SECURITY_HEADERS, ASGIApp, SecurityHeaders
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
@@ -13,12 +13,8 @@ CSP = (
 IMAGE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
+    *BASE_SECURITY_HEADERS,
     (b"referrer-policy", b"same-origin"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),
 ]
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 

@@ -15,7 +15,7 @@ from ml_client.deps import LimiterDep, SettingsDep, TemplatesDep, UserDep, Users
 from ml_client.errors import CsrfFailed
 from ml_common.errors import RateLimited
 from ml_common.palette import palette_json
-from ml_common.schemas import Health
+from ml_common.schemas import FINAL_STATES, Health
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["pages"])
@@ -60,6 +60,7 @@ async def index(
         "max_upload_bytes": settings.max_upload_bytes,
         "api_public_url": settings.api_public_url,
         "palette": palette_json(),
+        "final_states": [state.value for state in FINAL_STATES],
     }
     return templates.TemplateResponse(request, "index.html", context, headers=NO_STORE)
 

@@ -116,6 +116,17 @@ class HeaderSizeLimit:
         await self.app(scope, receive, send)
 
 
+# what every response of the API and the web client carries; each app adds its own
+# content-security-policy and referrer-policy (and the client HSTS) in its middleware.py
+BASE_SECURITY_HEADERS: Headers = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+)
+
+
 class SecurityHeaders:
     """Add `headers` to every HTTP response that has not set them itself; a path under a key of
     `by_prefix` gets its own."""

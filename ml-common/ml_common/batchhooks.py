@@ -12,13 +12,12 @@ import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-from ml_common.batches import batch_key
-from ml_common.records import batch_final_key, now_iso
+from ml_common.records import as_text, batch_final_key, batch_key, now_iso
+from ml_common.schemas import FINAL_STATES
 from ml_common.webhooks import Delivery
 
 EVENT_BATCH_COMPLETED = "batch.completed"
 CALLBACK_URL = "callback_url"
-FINAL_STATES = ("succeeded", "failed", "cancelled")
 _FINAL = "final:"
 
 # KEYS: batch hash, final set. ARGV: task id ("" to seal), state (or the total when sealing),
@@ -45,16 +44,12 @@ def finish_args(batch_id: str, task_id: str, state: str, ttl_s: int) -> list[str
     return [*keys, task_id, state, str(ttl_s), now_iso()]
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def completed_delivery(batch_id: str, raw: Mapping[str | bytes, str | bytes]) -> Delivery | None:
     """The `batch.completed` delivery of a completed batch's hash (None without a callback)."""
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {as_text(k): as_text(v) for k, v in raw.items()}
     if not fields.get(CALLBACK_URL):
         return None
-    counts = {state: int(fields.get(_FINAL + state, "0")) for state in FINAL_STATES}
+    counts = {s.value: int(fields.get(_FINAL + s.value, "0")) for s in FINAL_STATES}
     event = {
         "type": EVENT_BATCH_COMPLETED,
         "timestamp": datetime.now(timezone.utc).isoformat(),

@@ -166,6 +166,58 @@ class TooManyWaits(MLProdError):
     status = 429
 
 
+class BadRequest(MLProdError):
+    code = "bad_request"
+    status = 400
+
+
+class Forbidden(MLProdError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(MLProdError):
+    """No such route or file (a task or batch that is not there has its own error)."""
+
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(MLProdError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class ValidationFailed(MLProdError):
+    """The request's fields or parameters do not match what the route declares."""
+
+    code = "validation_error"
+    status = 422
+
+
+# the error each bare HTTP status of the web framework (routing, parsing) stands for
+_FOR_HTTP_STATUS = {
+    cls.status: cls
+    for cls in (
+        BadRequest,
+        NotAuthenticated,
+        Forbidden,
+        NotFound,
+        MethodNotAllowed,
+        PayloadTooLarge,
+        UnsupportedMedia,
+        ValidationFailed,
+        RateLimited,
+    )
+}
+
+
+def code_for_status(status: int) -> str:
+    """The error code of a bare HTTP status the framework raised ("http_error" for others)."""
+    found = _FOR_HTTP_STATUS.get(status)
+    return found.code if found is not None else "http_error"
+
+
 @contextmanager
 def backend_errors(
     detail: str = "the result store is unreachable; try again shortly",

@@ -24,6 +24,14 @@ READY_PATTERN = f"{READY_PREFIX}*"
 READY_TTL_S = 30  # a worker renews its readiness key every third of this
 RATE_PREFIX = "mlprod:rate"  # the API's request windows (the `limits` library adds the rest)
 LOGIN_PREFIX = "mlprod:client:login"  # the web client's sign-in windows (likewise)
+BATCH_PREFIX = "mlprod:batch:"
+IDEMPOTENCY_PREFIX = "mlprod:idem:"
+QUOTA_PREFIX = "mlprod:batchquota:"
+
+
+def as_text(value: str | bytes) -> str:
+    """A Redis reply as text (the clients answer bytes unless told to decode)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def record_key(task_id: str) -> str:
@@ -45,9 +53,29 @@ def deliveries_key(task_id: str) -> str:
     return f"mlprod:deliveries:{task_id}"
 
 
+def batch_key(batch_id: str) -> str:
+    """A batch (hash: owner, created_at, total; with a callback also ml_common.batchhooks')."""
+    return f"{BATCH_PREFIX}{batch_id}"
+
+
+def batch_items_key(batch_id: str) -> str:
+    """The batch's task ids, in the order of its files."""
+    return f"{BATCH_PREFIX}{batch_id}:items"
+
+
 def batch_final_key(batch_id: str) -> str:
     """The task ids of a batch with a callback that are final (set; ml_common.batchhooks)."""
-    return f"mlprod:batch:{batch_id}:final"
+    return f"{BATCH_PREFIX}{batch_id}:final"
+
+
+def idempotency_key(owner: str, key: str) -> str:
+    """One client key, scoped to the API key that sent it; the client's text is hashed."""
+    return f"{IDEMPOTENCY_PREFIX}{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def quota_key(owner: str) -> str:
+    """The batch items an API key submitted today."""
+    return f"{QUOTA_PREFIX}{owner}"
 
 
 def ready_key(host: str, pid: int, model: str = "") -> str:
@@ -100,10 +128,6 @@ CANCELLED_AT = "cancelled_at"  # the durable cancel mark the worker checks befor
 _REFUSED = "refused"  # "code: detail" of a batch item refused before it was queued
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 @dataclass(frozen=True)
 class TaskRecord:
     """One task's record, kept as a Redis hash at `record_key(task_id)`."""
@@ -147,7 +171,7 @@ class TaskRecord:
         cls, task_id: str, fields: Mapping[str | bytes, str | bytes]
     ) -> TaskRecord | None:
         """The record, or None when the hash lacks its owner or creation time (no task)."""
-        text = {_text(k): _text(v) for k, v in fields.items()}
+        text = {as_text(k): as_text(v) for k, v in fields.items()}
         if _OWNER not in text or _CREATED_AT not in text:
             return None
         started, cancelled = text.get(STARTED_AT), text.get(CANCELLED_AT)

@@ -1,7 +1,7 @@
 """Uploads and annotated images in an S3-compatible bucket (AWS S3, SeaweedFS, MinIO, ...).
 
 Objects are private (no ACL is ever granted; the bucket should block public access) and only
-keys that `ml_common.storage` built are written or read. Every call is bounded by botocore's
+keys that `ml_common.storagekeys` built are written or read. Every call is bounded by botocore's
 connect and read timeouts and its retries; what still fails becomes a domain error.
 """
 
@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ml_common.errors import StorageMisconfigured, StorageUnavailable, TaskNotFound
 from ml_common.images import FORMATS
-from ml_common.storage import KEY_RE, KINDS, UPLOAD, KeyLayout, cutoff_day, parse_key
+from ml_common.storagekeys import KEY_RE, KINDS, UPLOAD, KeyLayout, cutoff_day, parse_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -18,6 +18,10 @@ class TaskState(str, Enum):
     cancelled = "cancelled"
 
 
+# the states a task never leaves; the web page reads them from its template (ml_client.pages)
+FINAL_STATES = (TaskState.succeeded, TaskState.failed, TaskState.cancelled)
+
+
 class Box(BaseModel):
     """An axis-aligned box; pixels in `box`, 0..1 fractions of the image in `box_normalized`."""
 

@@ -1,7 +1,8 @@
 """The Settings every mlprod process shares, read from ML_* variables and .env.
 
-A process with settings of its own extends it in its own package (the web client's
-ClientSettings), so no process sees fields it does not use.
+The fields of one process alone (the web client's) extend it in that process's own package
+(ClientSettings); the rest are shared, so a process may see fields it does not use (the API
+the worker's model folders, the worker the API's upload limits).
 """
 
 from __future__ import annotations
@@ -199,14 +200,6 @@ class Settings(BaseSettings):
         if self.storage_url and self.s3_location is None:
             return Path(self.storage_url.removeprefix("file://"))
         return self.storage_dir
-
-    @property
-    def upload_dir(self) -> Path:
-        return self.storage_dir / "upload"
-
-    @property
-    def annotated_dir(self) -> Path:
-        return self.storage_dir / "object-detection"
 
     @property
     def api_keys_path(self) -> Path:

@@ -1,7 +1,8 @@
 """Where uploads and annotated images live (a folder or an S3 bucket); the one atomic write.
 
-Keys are relative POSIX paths such as ``upload/2026-11-27/<uuid>.jpg``. Only keys this module
-built are accepted back, so no request can name a path on the server or an object in the bucket.
+Keys are relative POSIX paths such as ``upload/2026-11-27/<uuid>.jpg``, built and checked by
+`ml_common.storagekeys` only, so no request can name a path on the server or an object in
+the bucket.
 `open_storage` picks the implementation from the settings; callers see only `Storage`.
 """
 
@@ -10,31 +11,24 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ml_common.errors import StorageMisconfigured, StorageUnavailable, TaskNotFound
+from ml_common.storagekeys import KEY_RE, KINDS, UPLOAD, KeyLayout
 
 if TYPE_CHECKING:
     from ml_common.settings import Settings
 
 logger = logging.getLogger(__name__)
-UPLOAD = "upload"
-ANNOTATED = "object-detection"
-KINDS = (UPLOAD, ANNOTATED)
 # errors of a shared folder that may pass (the worker retries them)
 PASSING_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.ENOTCONN})
-KEY_RE = re.compile(
-    r"^(upload|object-detection)/(\d{4}-\d{2}-\d{2})/"
-    r"([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})\.(jpg|png|webp|bmp|gif)$"
-)
 
 
 def atomic_write(
@@ -63,28 +57,6 @@ def atomic_write(
         Path(tmp).unlink()
 
 
-def _today() -> date:
-    return datetime.now(timezone.utc).date()
-
-
-def upload_key(task_id: str, ext: str, day: date | None = None) -> str:
-    return f"{UPLOAD}/{(day or _today()).isoformat()}/{task_id}.{ext}"
-
-
-def parse_key(key: str) -> tuple[str, str, str, str]:
-    """(kind, day, task id, extension) of a key this module built; ValueError for any other."""
-    match = KEY_RE.fullmatch(key)
-    if match is None:
-        raise ValueError(f"not a storage key: {key!r}")
-    kind, day, task_id, ext = match.groups()
-    return kind, day, task_id, ext
-
-
-def cutoff_day(cutoff: float) -> str:
-    """The newest day folder that may hold a file written before `cutoff` (epoch seconds)."""
-    return datetime.fromtimestamp(cutoff, timezone.utc).date().isoformat()
-
-
 class Storage(Protocol):
     """Uploads and annotated images under keys this module builds; errors are domain errors:
     TaskNotFound (no such file), StorageUnavailable (may pass: retry) and StorageMisconfigured."""
@@ -100,22 +72,6 @@ class Storage(Protocol):
     def purge_older_than(self, days: int, now: float | None = None) -> int: ...
     def check(self) -> None: ...
     def presigned_url(self, key: str, expires_s: int) -> str | None: ...
-
-
-class KeyLayout:
-    """The key builders both implementations share."""
-
-    def upload_key(self, task_id: str, ext: str, day: date | None = None) -> str:
-        return upload_key(task_id, ext, day)
-
-    def annotated_key(self, upload_key: str, ext: str) -> str:
-        """The annotated image's key: same day and task id as its upload."""
-        _, day, task_id, _ = parse_key(upload_key)
-        return f"{ANNOTATED}/{day}/{task_id}.{ext}"
-
-    @staticmethod
-    def parse(key: str) -> tuple[str, str, str, str]:
-        return parse_key(key)
 
 
 @dataclass(frozen=True)

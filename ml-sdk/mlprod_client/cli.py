@@ -14,7 +14,8 @@ import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ MANIFEST = "mlprod-manifest.json"
 CHUNK = 200  # files per batch request
 CONFIG = Path("~/.config/mlprod/config.json").expanduser()
 DEFAULT_API = "http://localhost:8000"
+COMMANDS = "mlprod.commands"  # the entry points that add commands to `mlprod` (entry)
 
 
 def find_images(paths: Sequence[Path]) -> dict[str, Path]:
@@ -155,13 +157,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return summary(states)
 
 
-def entry() -> int:
-    """The standalone package's `mlprod` script: only the `detect` command."""
-    argv = sys.argv[1:]
-    if not argv or argv[0] != "detect":
+def entry(argv: Sequence[str] | None = None) -> int:
+    """The `mlprod` command (its one declaration: entry-points.txt beside this module).
+
+    `detect` is this module's; every other command goes to the server's admin CLI, which an
+    install of the whole project registers as the `mlprod.commands` entry point `admin`. The
+    SDK on its own has only `detect`.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["detect"]:
+        return main(argv[1:])
+    admin = [ep for ep in entry_points(group=COMMANDS) if ep.name == "admin"]
+    if not admin:
         sys.stderr.write("usage: mlprod detect PATH... (see mlprod detect --help)\n")
         return 2
-    return main(argv[1:])
+    command: Callable[[list[str]], int] = admin[0].load()
+    return command(argv)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from typing import Any, BinaryIO
 
 import httpx
 
+# ml_common.schemas.FINAL_STATES as the API sends them: the SDK installs without the server, so
+# it cannot import them (tests/unit/test_schemas.py holds the two equal)
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 Source = Path | str | bytes
 Named = Source | tuple[str, Source]  # a source, or (the name the API should keep, source)

@@ -15,7 +15,7 @@ import pytest
 from argon2 import PasswordHasher
 from PIL import Image
 
-from ml_common.devstack import wait_http
+from ml_tools.devstack import wait_http
 from tests.conftest import ROOT, LiveStack
 
 CHROMIUM = Path("/usr/bin/chromium")

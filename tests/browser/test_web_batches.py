@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
-from ml_common.devstack import wait_http
+from ml_tools.devstack import wait_http
 from tests.browser.conftest import Page, WebClient
 from tests.browser.pageparts import DETECTION_TIMEOUT_MS, card_for, expect, shoot, upload
 from tests.browser.test_web_lists import _serious_violations as serious_violations

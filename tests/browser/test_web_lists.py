@@ -4,12 +4,21 @@ in Chromium on a desktop and a phone screen."""
 from __future__ import annotations
 
 import re
+import uuid
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 from PIL import Image
 
+from ml_client.schemas import HistoryEntry
+from ml_common.apikeys import ApiKeyStore
+from ml_common.records import TaskRecord, history_key, record_key
+from ml_common.storage import open_storage
 from tests.browser.conftest import Page, Watch, WebClient
 from tests.browser.pageparts import (
     DETECTION_TIMEOUT_MS,
@@ -19,6 +28,7 @@ from tests.browser.pageparts import (
     upload,
     upload_and_wait,
 )
+from tests.conftest import LiveStack
 
 pytestmark = pytest.mark.browser
 
@@ -70,6 +80,48 @@ def test_remove_from_list_can_be_undone(
     page.reload()
     expect()(page.get_by_test_id("results-count")).not_to_have_text("")
     expect()(page.locator(f'[data-task-id="{task_id}"]')).to_have_count(0)
+
+
+def _cancelled_in_history(live: LiveStack, user: str, filename: str) -> str:
+    """A task of the web user's, cancelled while queued (no worker ever takes it), in their
+    history: the record and the entry as the API and the web client write them."""
+    key = ApiKeyStore.from_settings(live.settings).check(live.api_key)
+    assert key is not None
+    task_id = str(uuid.uuid4())
+    upload = open_storage(live.settings).upload_key(task_id, "jpg")
+    new = TaskRecord.new(task_id, key.on_behalf_of(user).key_id, upload, name=filename)
+    record = replace(new, queued=True, cancelled_at=datetime.now(timezone.utc))
+    entry = HistoryEntry(
+        task_id=task_id, filename=filename, submitted_at=new.created_at.isoformat()
+    )
+    with redis.Redis.from_url(str(live.settings.result_backend)) as client:
+        client.hset(record_key(task_id), mapping=record.to_hash())
+        client.expire(record_key(task_id), live.settings.result_expires_s)
+        client.lpush(history_key(user), entry.model_dump_json())
+    return task_id
+
+
+def test_a_cancelled_tasks_card_ends(
+    signed_in: Page, web_client: WebClient, live_stack: LiveStack
+) -> None:
+    """A cancelled task is final: its card shows it, and the page does not go on following it
+    (no event stream, no polling)."""
+    page = signed_in.page
+    task_id = _cancelled_in_history(live_stack, web_client.user, "cancelled.jpg")
+    following = {f"/app/tasks/{task_id}", f"/app/tasks/{task_id}/events"}
+    followed: list[str] = []
+    page.on(
+        "request", lambda r: followed.append(r.url) if urlsplit(r.url).path in following else None
+    )
+    page.reload()
+    card = page.locator(f'[data-task-id="{task_id}"]')
+    expect()(card.get_by_test_id("task-status")).to_have_text("cancelled")
+    # the page asks this after the card is drawn, where following the card would already have
+    # begun: any request of the card's comes before its answer
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/app/models"):
+        page.evaluate("() => { fetch('/app/models'); }")
+    assert followed == []
+    assert signed_in.watch.unexpected() == []
 
 
 def test_small_things(

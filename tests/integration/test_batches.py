@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 import zipfile
@@ -24,7 +23,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import STORAGE_PARAMS, TEST_AMQP, LiveStack, encode, launch_stack, photo
+from tests.conftest import MLPROD, STORAGE_PARAMS, TEST_AMQP, LiveStack, encode, launch_stack, photo
 
 pytestmark = pytest.mark.integration
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -254,7 +253,7 @@ def owned_tasks(live: LiveStack, key_id: str) -> list[str]:
 def run_cli(live: LiveStack, key: str, *args: str, errors: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "MLPROD_API_KEY": key, "MLPROD_API_URL": live.api_url}
     return subprocess.Popen(
-        [sys.executable, "-m", "ml_common.cli", "detect", *args],
+        [MLPROD, "detect", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=errors,

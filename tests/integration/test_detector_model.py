@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ml_celery.detectors.manifest import RunOptions
 from ml_celery.detectors.nanodet import NanoDet
 from ml_celery.detectors.registry import build_detector
 from ml_celery.detectors.tensorflow import TFODAPIDetector
+from ml_common.coco import COCO_80_LABELS
 from ml_common.schemas import Box, Detection
 from ml_common.settings import Settings
 from tests.conftest import MODEL_DIR, need, photo
@@ -138,7 +140,8 @@ def test_tf_od_api_detector_maps_coco91_ids_and_boxes(od_api_dir: Path) -> None:
 
 
 def test_tf_od_api_detector_applies_threshold_and_cap(od_api_dir: Path) -> None:
-    detector = TFODAPIDetector(od_api_dir, score_threshold=0.5, max_detections=1)
+    options = RunOptions("model", "unversioned", COCO_80_LABELS, 0.5, max_detections=1)
+    detector = TFODAPIDetector(od_api_dir, options)
     dark = Image.fromarray(np.full((40, 40, 3), 51, np.uint8))  # brightness 0.2: no cup
     assert [d.label for d in detector.detect(dark).detections] == ["person"]
     bright = Image.new("RGB", (40, 40), (255, 255, 255))

@@ -117,7 +117,7 @@ def _stop(run: MakeRun, how: str, pids: dict[int, str]) -> None:
         with contextlib.suppress(ProcessLookupError):  # an impatient second one, mid-shutdown
             os.killpg(run.proc.pid, signal.SIGTERM)
     else:
-        devstack = [p for p in pids if "ml_common.devstack" in cmdline(p)]
+        devstack = [p for p in pids if "ml_tools.devstack" in cmdline(p)]
         assert len(devstack) == 1, {p: cmdline(p) for p in pids}
         os.kill(devstack[0], signal.SIGKILL)
     run.proc.wait(120)

@@ -22,9 +22,9 @@ import redis
 from PIL import Image
 
 from ml_common import records
-from ml_common.devstack import free_port
 from ml_common.retention import remove_orphan_uploads
 from ml_common.storage import open_storage
+from ml_tools.devstack import free_port
 from tests.conftest import (
     RABBITMQ_NODE,
     ROOT,

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ml_common.ports import free_port
-from ml_common.processes import wait_http
+from ml_tools.ports import free_port
+from ml_tools.processes import wait_http
 from tests.conftest import LiveStack, launch_stack
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ def test_flower_asks_for_its_credentials(flower: str) -> None:
 
 
 def test_flower_lists_the_stacks_worker(flower: str, flower_stack: LiveStack) -> None:
-    # the worker's node name (ml_common.devstack): worker-<this pid>-<the API's port>@host
+    # the worker's node name (ml_tools.devstack): worker-<this pid>-<the API's port>@host
     ours = f"worker-{os.getpid()}-{flower_stack.stack.api_port}@"
     deadline, names = time.monotonic() + WAIT_S, []
     while not any(name.startswith(ours) for name in names) and time.monotonic() < deadline:

@@ -20,10 +20,10 @@ import yaml
 from celery import Celery
 from kombu import Connection, Queue
 
+from ml_api.queuestats import queue_stats
 from ml_common.contract import DETECT_TASK
-from ml_common.devstack import wait_http
-from ml_common.ports import free_port
-from ml_common.queuestats import queue_stats
+from ml_tools.devstack import wait_http
+from ml_tools.ports import free_port
 from tests.conftest import (
     TEST_AMQP,
     LiveStack,

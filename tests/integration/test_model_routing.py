@@ -19,8 +19,8 @@ import redis
 from kombu import Connection
 
 from ml_common import records
-from ml_common.devstack import Stack
 from ml_common.models import served_models, worker_queues
+from ml_tools.devstack import Stack
 from tests.conftest import LiveStack, encode, launch_stack, need, photo, redis_db, storage_env
 from tests.integration.test_model_formats import YOLOX_NANO_DIR
 

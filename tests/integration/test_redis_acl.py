@@ -19,8 +19,8 @@ import redis
 from argon2 import PasswordHasher
 
 from ml_common.apikeys import ApiKeyStore
-from ml_common.devstack import Stack, free_port, wait_http, wait_tcp
 from ml_common.settings import Settings
+from ml_tools.devstack import Stack, free_port, wait_http, wait_tcp
 from tests.conftest import (
     MODEL_DIR,
     ROOT,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import replace
@@ -22,6 +21,7 @@ from ml_common.retention import remove_orphan_uploads
 from ml_common.settings import Settings
 from ml_common.storage import LocalStorage, open_storage
 from tests.conftest import (
+    MLPROD,
     LiveStack,
     encode,
     need_redis,
@@ -53,7 +53,7 @@ def test_cli_cleanup_removes_files_past_retention(tmp_path: Path, record_propert
     fresh = storage.path(fresh_key)
     env = {**os.environ, "ML_STORAGE_DIR": str(tmp_path), "ML_RETENTION_DAYS": "7",
            "ML_RESULT_BACKEND": redis_db(6)}  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "ml_common.cli", "cleanup"], env=env,
+    done = subprocess.run([MLPROD, "cleanup"], env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert not old.exists() and fresh.exists()

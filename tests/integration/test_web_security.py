@@ -20,7 +20,7 @@ import pytest
 import redis
 from argon2 import PasswordHasher
 
-from ml_common.devstack import Stack, free_port, wait_http
+from ml_tools.devstack import Stack, free_port, wait_http
 from tests.conftest import ROOT, need, need_redis, redis_db, storage_env
 
 sys.path.insert(0, str(ROOT / "deploy" / "checks"))

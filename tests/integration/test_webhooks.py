@@ -20,9 +20,8 @@ import redis
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from ml_common.apikeys import ApiKeyStore
-from ml_common.batches import batch_key, quota_key
 from ml_common.batchhooks import FINISH_SCRIPT, finish_args
-from ml_common.records import batch_final_key
+from ml_common.records import batch_final_key, batch_key, quota_key
 from tests.conftest import LiveStack, launch_stack
 from tests.integration.test_batches import tiny_jpeg, wait_batch
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from ml_common.devstack import Stack
+from ml_tools.devstack import Stack
 
 
 @pytest.fixture(scope="session")

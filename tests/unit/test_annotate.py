@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ml_common.annotate import annotated_image, draw_detections, place_tags, warm_up
+from ml_api.annotate import annotated_image, draw_detections, place_tags, warm_up
 from ml_common.errors import TaskNotFound
 from ml_common.palette import class_colour, contrast, hex_rgb, palette_json, text_colour
 from ml_common.schemas import Box, Detection

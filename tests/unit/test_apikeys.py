@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from ml_common import cli
 from ml_common.apikeys import ApiKeyStore
 from ml_common.errors import InvalidCallbackUrl, NotAllowed
 from ml_common.settings import get_settings
+from ml_tools import cli
 
 
 def test_create_check_revoke(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from ml_common.archives import ArchiveLimits, archive_kind, check_archive, read_archive
+from ml_api.archives import ArchiveLimits, archive_kind, check_archive, read_archive
 from ml_common.errors import BatchTooLarge, UnsafeArchive
 
 LIMITS = ArchiveLimits(max_files=3, max_bytes=10_000_000, max_file_bytes=100, max_ratio=50)

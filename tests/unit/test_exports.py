@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ml_common.exports import (
+from ml_api.exports import (
     ExportItem,
     coco_detections,
     csv_lines,

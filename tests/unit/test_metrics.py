@@ -20,10 +20,10 @@ from ml_api.app import create_app
 from ml_api.metrics import OperationsCollector
 from ml_celery import metrics as worker_metrics
 from ml_common.contract import DETECT_TASK
-from ml_common.ports import free_port
 from ml_common.records import ReadyModel, ready_key
 from ml_common.schemas import DetectionResult, StageTimings
 from ml_common.settings import Settings
+from ml_tools.ports import free_port
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ml_common.devstack import Stack
-from ml_common.ports import API_PORT, CLIENT_PORT, PortTaken, claim_port
+from ml_tools.devstack import Stack
+from ml_tools.ports import API_PORT, CLIENT_PORT, PortTaken, claim_port
 
 
 def test_the_defaults_are_the_usual_ports() -> None:

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ml_celery.detectors.base import Detector, read_model_info
+from ml_celery.detectors.base import Detector
 from ml_celery.detectors.fake import FakeDetector
+from ml_celery.detectors.manifest import read_manifest
 from ml_celery.detectors.registry import load_detector
 from ml_common.errors import DetectorUnavailable
+from ml_common.models import default_model
 from ml_common.settings import Settings
 
 
@@ -39,6 +41,10 @@ def test_missing_model_says_how_to_get_it(tmp_path: Path, kind: str) -> None:
 
 
 def test_model_info_falls_back_to_the_folder_name(tmp_path: Path) -> None:
-    assert read_model_info(tmp_path).name == tmp_path.name
+    (tmp_path / "saved_model.pb").write_bytes(b"")  # model.json is read once, by the manifest
+    settings = Settings(_env_file=None, detector="tf_od_api", model_dir=tmp_path)  # type: ignore[call-arg]
+    model = default_model(settings)
+    assert read_manifest(model, tmp_path, settings).name == tmp_path.name
     (tmp_path / "model.json").write_text('{"name": "n", "version": "v"}')
-    assert (read_model_info(tmp_path).name, read_model_info(tmp_path).version) == ("n", "v")
+    manifest = read_manifest(model, tmp_path, settings)
+    assert (manifest.name, manifest.version) == (tmp_path.name, "v")  # served by its folder's name

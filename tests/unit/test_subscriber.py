@@ -15,10 +15,10 @@ from redis import asyncio as aioredis
 
 from ml_api.app import redis_client
 from ml_api.subscriber import Subscriber, WaitSlots
-from ml_common.devstack import free_port
 from ml_common.errors import BackendUnavailable, TooManyWaits, backend_errors
-from ml_common.processes import wait_tcp
 from ml_common.settings import Settings
+from ml_tools.devstack import free_port
+from ml_tools.processes import wait_tcp
 
 Scenario = Callable[[Subscriber, aioredis.Redis], Awaitable[None]]
 

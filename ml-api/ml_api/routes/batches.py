@@ -9,24 +9,32 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ml_api.batchhooks import BatchCallback
-from ml_api.deps import ApiKeyDep, LimiterDep, RedisDep, SettingsDep, StorageDep, TasksDep
+from ml_api.batches import BatchRecord, BatchStore
+from ml_api.deps import (
+    ApiKeyDep,
+    BatchesDep,
+    IdempotencyDep,
+    IdempotencyKeyHeader,
+    LimiterDep,
+    SettingsDep,
+    StorageDep,
+    SubmitterDep,
+    TasksDep,
+)
 from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
+from ml_api.exports import ExportFormat, ExportItem
 from ml_api.intake import UPLOAD_BODY, Intake, archive_limits, form_files
-from ml_api.results import FINAL, build_status, state_of
-from ml_api.submit import IdempotencyDep, IdempotencyKeyHeader, SubmitterDep, Upload
-from ml_common.archives import Member
-from ml_common.batches import BatchRecord, BatchStore
-from ml_common.errors import BatchNotFound, MLProdError
-from ml_common.exports import ExportFormat, ExportItem
+from ml_api.results import build_status, state_of
+from ml_api.submit import start_batch
 from ml_common.models import resolve_model
 from ml_common.records import TaskRecord
 from ml_common.schemas import (
+    FINAL_STATES,
     BatchCreated,
     BatchItem,
     BatchLinks,
@@ -42,84 +50,12 @@ router = APIRouter(prefix="/batches", tags=["batches"])
 
 ERRORS = documented(401, 404, 422, 429, 503)
 UPLOAD_ERRORS = documented(401, 409, 413, 415, 422, 429, 503)
-ITEMS_PER_WRITE = 100  # item ids are appended in slices, so progress shows while submitting
 PROGRESS_POLL_S = 1.0
 
 
 def links_for_batch(batch_id: str) -> BatchLinks:
     base = f"/api/v1/batches/{batch_id}"
     return BatchLinks(self=base, events=f"{base}/events", export=f"{base}/export")
-
-
-def get_batches(redis: RedisDep, settings: SettingsDep) -> BatchStore:
-    return BatchStore(redis, settings.result_expires_s)
-
-
-BatchesDep = Annotated[BatchStore, Depends(get_batches)]
-
-
-async def _submit_all(
-    intake: Intake,
-    batch: BatchRecord,
-    submitter: SubmitterDep,
-    batches: BatchStore,
-    model: str,
-    hook: BatchCallback | None = None,
-) -> int:
-    """Submit each file as a task of `batch`; a file that is no image fails alone."""
-    members = intake.members()
-    pending: list[str] = []
-    done = 0
-    while (member := await run_in_threadpool(next, members, None)) is not None:
-        pending.append(await _submit_one(member, batch, submitter, model, hook))
-        if len(pending) >= ITEMS_PER_WRITE:
-            await batches.add_items(batch.batch_id, pending)
-            done, pending = done + len(pending), []
-    await batches.add_items(batch.batch_id, pending)
-    return done + len(pending)
-
-
-async def _submit_one(
-    member: Member,
-    batch: BatchRecord,
-    submitter: SubmitterDep,
-    model: str,
-    hook: BatchCallback | None = None,
-) -> str:
-    data, task_id = member.data or b"", str(uuid.uuid4())
-    upload = Upload(data, batch.owner, member.name, batch.batch_id, task_id, model=model)
-    error = member.error
-    if error is None:
-        try:
-            return (await submitter.submit(upload)).task_id
-        except MLProdError as exc:
-            error = exc
-    refused = (await submitter.refuse(upload, error)).task_id
-    if hook is not None:
-        await hook.refused(refused)  # final at once: it counts toward batch.completed
-    return refused
-
-
-async def _start(
-    intake: Intake,
-    batch: BatchRecord,
-    submitter: SubmitterDep,
-    batches: BatchStore,
-    settings: SettingsDep,
-    model: str,
-    callback: str = "",
-) -> None:
-    per_day = settings.batch_max_items_per_key_per_day
-    await batches.take_quota(batch.owner, intake.count, per_day)
-    await batches.create(batch)
-    hook = None
-    if callback:
-        hook = BatchCallback(batches.redis, submitter.queue, batches.ttl_s, batch.batch_id)
-        await hook.arm(callback)
-    total = await _submit_all(intake, batch, submitter, batches, model, hook)
-    if hook is not None:
-        await hook.seal(total)
-    logger.info("batch %s: %d items queued", batch.batch_id, total)
 
 
 @router.post("", status_code=202, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY)
@@ -149,7 +85,7 @@ async def create_batch(
         fingerprint = await run_in_threadpool(intake.fingerprint) + model
         async with claims.once(key.key_id, idempotency_key, fingerprint, batch.batch_id) as earlier:
             if earlier is None:
-                await _start(intake, batch, submitter, batches, settings, model, callback)
+                await start_batch(intake, batch, submitter, batches, settings, model, callback)
     batch_id = earlier or batch.batch_id
     found = await batches.get(batch_id)
     links = links_for_batch(batch_id)
@@ -166,19 +102,11 @@ class Item(NamedTuple):
         return build_status(self.record, self.meta)
 
 
-async def owned_batch(batch_id: str, owner: str, batches: BatchStore) -> BatchRecord:
-    """The batch; another key's batch reads as unknown."""
-    batch = await batches.get(batch_id)
-    if batch is None or batch.owner != owner:
-        raise BatchNotFound(f"no batch {batch_id}")
-    return batch
-
-
 async def _items(
     batch_id: str, owner: str, batches: BatchStore, tasks: TasksDep
 ) -> tuple[BatchRecord, list[Item]]:
     """The batch and its items in order; another key's batch reads as unknown."""
-    batch = await owned_batch(batch_id, owner, batches)
+    batch = await batches.owned(batch_id, owner)
     found = await tasks.lookup_many(await batches.items(batch_id))
     return batch, [
         Item(f.record, f.meta, state_of(f.record, f.meta)) for f in found if f.record is not None
@@ -197,7 +125,7 @@ def _progress(batch: BatchRecord, items: list[Item], offset: int, limit: int) ->
         created_at=batch.created_at,
         total=batch.total,
         counts={state: counts.get(state, 0) for state in TaskState},
-        finished=sum(counts[s] for s in FINAL) >= batch.total,
+        finished=sum(counts[s] for s in FINAL_STATES) >= batch.total,
         items=page,
         offset=offset,
         limit=limit,
@@ -257,7 +185,7 @@ async def cancel_batch(
 ) -> Cancelled:
     """Cancel every unfinished item: queued ones never run their model, running ones finish."""
     _, items = await _items(str(batch_id), key.key_id, batches, tasks)
-    open_items = [i for i in items if i.state not in FINAL]
+    open_items = [i for i in items if i.state not in FINAL_STATES]
     await tasks.cancel([i.record.task_id for i in open_items])
     running = sum(i.state is TaskState.started for i in open_items)
     if not open_items:

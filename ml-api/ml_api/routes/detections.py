@@ -15,34 +15,34 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ml_api.deps import ApiKeyDep, LimiterDep, ResultsDep, SettingsDep, StorageDep, TasksDep
-from ml_api.downloads import event_stream, export_response
-from ml_api.results import FINAL, links_for
-from ml_api.submit import (
+from ml_api.annotate import annotated_image, annotated_url
+from ml_api.deps import (
+    ApiKeyDep,
     IdempotencyDep,
     IdempotencyKeyHeader,
-    StageTimer,
+    LimiterDep,
+    ResultsDep,
+    SettingsDep,
+    StorageDep,
     SubmitterDep,
-    Upload,
-    fingerprint,
+    TasksDep,
 )
-from ml_common.annotate import annotated_image, annotated_url
+from ml_api.downloads import event_stream, export_response
+from ml_api.errors import documented
+from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
+from ml_api.results import links_for
+from ml_api.submit import StageTimer, Upload, fingerprint
 from ml_common.errors import BackendUnavailable, PayloadTooLarge, TaskNotFinished
-from ml_common.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_common.models import resolve_model
-from ml_common.schemas import Cancelled, ErrorOut, TaskCreated, TaskState, TaskStatus
+from ml_common.schemas import FINAL_STATES, Cancelled, ErrorOut, TaskCreated, TaskState, TaskStatus
 from ml_common.stagemetrics import observe_stage
 from ml_common.webhooks import check_callback_url
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/detections", tags=["detections"])
 
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (401, 404, 422, 429, 503)
-}
-UPLOAD_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (401, 413, 415, 422, 429, 503)
-}
+ERRORS = documented(401, 404, 422, 429, 503)
+UPLOAD_ERRORS = documented(401, 413, 415, 422, 429, 503)
 
 
 class SingleFormat(str, Enum):
@@ -56,7 +56,7 @@ class SingleFormat(str, Enum):
 SINGLE_MEDIA_TYPES = [MEDIA_TYPES[ExportFormat(f.value)].split(";")[0] for f in SingleFormat]
 
 
-@router.post("", status_code=202, responses={**UPLOAD_ERRORS, 409: {"model": ErrorOut}})
+@router.post("", status_code=202, responses={**UPLOAD_ERRORS, **documented(409)})
 async def create_detection(
     file: Annotated[UploadFile, File(description="a JPEG, PNG, WebP, BMP or GIF image")],
     response: Response,
@@ -121,7 +121,7 @@ async def get_detection(
     "/{task_id}/image",
     responses={
         **ERRORS,
-        409: {"model": ErrorOut},
+        **documented(409),
         200: {"content": {"image/jpeg": {}}},
         307: {"description": "with ML_STORAGE_PRESIGN_S: a short-lived URL of the bucket"},
     },
@@ -184,7 +184,7 @@ async def cancel_detection(
     """Cancel a task: a queued one never runs its model and ends `cancelled` (the worker
     checks a durable mark first); a running one finishes. A finished one stays as it is."""
     _, status = await results.lookup(str(task_id), key.key_id)
-    if status.status in FINAL:
+    if status.status in FINAL_STATES:
         return Cancelled(changed=False, detail=f"the task is {status.status.value}: unchanged")
     await tasks.cancel([str(task_id)])
     if status.status is TaskState.started:

@@ -7,13 +7,14 @@ from collections import Counter
 from fastapi import APIRouter
 
 from ml_api.deps import ApiKeyDep, SettingsDep, TasksDep
+from ml_api.errors import documented
 from ml_common.models import CATALOG, served_models
-from ml_common.schemas import ErrorOut, ModelList, ServedModel
+from ml_common.schemas import ModelList, ServedModel
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-@router.get("", responses={code: {"model": ErrorOut} for code in (401, 503)})
+@router.get("", responses=documented(401, 503))
 async def list_models(key: ApiKeyDep, settings: SettingsDep, tasks: TasksDep) -> ModelList:
     """Each served model (the default first), its ready worker processes and their versions.
 

@@ -8,23 +8,20 @@ import uuid
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from ml_api.deps import ApiKeyDep, QueueDep, RedisDep, ResultsDep, SettingsDep
-from ml_api.routes.batches import BatchesDep, owned_batch
+from ml_api.deps import ApiKeyDep, BatchesDep, QueueDep, RedisDep, ResultsDep, SettingsDep
+from ml_api.errors import documented
 from ml_common.errors import NoWebhook
 from ml_common.schemas import (
     BatchDeliveries,
     Deliveries,
     DeliveryAttempt,
     DeliveryLog,
-    ErrorOut,
     WebhookSecret,
 )
 from ml_common.webhooks import read_deliveries, signing_secret
 
 router = APIRouter(tags=["webhooks"])
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (401, 404, 429, 503)
-}
+ERRORS = documented(401, 404, 429, 503)
 
 
 async def _deliveries(record_id: str, redis: RedisDep, what: str) -> DeliveryLog:
@@ -66,7 +63,7 @@ async def get_batch_deliveries(
     batch_id: uuid.UUID, key: ApiKeyDep, batches: BatchesDep, redis: RedisDep
 ) -> BatchDeliveries:
     """The batch's `batch.completed` webhook and every attempt at it."""
-    await owned_batch(str(batch_id), key.key_id, batches)  # 404 for an unknown or another's
+    await batches.owned(str(batch_id), key.key_id)  # 404 for an unknown or another's
     log = await _deliveries(str(batch_id), redis, "batch")
     return BatchDeliveries(batch_id=str(batch_id), **dict(log))
 

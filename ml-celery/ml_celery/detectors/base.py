@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from PIL import Image
@@ -40,23 +38,3 @@ class Detector(Protocol):
     def warm_up(self) -> None:
         """Run one throw-away inference so that the first real request is not slow."""
         ...
-
-
-METADATA_FILE = "model.json"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What `model.json` beside a SavedModel says about it (written by prepare_model)."""
-
-    name: str
-    version: str
-
-
-def read_model_info(model_dir: Path) -> ModelInfo:
-    """The model's name and version from its `model.json`, else named after its folder."""
-    try:
-        meta = json.loads((model_dir / METADATA_FILE).read_text())
-        return ModelInfo(name=str(meta["name"]), version=str(meta["version"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return ModelInfo(name=model_dir.name, version="unversioned")

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
-from ml_celery.detectors.base import METADATA_FILE
 from ml_common.coco import COCO_80_LABELS
 from ml_common.errors import DetectorUnavailable
 from ml_common.models import CATALOG, ModelFormat
 from ml_common.settings import Settings
 
+METADATA_FILE = "model.json"  # read here only (read_manifest); written by model_prep
 DEFAULT_FILES: dict[str, str] = {
     "yolox_onnx": "model.onnx",
     "tflite_ssd": "model.tflite",
@@ -42,7 +42,8 @@ class Manifest:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a labelled detector (YOLOX, TFLite SSD) is named and run."""
+    """How a detector is named (from its manifest) and run (from the settings): the one way
+    the score threshold reaches every runtime."""
 
     name: str
     version: str
@@ -50,6 +51,7 @@ class RunOptions:
     score_threshold: float
     max_detections: int = 100
     intra_op_threads: int = 0
+    iou_threshold: float = 0.5  # NanoDet's NMS (YOLOX keeps the one it was trained with)
 
     @classmethod
     def of(cls, manifest: Manifest, settings: Settings) -> RunOptions:
@@ -60,6 +62,7 @@ class RunOptions:
             settings.score_threshold,
             settings.max_detections,
             settings.intra_op_threads,
+            settings.iou_threshold,
         )
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ml_celery.detectors.base import DetectionOutput, read_model_info
+from ml_celery.detectors.base import DetectionOutput
+from ml_celery.detectors.manifest import RunOptions
 from ml_celery.detectors.postprocess import postprocess
 from ml_celery.detectors.preprocess import (
     ResizeMode,
@@ -38,22 +39,18 @@ class NanoDet:
     def __init__(
         self,
         model_dir: Path,
+        options: RunOptions,
         *,
-        score_threshold: float,
-        iou_threshold: float = 0.5,
-        max_detections: int = 100,
-        intra_op_threads: int = 0,
         # letterbox keeps the aspect ratio as NanoDet was trained: COCO AP 0.248 against 0.243
         # stretched (coco-val2017-158), and a 4:3 12 MP photo decodes at 1/8 instead of 1/4
         resize_mode: ResizeMode = "letterbox",
     ) -> None:
-        self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
+        self.name, self.version = options.name, options.version
+        self.score_threshold = options.score_threshold
+        self.iou_threshold = options.iou_threshold
+        self.max_detections = options.max_detections
         self.resize_mode: ResizeMode = resize_mode
-        info = read_model_info(model_dir)
-        self.name, self.version = info.name, info.version
-        self._load(model_dir, intra_op_threads)
+        self._load(model_dir, options.intra_op_threads)
 
     def _load(self, model_dir: Path, intra_op_threads: int) -> None:
         """Load the network from `model_dir`; 0 threads lets the runtime choose."""

@@ -59,14 +59,7 @@ def _build_labelled(manifest: Manifest, settings: Settings) -> Detector:
 def _build_tf_od_api(manifest: Manifest, settings: Settings) -> Detector:
     from ml_celery.detectors.tensorflow import TFODAPIDetector
 
-    detector = TFODAPIDetector(
-        manifest.folder,
-        score_threshold=settings.score_threshold,
-        max_detections=settings.max_detections,
-        intra_op_threads=settings.intra_op_threads,
-    )
-    detector.name, detector.version = manifest.name, manifest.version
-    return detector
+    return TFODAPIDetector(manifest.folder, RunOptions.of(manifest, settings))
 
 
 def _build_nanodet(manifest: Manifest, settings: Settings) -> Detector:
@@ -81,15 +74,7 @@ def _build_nanodet(manifest: Manifest, settings: Settings) -> Detector:
         from ml_celery.detectors.tensorflow import NanoDetDetector
 
         runtime = NanoDetDetector
-    detector = runtime(
-        manifest.folder,
-        score_threshold=settings.score_threshold,
-        iou_threshold=settings.iou_threshold,
-        max_detections=settings.max_detections,
-        intra_op_threads=settings.intra_op_threads,
-    )
-    detector.name, detector.version = manifest.name, manifest.version
-    return detector
+    return runtime(manifest.folder, RunOptions.of(manifest, settings))
 
 
 def load_detector(settings: Settings | None = None, model: str | None = None) -> Detector:

@@ -12,7 +12,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ml_celery.detectors.base import DetectionOutput, read_model_info
+from ml_celery.detectors.base import DetectionOutput
+from ml_celery.detectors.manifest import RunOptions
 from ml_celery.detectors.nanodet import NANODET_INPUT, NanoDet, elapsed_ms
 from ml_celery.detectors.postprocess import above_threshold, to_detections
 from ml_celery.detectors.preprocess import Geometry, Source
@@ -58,23 +59,15 @@ class TFODAPIDetector:
     `COCO_91_TO_80`. Boxes come normalised as (ymin, xmin, ymax, xmax); NMS is the model's own.
     """
 
-    def __init__(
-        self,
-        model_dir: Path,
-        *,
-        score_threshold: float,
-        max_detections: int = 100,
-        intra_op_threads: int = 0,
-    ) -> None:
-        tf = import_tensorflow(intra_op_threads)
+    def __init__(self, model_dir: Path, options: RunOptions) -> None:
+        tf = import_tensorflow(options.intra_op_threads)
         self._tf = tf
         self._model = tf.saved_model.load(str(model_dir))
         self._infer: Callable[..., dict[str, Any]] = self._model.signatures["serving_default"]
         (self._input_name,) = self._infer.structured_input_signature[1]
-        self.score_threshold = score_threshold
-        self.max_detections = max_detections
-        info = read_model_info(model_dir)
-        self.name, self.version = info.name, info.version
+        self.name, self.version = options.name, options.version
+        self.score_threshold = options.score_threshold
+        self.max_detections = options.max_detections
 
     def needed_size(self, width: int, height: int) -> tuple[int, int]:
         return width, height  # the model resizes inside its graph: it takes the whole photo

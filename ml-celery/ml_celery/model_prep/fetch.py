@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from ml_celery.detectors.base import METADATA_FILE
+from ml_celery.detectors.manifest import METADATA_FILE
 from ml_common.models import CATALOG, ModelSpec
 
 logger = logging.getLogger(__name__)

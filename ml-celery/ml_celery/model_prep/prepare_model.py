@@ -17,8 +17,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ml_celery.detectors.base import METADATA_FILE
 from ml_celery.detectors.litert import TFLITE_FILE
+from ml_celery.detectors.manifest import METADATA_FILE
 from ml_celery.model_prep.tfjs_convert import convert, verify_saved_model
 
 logger = logging.getLogger(__name__)

@@ -3,12 +3,13 @@
 import { attachTask, setMeta, setStatus } from "./cards.js";
 import { applyStatus, follow } from "./follow.js";
 import { sendForm } from "./send.js";
+import { FINAL } from "./util.js";
 
 const FILES_PER_REQUEST = 50; // the client's limit (ml_client/batches.py)
 const BYTES_PER_REQUEST = 40 * 1048576;
 const exportsBox = document.getElementById("batch-exports");
 const JSON_HEADERS = { Accept: "application/json" };
-const DONE = new Set(["succeeded", "failed", "cancelled", "error"]);
+const DONE = new Set([...FINAL, "error"]); // "error": the page gave the card up (not sent, gone)
 
 function chunks(entries) {
   const out = [];

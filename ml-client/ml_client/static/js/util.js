@@ -1,6 +1,7 @@
 // Small helpers every part of the page uses: card parts, announcements, numbers, SVG.
 export const SVG_NS = "http://www.w3.org/2000/svg";
-export const FINAL = new Set(["succeeded", "failed"]);
+// The states a task never leaves, as the server defines them (ml_common.schemas.FINAL_STATES).
+export const FINAL = new Set(JSON.parse(document.getElementById("final-states").textContent));
 export const csrf = document.querySelector('meta[name="csrf-token"]').content;
 
 const announcer = document.getElementById("announcer");

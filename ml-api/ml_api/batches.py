@@ -1,12 +1,12 @@
-"""Batch records, per-key batch quotas and idempotency keys: their Redis keys and the API's store.
+"""Batch records, per-key batch quotas and idempotency keys: the API's stores of them.
 
 A batch is a hash (owner, creation time, total) and a list of its items' task ids; each item
-is an ordinary task with its own record (`ml_common.records`), which names its batch.
+is an ordinary task with its own record, which names its batch. Their Redis keys are built in
+`ml_common.records`, with every other `mlprod:*` key.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -15,34 +15,10 @@ from datetime import datetime, timezone
 
 from redis import asyncio as aioredis
 
-from ml_common.errors import BatchTooLarge, IdempotencyConflict, backend_errors
+from ml_common.errors import BatchNotFound, BatchTooLarge, IdempotencyConflict, backend_errors
+from ml_common.records import as_text, batch_items_key, batch_key, idempotency_key, quota_key
 
-BATCH_PREFIX = "mlprod:batch:"
-IDEMPOTENCY_PREFIX = "mlprod:idem:"
-QUOTA_PREFIX = "mlprod:batchquota:"
 QUOTA_WINDOW_S = 24 * 3600
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def batch_key(batch_id: str) -> str:
-    return f"{BATCH_PREFIX}{batch_id}"
-
-
-def batch_items_key(batch_id: str) -> str:
-    """The batch's task ids, in the order of its files."""
-    return f"{BATCH_PREFIX}{batch_id}:items"
-
-
-def idempotency_key(owner: str, key: str) -> str:
-    """One client key, scoped to the API key that sent it; the client's text is hashed."""
-    return f"{IDEMPOTENCY_PREFIX}{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-def quota_key(owner: str) -> str:
-    return f"{QUOTA_PREFIX}{owner}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +43,7 @@ class BatchRecord:
 
     @classmethod
     def from_hash(cls, batch_id: str, raw: Mapping[str | bytes, str | bytes]) -> BatchRecord | None:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
         if "owner" not in fields or "created_at" not in fields:
             return None
         return cls(
@@ -108,11 +84,18 @@ class BatchStore:
             fields = await self.redis.hgetall(batch_key(batch_id))
         return BatchRecord.from_hash(batch_id, fields)
 
+    async def owned(self, batch_id: str, owner: str) -> BatchRecord:
+        """The batch; another key's batch reads as unknown (BatchNotFound)."""
+        batch = await self.get(batch_id)
+        if batch is None or batch.owner != owner:
+            raise BatchNotFound(f"no batch {batch_id}")
+        return batch
+
     async def items(self, batch_id: str, start: int = 0, stop: int = -1) -> list[str]:
         """Task ids from `start` to `stop` (inclusive; -1 is the last)."""
         with backend_errors():
             ids = await self.redis.lrange(batch_items_key(batch_id), start, stop)
-        return [_text(i) for i in ids]
+        return [as_text(i) for i in ids]
 
     async def take_quota(self, owner: str, items: int, per_day: int) -> None:
         """Count `items` against the key's daily batch items; BatchTooLarge past `per_day`."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO
 
-from ml_common.annotate import annotated_image
+from ml_api.annotate import annotated_image
 from ml_common.coco import COCO_80_LABELS, COCO_80_TO_91
 from ml_common.schemas import Detection, TaskState, TaskStatus
 from ml_common.storage import Storage

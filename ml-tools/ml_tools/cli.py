@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The `mlprod` script is the SDK's entry point (mlprod_client.cli.entry): it hands `main` every
+# command but `detect`, as ml-tools/ml_tools/entry-points.txt registers it.
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["detect"]:  # the SDK's command: needs no server settings at all
