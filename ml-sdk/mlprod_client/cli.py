@@ -14,8 +14,7 @@ import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ MANIFEST = "mlprod-manifest.json"
 CHUNK = 200  # files per batch request
 CONFIG = Path("~/.config/mlprod/config.json").expanduser()
 DEFAULT_API = "http://localhost:8000"
-COMMANDS = "mlprod.commands"  # the entry points that add commands to `mlprod` (entry)
 
 
 def find_images(paths: Sequence[Path]) -> dict[str, Path]:
@@ -155,24 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\nrun the same command again to resume\n")
         return 2
     return summary(states)
-
-
-def entry(argv: Sequence[str] | None = None) -> int:
-    """The `mlprod` command (its one declaration: entry-points.txt beside this module).
-
-    `detect` is this module's; every other command goes to the server's admin CLI, which an
-    install of the whole project registers as the `mlprod.commands` entry point `admin`. The
-    SDK on its own has only `detect`.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["detect"]:
-        return main(argv[1:])
-    admin = [ep for ep in entry_points(group=COMMANDS) if ep.name == "admin"]
-    if not admin:
-        sys.stderr.write("usage: mlprod detect PATH... (see mlprod detect --help)\n")
-        return 2
-    command: Callable[[list[str]], int] = admin[0].load()
-    return command(argv)
 
 
 if __name__ == "__main__":
