@@ -19,28 +19,10 @@ from PIL import Image
 from mlprod_client.cli import main as cli_main
 from mlprod_client.client import AsyncClient, Client
 from mlprod_client.shrink import shrink
-from tests.conftest import LiveStack, launch_stack, photo, stored_names
+from tests.conftest import LiveStack, launch_stack, phone_photo, stored_names
 
 pytestmark = pytest.mark.integration
 MAX_SIDE = 1280
-
-
-def phone_photo() -> tuple[bytes, tuple[int, int]]:
-    """chelsea upscaled to 12 MP with a sensor's noise, stored turned with EXIF orientation 6
-    as a phone stores a photo held upright (bench/photos.py); and its upright size."""
-    src = photo("chelsea").convert("RGB")
-    scale = (12e6 / (src.width * src.height)) ** 0.5
-    size = (round(src.width * scale), round(src.height * scale))
-    big = np.asarray(src.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
-    noise = np.random.default_rng(0).normal(0, 6, big.shape).astype(np.int16)
-    upright = Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8))
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    buf = io.BytesIO()
-    upright.transpose(Image.Transpose.ROTATE_270).save(
-        buf, format="JPEG", quality=90, exif=exif.tobytes()
-    )
-    return buf.getvalue(), size
 
 
 @pytest.fixture(scope="module")
