@@ -77,6 +77,10 @@ def start_client(running: Stack, api_key: str, password: str, max_side: int) -> 
     wait_http(f"{running.client_url}/healthz", 60, running.procs["client"])
 
 
+def _is_upload(request: Any) -> bool:
+    return request.method == "POST" and request.url.endswith("/app/uploads")
+
+
 def one_upload(browser: Any, url: str, password: str, photo: Path, mbit: float) -> dict[str, Any]:
     """Sign in, throttle, upload `photo`, wait for its boxes: seconds and bytes received."""
     context = browser.new_context(base_url=url, viewport={"width": 1366, "height": 900})
@@ -93,8 +97,10 @@ def one_upload(browser: Any, url: str, password: str, photo: Path, mbit: float) 
         "offline": False, "latency": 20,
         "downloadThroughput": mbit * MBIT, "uploadThroughput": mbit * MBIT,
     })  # fmt: skip
+    sent_at: list[float] = []  # when the upload request left: the shrink is done by then
+    page.on("request", lambda r: sent_at.append(time.perf_counter()) if _is_upload(r) else None)
     started = time.perf_counter()
-    with page.expect_response(lambda r: r.url.endswith("/app/uploads"), timeout=120_000) as answer:
+    with page.expect_response(lambda r: _is_upload(r.request), timeout=120_000) as answer:
         page.get_by_label("Choose images…").set_input_files(str(photo))
     card = page.get_by_test_id("task-card").filter(has_text=photo.name).first
     card.get_by_test_id("task-status").filter(has_text="Done").wait_for(timeout=300_000)
@@ -108,7 +114,9 @@ def one_upload(browser: Any, url: str, password: str, photo: Path, mbit: float) 
     context.close()
     sizes = [result["width"], result["height"], result["processed_width"]]
     boxes = len(result["detections"])  # drawn by the time the card says Done
-    return {"seconds": round(seconds, 3), "bytes_sent": received, "sizes": sizes, "boxes": boxes}
+    before_send = round(sent_at[0] - started, 3)
+    return {"seconds": round(seconds, 3), "before_send_s": before_send, "bytes_sent": received,
+            "sizes": sizes, "boxes": boxes}  # fmt: skip
 
 
 def phone_photo() -> bytes:
@@ -137,6 +145,7 @@ def measure(args: argparse.Namespace, photo: Path) -> dict[str, Any]:
             name = f"shrink to {max_side}" if max_side else "sent whole"
             report[name] = {
                 "median_seconds": statistics.median(r["seconds"] for r in runs),
+                "median_before_send_s": statistics.median(r["before_send_s"] for r in runs),
                 "bytes_sent": runs[0]["bytes_sent"],
                 "runs": runs,
             }
