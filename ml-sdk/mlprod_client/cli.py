@@ -74,11 +74,16 @@ class Manifest:
         tmp.replace(self.path)  # a kill mid-write leaves the previous manifest whole
 
 
-def submit(api: Client, manifest: Manifest, images: dict[str, Path], model: str | None) -> None:
+def submit(
+    api: Client, manifest: Manifest, images: dict[str, Path], model: str | None,
+    max_side: int | None = None,
+) -> None:  # fmt: skip
     for chunk in manifest.chunks:
         if chunk["batch_id"] is None:
             named = [(name, images[name]) for name in chunk["files"] if name in images]
-            chunk["batch_id"] = api.create_batch(named, model=model, idempotency_key=chunk["key"])
+            chunk["batch_id"] = api.create_batch(
+                named, model=model, idempotency_key=chunk["key"], max_side=max_side
+            )
             manifest.save()
 
 
@@ -130,6 +135,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("mlprod-results"), help="output folder")
     p.add_argument("--annotated", action="store_true", help="also the annotated images")
     p.add_argument("--chunk", type=int, default=CHUNK, help="files per batch request")
+    p.add_argument(
+        "--max-side", type=int, metavar="N",
+        help="shrink photos whose long side is over N pixels before sending (e.g. 1280; "
+        "needs Pillow); boxes stay in each photo's own pixels",
+    )  # fmt: skip
     return p
 
 
@@ -142,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest.plan(list(images), args.chunk)
     try:
         with Client(url, key) as api:
-            submit(api, manifest, images, args.model)
+            submit(api, manifest, images, args.model, args.max_side)
             batch_ids = [c["batch_id"] for c in manifest.chunks]
             states = follow(api, batch_ids, sum(len(c["files"]) for c in manifest.chunks))
             write_outputs(api, batch_ids, args.out, args)
