@@ -78,6 +78,12 @@ class Upload:
         return bool(self.batch_id)
 
 
+def upload_fingerprint(upload: Upload) -> str:
+    """An upload's Idempotency-Key fingerprint: its bytes and everything that changes its
+    task (a retry with another callback must not silently get the task without it)."""
+    return fingerprint(upload.data, upload.model, upload.name, upload.callback_url)
+
+
 @dataclass(frozen=True)
 class Submitter:
     settings: Settings

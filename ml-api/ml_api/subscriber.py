@@ -221,10 +221,14 @@ class WaitSlots:
         self.per_key = per_key
         self.held: Counter[str] = Counter()
 
+    def free(self, key_id: str) -> bool:
+        """Whether `key_id` has a place left."""
+        return self.held[key_id] < self.per_key
+
     @contextlib.contextmanager
     def hold(self, key_id: str) -> Iterator[None]:
         """Take one of `key_id`'s places for the block; raise TooManyWaits when none is left."""
-        if self.held[key_id] >= self.per_key:
+        if not self.free(key_id):
             raise TooManyWaits(
                 f"this API key already holds {self.per_key} open waits and event streams "
                 "(ML_MAX_WAITS_PER_KEY); close one, or poll without ?wait="
