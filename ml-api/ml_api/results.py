@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
@@ -151,6 +152,17 @@ class ResultReader:
                         return
 
 
+def _not_final(message: str | None) -> bool:
+    """Whether a message Celery published says the task is not final yet (else: read it)."""
+    if message is None:
+        return False
+    try:
+        state = json.loads(message).get("status")
+    except (ValueError, AttributeError):
+        return False
+    return CELERY_STATES.get(str(state)) in (TaskState.queued, TaskState.started)
+
+
 @dataclass
 class Watch:
     """A task listened to from before it was queued: no message about it can be missed."""
@@ -167,6 +179,8 @@ class Watch:
         while (remaining := deadline - loop.time()) > 0:
             if not await self.listener.wait(remaining):
                 return None
+            if _not_final(self.listener.message):
+                continue  # STARTED: reading the store for it cost a round trip per task
             status = await self.reader.status(self.task_id, self.owner)
             if status.status in FINAL_STATES:
                 return status

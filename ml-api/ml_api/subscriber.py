@@ -39,8 +39,10 @@ class Listener:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.message: str | None = None  # the last message's data; None after any other wake
 
-    def wake(self) -> None:
+    def wake(self, message: str | None = None) -> None:
+        self.message = message if not self._event.is_set() else None  # two: read the store
         self._event.set()
 
     def clear(self) -> None:
@@ -197,8 +199,9 @@ class Subscriber:
             if entry is None or not entry.listeners:  # (re)subscribed, and nobody listens
                 await self._drop(channel, entry)
         if entry is not None and message["type"] in ("message", "subscribe"):
+            data = message["data"] if message["type"] == "message" else None
             for listener in entry.listeners:
-                listener.wake()
+                listener.wake(data)
 
     def _wake_all(self) -> None:
         for entry in self._channels.values():

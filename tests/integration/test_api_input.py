@@ -305,6 +305,12 @@ def test_file_names_never_reach_the_disk(
         assert r.status_code == 202, r.text
         task_id = r.json()["task_id"]
         assert [p.parts[::2] for p in everything] == [("upload", f"{task_id}.jpg")]
+        # the raw body's name, in the query: the same
+        name = filename.decode(errors="replace")
+        raw = raw_upload(api, encode(photo("coffee").resize((60, 40))), params={"filename": name})
+        assert raw.status_code == 202, raw.text
+        assert len(stored_files(api_settings)) == 2
+        assert f"{raw.json()['task_id']}.jpg" in {p.name for p in stored_files(api_settings)}
         return
     assert stored_files(api_settings) == []
 

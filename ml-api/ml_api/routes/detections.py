@@ -17,23 +17,21 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ml_api.annotate import annotated_image, annotated_url
-from ml_api.batches import IdempotencyStore
 from ml_api.deps import (
     ApiKeyDep,
-    IdempotencyDep,
     IdempotencyKeyHeader,
-    LimiterDep,
     ResultsDep,
     SettingsDep,
     StorageDep,
-    SubmitterDep,
     TasksDep,
+    Uploading,
+    UploadingDep,
 )
 from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
 from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_api.results import ResultReader, links_for, preferred_wait, watch
-from ml_api.submit import StageTimer, Submitter, Upload, upload_fingerprint
+from ml_api.submit import StageTimer, Upload, upload_fingerprint
 from ml_api.uploads import SINGLE_UPLOAD_BODY, Received, receive_upload
 from ml_common.apikeys import ApiKey
 from ml_common.errors import BackendUnavailable, TaskNotFinished, TooManyWaits
@@ -90,11 +88,7 @@ PreferHeader = Annotated[
 async def create_detection(
     request: Request,
     key: ApiKeyDep,
-    settings: SettingsDep,
-    submitter: SubmitterDep,
-    claims: IdempotencyDep,
-    limiter: LimiterDep,
-    results: ResultsDep,
+    uploading: UploadingDep,
     idempotency_key: IdempotencyKeyHeader = None,
     prefer: PreferHeader = None,
     filename: Annotated[
@@ -114,18 +108,19 @@ async def create_detection(
     `Content-Disposition` header. A form's `model` and `callback_url` fields win over the
     query's. With an `Idempotency-Key`, a retry with the same key, file, file name, model and
     callback URL returns the same task; with anything else changed it is 409."""
-    await limiter.hit(key.key_id, "upload")
+    await uploading.limiter.hit(key.key_id, "upload")
     timer = StageTimer()
-    got = await receive_upload(request, settings.max_upload_bytes)
+    got = await receive_upload(request, uploading.settings.max_upload_bytes)
     timer.lap("receive")
-    upload = _upload(got, key, settings, filename, model, callback_url)
+    upload = _upload(got, key, uploading.settings, filename, model, callback_url)
     wait_s = preferred_wait(prefer or "")
     if wait_s is None:
-        task_id = await _submit_once(upload, submitter, claims, idempotency_key, timer)
+        task_id = await _submit_once(upload, uploading, idempotency_key, timer)
         return _accepted(task_id, timer)
     status = None
+    results = uploading.results
     async with watch(results, upload.task_id, key.key_id) as watching:
-        task_id = await _submit_once(upload, submitter, claims, idempotency_key, timer)
+        task_id = await _submit_once(upload, uploading, idempotency_key, timer)
         if watching is None:  # the key holds all its places: answered without waiting
             return _accepted(task_id, timer)
         if task_id == upload.task_id:
@@ -156,17 +151,14 @@ def _upload(
 
 
 async def _submit_once(
-    upload: Upload,
-    submitter: Submitter,
-    claims: IdempotencyStore,
-    idempotency_key: str | None,
-    timer: StageTimer,
+    upload: Upload, uploading: Uploading, idempotency_key: str | None, timer: StageTimer
 ) -> str:
     """Submit `upload`, or with an Idempotency-Key seen before, the task that key got."""
     # the digest takes 1.8 ms on 3 MB: only when asked
     digest = upload_fingerprint(upload) if idempotency_key else ""
+    claims = uploading.claims
     async with claims.once(upload.owner, idempotency_key, digest, upload.task_id) as done:
-        return done or (await submitter.submit(upload, timer)).task_id
+        return done or (await uploading.submitter.submit(upload, timer)).task_id
 
 
 async def _final(
