@@ -115,7 +115,7 @@ def get_batches(redis: RedisDep, settings: SettingsDep) -> BatchStore:
 @dataclass(frozen=True)
 class Uploading:
     """What an upload route needs, resolved as one dependency: FastAPI's resolution of each
-    was about a fifth of an upload's CPU (docs/performance.md)."""
+    cost a fifth of an upload's CPU under cProfile."""
 
     settings: Settings
     submitter: Submitter
