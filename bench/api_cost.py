@@ -4,9 +4,13 @@ Starts the API alone (no worker) on the local RabbitMQ and Redis, posts the same
 times from one keep-alive client, and reads the API process's CPU time from /proc before and
 after. Also times the upload check by itself in this process. With `--baseline REF` the API
 of that commit runs beside this tree's, on the same services, and the two take turns in
-rounds, so that both see the same machine (before/after figures from one run). Usage:
+rounds, so that both see the same machine (before/after figures from one run). With
+`--with-result` a worker runs too, and each small photo is uploaded and its result read: in one
+request (a raw body with `Prefer: wait`) where the API takes it, else a form upload and a
+`?wait=` GET; the figure is the API's CPU per image, both requests together. Usage:
 
-    .venv/bin/python bench/api_cost.py [--uploads 300] [--baseline REF] [--json out.json]
+    .venv/bin/python bench/api_cost.py [--uploads 300] [--baseline REF] [--with-result]
+        [--broker URL] [--results URL] [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -189,6 +194,60 @@ def post_many(url: str, key: str, data: bytes, n: int) -> tuple[list[str], dict[
     return task_ids, stages
 
 
+def detect_many(url: str, key: str, data: bytes, n: int, one_request: bool) -> list[str]:
+    """Upload `data` n times and read each result: one request, or a POST and a GET."""
+    task_ids = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for _ in range(n):
+            if one_request:
+                r = c.post("/api/v1/detections", content=data, params={"filename": "p.jpg"},
+                           headers={"Content-Type": "image/jpeg", "Prefer": "wait=30"})  # fmt: skip
+            else:
+                task_id = c.post("/api/v1/detections", files={"file": ("p.jpg", data)}).json()[
+                    "task_id"
+                ]
+                r = c.get(f"/api/v1/detections/{task_id}", params={"wait": 30})
+            assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+            task_ids.append(r.json()["task_id"])
+    return task_ids
+
+
+def takes_one_request(url: str, key: str, data: bytes) -> bool:
+    """Whether the API answers a raw upload with `Prefer: wait` (older ones refuse it)."""
+    r = httpx.post(f"{url}/api/v1/detections", content=data, timeout=60,
+                   headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg",
+                            "Prefer": "wait=30"})  # fmt: skip
+    return r.status_code == 200
+
+
+def measure_with_result(
+    stacks: dict[str, Stack], key: str, data: bytes, images: int, rounds: int = 4
+) -> dict[str, dict[str, Any]]:
+    """CPU ms of each API process per image, upload and result together; in turns."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, stack in stacks.items():
+        one = takes_one_request(stack.api_url, key, data)
+        warm = detect_many(stack.api_url, key, data, 20, one)
+        found[name] = {"one": one, "cpu_s": 0.0, "n": 0, "task_ids": warm}
+    for _ in range(rounds):
+        for name, stack in stacks.items():
+            pid, tally = stack.procs["api"].pid, found[name]
+            before = cpu_s(pid)
+            tally["task_ids"] += detect_many(
+                stack.api_url, key, data, images // rounds, tally["one"]
+            )
+            tally["cpu_s"] += cpu_s(pid) - before
+            tally["n"] += images // rounds
+    return {
+        name: {
+            "requests_per_image": 1 if t["one"] else 2,
+            "api_cpu_ms_per_image": round(t["cpu_s"] / t["n"] * 1000, 2),
+            "task_ids": t["task_ids"],
+        }
+        for name, t in found.items()
+    }
+
+
 def healthz_cpu_ms(stack: Stack, n: int) -> float:
     """The floor: CPU ms of the API process per GET /healthz (HTTP, ASGI, middleware)."""
     pid = stack.procs["api"].pid
@@ -245,19 +304,22 @@ def baseline_tree(ref: str, into: Path) -> dict[str, str]:
     return {"PYTHONPATH": f"{into / 'ml-common'}:{into / 'ml-api'}"}
 
 
-def clean_up(queue: str, task_ids: list[str]) -> None:
-    with Connection(BROKER) as conn:
+def clean_up(queue: str, task_ids: list[str], broker: str, results: str) -> None:
+    with Connection(broker) as conn:
         conn.default_channel.queue_delete(queue)
-    client = redis.Redis.from_url(RESULTS)
+    client = redis.Redis.from_url(results)
     for start in range(0, len(task_ids), 500):
         client.delete(*(records.record_key(t) for t in task_ids[start : start + 500]))
 
 
-def run(uploads: int, baseline: str | None = None) -> dict[str, Any]:
+def run(
+    uploads: int, baseline: str | None = None, with_result: bool = False,
+    broker: str = BROKER, results_url: str = RESULTS,
+) -> dict[str, Any]:  # fmt: skip
     queue = f"api-cost-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
         env = {
-            "ML_BROKER_URL": BROKER, "ML_RESULT_BACKEND": RESULTS, "ML_STORAGE_DIR": tmp,
+            "ML_BROKER_URL": broker, "ML_RESULT_BACKEND": results_url, "ML_STORAGE_DIR": tmp,
             "ML_QUEUE_NAME": queue, "ML_RATE_LIMIT_PER_MINUTE": "1000000",
             "ML_LOG_LEVEL": "WARNING",
         }  # fmt: skip
@@ -273,6 +335,15 @@ def run(uploads: int, baseline: str | None = None) -> dict[str, Any]:
             for stack in stacks.values():
                 stack.start_api()
                 wait_http(f"{stack.api_url}/healthz", 60, stack.procs["api"])
+            if with_result:
+                first = next(iter(stacks.values()))
+                first.start_worker()  # one worker on the queue both APIs send to
+                first.wait_ready()
+                small = photos()["small 512x512"]
+                figures = measure_with_result(stacks, key, small, uploads)
+                for each in figures.values():
+                    task_ids += each.pop("task_ids")
+                return {"small 512x512, upload and result": figures}
             results["GET /healthz"] = {
                 name: {"api_cpu_ms_per_request": healthz_cpu_ms(stack, uploads)}
                 for name, stack in stacks.items()
@@ -289,7 +360,7 @@ def run(uploads: int, baseline: str | None = None) -> dict[str, Any]:
         finally:
             for stack in stacks.values():
                 stack.stop()
-            clean_up(queue, task_ids)
+            clean_up(queue, task_ids, broker, results_url)
     return results
 
 
@@ -298,10 +369,15 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=300)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--baseline", help="a commit whose API runs beside this tree's")
+    parser.add_argument("--with-result", action="store_true", help="a worker too: per image")
+    parser.add_argument("--broker", default=BROKER, help="the RabbitMQ to use")
+    parser.add_argument("--results", default=RESULTS, help="the Redis database to use")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    results = run(args.uploads, args.baseline)
+    started = os.getloadavg()
+    results = run(args.uploads, args.baseline, args.with_result, args.broker, args.results)
+    results["load_average"] = {"start": started, "end": os.getloadavg()}
     text = json.dumps(results, indent=2)
     if args.json:
         args.json.write_text(text + "\n")

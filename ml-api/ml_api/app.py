@@ -133,7 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.state.metrics_registry = operations_registry(settings)
     app.add_middleware(RequestMetrics)
-    app.add_middleware(TracingMiddleware)
+    if settings.tracing != "off":  # off, a span per request still cost its layer's CPU
+        app.add_middleware(TracingMiddleware)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes + MULTIPART_SLACK,

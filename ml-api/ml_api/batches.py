@@ -134,7 +134,10 @@ class IdempotencyStore:
             return await self.claim(owner, key, fingerprint, new_id)
         earlier = json.loads(raw)
         if earlier["fingerprint"] != fingerprint:
-            raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request (its files, file "
+                "names, model or callback_url differ)"
+            )
         return str(earlier["id"])
 
     @asynccontextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import Depends, Form, Query
+from fastapi import Query
 from PIL import ExifTags
 
 from ml_common.errors import InvalidOriginalSize
@@ -64,13 +64,5 @@ def check_original_size(claimed: Size, sent: Size, limits: ImageLimits) -> list[
     return [width, height]
 
 
-def original_size_field(
-    form: Annotated[str | None, Form(alias="original_size", description=DESCRIPTION)] = None,
-    query: Annotated[str | None, Query(alias="original_size", description=DESCRIPTION)] = None,
-) -> Size | None:
-    """The upload's `original_size`, from its form field or its query parameter."""
-    text = form if form is not None else query
-    return parse_original_size(text) if text else None
-
-
-OriginalSizeDep = Annotated[Size | None, Depends(original_size_field)]
+# the query's `original_size` (a form's field, read with the form, wins over it)
+ORIGINAL_SIZE_QUERY = Annotated[str | None, Query(alias="original_size", description=DESCRIPTION)]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
+import asyncio
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from ml_api.subscriber import WaitSlots
 from ml_common.contract import CANCELLED_STATE
 from ml_common.errors import TaskNotFound
-from ml_common.records import TaskRecord
+from ml_common.records import TaskRecord, meta_key
 from ml_common.schemas import (
     FINAL_STATES,
     DetectionResult,
@@ -18,7 +21,9 @@ from ml_common.schemas import (
     TaskState,
     TaskStatus,
 )
-from ml_common.taskstore import Channels, Lookup, TaskStore
+from ml_common.taskstore import Channels, Listener, Lookup, TaskStore
+
+MAX_PREFERRED_WAIT_S = 60.0
 
 CELERY_STATES = {
     "PENDING": TaskState.queued,
@@ -30,6 +35,21 @@ CELERY_STATES = {
     "REVOKED": TaskState.cancelled,
     CANCELLED_STATE: TaskState.cancelled,
 }
+
+
+def preferred_wait(prefer: str) -> float | None:
+    """The seconds of a `Prefer: wait=N` (RFC 7240), at most 60; None when absent, zero or
+    not understood (a preference the server does not understand is ignored)."""
+    for preference in prefer.split(","):
+        name, _, value = preference.partition(";")[0].strip().partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        try:
+            seconds = float(value.strip().strip('"'))
+        except ValueError:
+            return None
+        return min(seconds, MAX_PREFERRED_WAIT_S) if 0 < seconds < float("inf") else None
+    return None
 
 
 def links_for(task_id: str) -> Links:
@@ -130,3 +150,50 @@ class ResultReader:
                         yield status
                     if status.status in FINAL_STATES:
                         return
+
+
+def _not_final(message: str | None) -> bool:
+    """Whether a message Celery published says the task is not final yet (else: read it)."""
+    if message is None:
+        return False
+    try:
+        state = json.loads(message).get("status")
+    except (ValueError, AttributeError):
+        return False
+    return CELERY_STATES.get(str(state)) in (TaskState.queued, TaskState.started)
+
+
+@dataclass
+class Watch:
+    """A task listened to from before it was queued: no message about it can be missed."""
+
+    reader: ResultReader
+    task_id: str
+    owner: str
+    listener: Listener
+
+    async def final(self, timeout_s: float) -> TaskStatus | None:
+        """The task's status once it is final, or None when `timeout_s` runs out first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (remaining := deadline - loop.time()) > 0:
+            if not await self.listener.wait(remaining):
+                return None
+            if _not_final(self.listener.message):
+                continue  # STARTED: reading the store for it cost a round trip per task
+            status = await self.reader.status(self.task_id, self.owner)
+            if status.status in FINAL_STATES:
+                return status
+        return None
+
+
+@asynccontextmanager
+async def watch(reader: ResultReader, task_id: str, owner: str) -> AsyncIterator[Watch | None]:
+    """Listen on a task not yet submitted, in one of the owner's wait places; None when the
+    owner holds all of them (the caller then answers without waiting)."""
+    if not reader.slots.free(owner):
+        yield None
+        return
+    with reader.slots.hold(owner):
+        async with reader.channels.listen(meta_key(task_id)) as listener:
+            yield Watch(reader, task_id, owner, listener)

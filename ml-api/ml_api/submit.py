@@ -80,6 +80,13 @@ class Upload:
         return bool(self.batch_id)
 
 
+def upload_fingerprint(upload: Upload) -> str:
+    """An upload's Idempotency-Key fingerprint: its bytes and everything that changes its
+    task (a retry with another callback or original size must not silently get the first)."""
+    size = "x".join(map(str, upload.original_size)) if upload.original_size else ""
+    return fingerprint(upload.data, upload.model, upload.name, upload.callback_url, size)
+
+
 @dataclass(frozen=True)
 class Submitter:
     settings: Settings

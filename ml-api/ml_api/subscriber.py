@@ -39,8 +39,10 @@ class Listener:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.message: str | None = None  # the last message's data; None after any other wake
 
-    def wake(self) -> None:
+    def wake(self, message: str | None = None) -> None:
+        self.message = message if not self._event.is_set() else None  # two: read the store
         self._event.set()
 
     def clear(self) -> None:
@@ -197,8 +199,9 @@ class Subscriber:
             if entry is None or not entry.listeners:  # (re)subscribed, and nobody listens
                 await self._drop(channel, entry)
         if entry is not None and message["type"] in ("message", "subscribe"):
+            data = message["data"] if message["type"] == "message" else None
             for listener in entry.listeners:
-                listener.wake()
+                listener.wake(data)
 
     def _wake_all(self) -> None:
         for entry in self._channels.values():
@@ -221,10 +224,14 @@ class WaitSlots:
         self.per_key = per_key
         self.held: Counter[str] = Counter()
 
+    def free(self, key_id: str) -> bool:
+        """Whether `key_id` has a place left."""
+        return self.held[key_id] < self.per_key
+
     @contextlib.contextmanager
     def hold(self, key_id: str) -> Iterator[None]:
         """Take one of `key_id`'s places for the block; raise TooManyWaits when none is left."""
-        if self.held[key_id] >= self.per_key:
+        if not self.free(key_id):
             raise TooManyWaits(
                 f"this API key already holds {self.per_key} open waits and event streams "
                 "(ML_MAX_WAITS_PER_KEY); close one, or poll without ?wait="

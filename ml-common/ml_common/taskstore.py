@@ -41,6 +41,8 @@ class Lookup(NamedTuple):
 
 
 class Listener(Protocol):
+    message: str | None  # what woke it, when that was one message (Celery's meta, as JSON)
+
     async def wait(self, timeout_s: float) -> bool:
         """Whether the channel had a message (or a reconnect) before `timeout_s` ran out."""
 

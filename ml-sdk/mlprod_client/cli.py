@@ -1,7 +1,8 @@
 """`mlprod detect PATH...`: a folder through the batch API, with progress, resumable.
 
-The manifest in the output folder records each chunk of files and its Idempotency-Key before
-the chunk is sent, so a run killed at any point and run again never submits an image twice.
+A single image goes in one request that answers once it is done (`Prefer: wait`). The
+manifest in the output folder records each chunk of files and its Idempotency-Key before the
+chunk is sent, so a run killed at any point and run again never submits an image twice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlprod_client.client import ApiError, BatchProgress, Client
+from mlprod_client.client import FINAL, ApiError, BatchProgress, Client
 from mlprod_client.merge import merge_exports
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
@@ -143,6 +144,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def detect_one(api: Client, chunk: dict[str, Any], image: Path, args: argparse.Namespace) -> int:
+    """One image in one request (its retry, with the chunk's key, gets the same task)."""
+    [name] = chunk["files"]
+    status = api.detect_wait(
+        image, name=name, model=args.model, idempotency_key=chunk["key"], max_side=args.max_side
+    )
+    if status["status"] not in FINAL:
+        raise ApiError(504, "not_finished", f"task {status['task_id']} is {status['status']}")
+    (args.out / OUTPUTS[args.format]).write_bytes(api.task_export(status["task_id"], args.format))
+    if args.annotated and status["status"] == "succeeded":
+        annotated = args.out / "annotated" / Path(name).with_suffix(".jpg").name
+        annotated.parent.mkdir(exist_ok=True)
+        annotated.write_bytes(api.annotated(status["task_id"]))
+    sys.stderr.write(f"done: 1 {status['status']}\n")
+    return 0 if status["status"] == "succeeded" else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     url, key = settings(args)
@@ -150,8 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(args.out / MANIFEST)
     manifest.plan(list(images), args.chunk)
+    single = len(manifest.chunks) == 1 and len(manifest.chunks[0]["files"]) == 1
     try:
         with Client(url, key) as api:
+            if single and manifest.chunks[0]["batch_id"] is None:
+                [image] = images.values()
+                return detect_one(api, manifest.chunks[0], image, args)
             submit(api, manifest, images, args.model, args.max_side)
             batch_ids = [c["batch_id"] for c in manifest.chunks]
             states = follow(api, batch_ids, sum(len(c["files"]) for c in manifest.chunks))

@@ -20,6 +20,7 @@ from mlprod_client.shrink import shrink_part
 # ml_common.schemas.FINAL_STATES as the API sends them: the SDK installs without the server, so
 # it cannot import them (tests/unit/test_schemas.py holds the two equal)
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
+MAX_WAIT_S = 60.0  # the most a request may wait for its task (`Prefer: wait`, `?wait=`)
 Source = Path | str | bytes
 Named = Source | tuple[str, Source]  # a source, or (the name the API should keep, source)
 
@@ -59,6 +60,16 @@ def _checked(response: httpx.Response) -> httpx.Response:
 def _json(response: httpx.Response) -> dict[str, Any]:
     body: dict[str, Any] = _checked(response).json()
     return body
+
+
+def _submitted(response: httpx.Response) -> tuple[dict[str, Any], bool]:
+    """The body of an upload's answer, and whether it is the finished task (200) rather than
+    its id (202)."""
+    return _json(response), response.status_code == 200
+
+
+def _wait_left(wait: float, started: float) -> float:
+    return max(wait - (time.monotonic() - started), 0.0)
 
 
 def _progress(response: httpx.Response) -> BatchProgress:
@@ -114,6 +125,29 @@ class _Requests:
         return request
 
     @staticmethod
+    def detect_raw(
+        image: Source, name: str | None, model: str | None, key: str | None, wait: float,
+        stack: ExitStack, max_side: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """One image as the raw body, asking the API to answer once it is done (`Prefer`)."""
+        part = _file_part(image, name, stack)
+        (name, body), original_size = shrink_part(part, max_side) if max_side else (part, None)
+        if not isinstance(body, bytes):
+            body = body.read()  # one image: the async client too
+        params = {"filename": name, **({"model": model} if model else {})}
+        if original_size:  # boxes come back in the photo's pixels
+            params["original_size"] = original_size
+        headers = {"Content-Type": "application/octet-stream", "Prefer": f"wait={wait:g}"}
+        return {
+            "method": "POST",
+            "url": "/detections",
+            "content": body,
+            "params": params,
+            "headers": {**headers, **({"Idempotency-Key": key} if key else {})},
+            "timeout": wait + 30,
+        }
+
+    @staticmethod
     def upload(
         route: str, files: list[tuple[str, Any]], model: str | None, key: str | None
     ) -> dict[str, Any]:
@@ -152,10 +186,40 @@ class Client:
             request = _Requests.detect(image, name, model, idempotency_key, stack, max_side)
             return str(_json(self._http.request(**request))["task_id"])
 
+    def detect_wait(
+        self, image: Source, *, wait: float = 120, name: str | None = None,
+        model: str | None = None, idempotency_key: str | None = None,
+        max_side: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Submit one image and return its status once finished, in one request when it
+        finishes within a minute (`Prefer: wait`); else waits on the task, `wait` s in all.
+        The status is not final only if `wait` ran out first. `max_side` as for `detect`."""
+        started = time.monotonic()
+        with ExitStack() as stack:
+            first = min(wait, MAX_WAIT_S)
+            request = _Requests.detect_raw(
+                image, name, model, idempotency_key, first, stack, max_side
+            )
+            body, finished = _submitted(self._http.request(**request))
+        while not finished and (left := _wait_left(wait, started)) > 0:
+            body = self.task(body["task_id"], wait=min(left, MAX_WAIT_S))
+            finished = body["status"] in FINAL
+        return body
+
     def task(self, task_id: str, wait: float = 0) -> dict[str, Any]:
         """The task's status; with `wait`, up to that many seconds for it to finish."""
         params = {"wait": wait}
         return _json(self._http.get(f"/detections/{task_id}", params=params, timeout=wait + 30))
+
+    def task_export(self, task_id: str, fmt: str = "jsonl") -> bytes:
+        """One task as jsonl, csv or coco."""
+        params = {"format": fmt}
+        response = self._http.get(f"/detections/{task_id}/export", params=params)
+        return _checked(response).content
+
+    def annotated(self, task_id: str) -> bytes:
+        """The task's image with its boxes drawn (JPEG)."""
+        return _checked(self._http.get(f"/detections/{task_id}/image")).content
 
     def create_batch(
         self, images: Iterable[Named], *, model: str | None = None,
@@ -220,6 +284,26 @@ class AsyncClient:
             else:
                 request = _Requests.detect(*args)
             return str(_json(await self._http.request(**request))["task_id"])
+
+    async def detect_wait(
+        self, image: Source, *, wait: float = 120, name: str | None = None,
+        model: str | None = None, idempotency_key: str | None = None,
+        max_side: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """As `Client.detect_wait`."""
+        started = time.monotonic()
+        with ExitStack() as stack:
+            first = min(wait, MAX_WAIT_S)
+            args = (image, name, model, idempotency_key, first, stack, max_side)
+            if max_side:  # shrinking a photo takes a few hundred CPU-ms: not on the loop
+                request = await asyncio.to_thread(_Requests.detect_raw, *args)
+            else:
+                request = _Requests.detect_raw(*args)
+            body, finished = _submitted(await self._http.request(**request))
+        while not finished and (left := _wait_left(wait, started)) > 0:
+            body = await self.task(body["task_id"], wait=min(left, MAX_WAIT_S))
+            finished = body["status"] in FINAL
+        return body
 
     async def task(self, task_id: str, wait: float = 0) -> dict[str, Any]:
         params = {"wait": wait}

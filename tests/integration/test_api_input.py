@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -304,6 +305,12 @@ def test_file_names_never_reach_the_disk(
         assert r.status_code == 202, r.text
         task_id = r.json()["task_id"]
         assert [p.parts[::2] for p in everything] == [("upload", f"{task_id}.jpg")]
+        # the raw body's name, in the query: the same
+        name = filename.decode(errors="replace")
+        raw = raw_upload(api, encode(photo("coffee").resize((60, 40))), params={"filename": name})
+        assert raw.status_code == 202, raw.text
+        assert len(stored_files(api_settings)) == 2
+        assert f"{raw.json()['task_id']}.jpg" in {p.name for p in stored_files(api_settings)}
         return
     assert stored_files(api_settings) == []
 
@@ -586,3 +593,172 @@ def test_a_bad_callback_url_is_422_before_anything_is_stored(
     assert r.json()["code"] == "invalid_callback_url"
     assert stored_files(api_settings) == []
     assert not redis.Redis.from_url(RESULTS_DB).keys("mlprod:task:*")
+
+
+# -- the raw-body upload: the same checks and errors as the form's ----------------------------
+
+
+def raw_upload(
+    api: tuple[TestClient, dict[str, str]], data: bytes, ctype: str = "image/jpeg",
+    params: dict[str, str] | None = None, **headers: str,
+) -> Any:  # fmt: skip
+    client, auth = api
+    return client.post("/api/v1/detections", content=data, params=params,
+                       headers={**auth, "Content-Type": ctype, **headers})  # fmt: skip
+
+
+def test_a_raw_body_upload_is_stored_under_its_real_type_with_its_name(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings
+) -> None:
+    png = encode(photo("coffee").resize((120, 80)), "PNG")
+    r = raw_upload(api, png, "application/octet-stream", {"filename": "cup.jpg"})
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/api/v1/detections/{r.json()['task_id']}"
+    [stored] = stored_files(api_settings)
+    assert stored.name == f"{r.json()['task_id']}.png"
+    record = redis.Redis.from_url(RESULTS_DB, decode_responses=True).hgetall(
+        records.record_key(r.json()["task_id"])
+    )
+    assert record["name"] == "cup.jpg"
+    # the name may come in a Content-Disposition header instead (RFC 6266, filename* too)
+    disposition = "attachment; filename*=UTF-8''caf%C3%A9.png"
+    r = raw_upload(api, png, "image/png", **{"Content-Disposition": disposition})
+    record = redis.Redis.from_url(RESULTS_DB, decode_responses=True).hgetall(
+        records.record_key(r.json()["task_id"])
+    )
+    assert record["name"] == "café.png"
+
+
+BAD_RAW_CASES = {
+    "empty": (b"", "image/jpeg", {}, 422, "invalid_image"),
+    "not-an-image": (b"this is not an image" * 10, "image/jpeg", {}, 415,
+                     "unsupported_media_type"),
+    "truncated-jpeg": (encode(photo("astronaut"))[:3000], "image/jpeg", {}, 422, "invalid_image"),
+    "tiff": (encode(photo("coffee").resize((60, 40)), "TIFF"), "image/tiff", {}, 415,
+             "unsupported_media_type"),
+    "too-large": (encode(photo("astronaut"), "PNG"), "image/png", {}, 413, "payload_too_large"),
+    "bomb": (encode(Image.new("1", (20_000, 20_000)), "PNG"), "image/png", {}, 422,
+             "image_too_large"),
+    "unknown-model": (encode(photo("coffee")), "image/jpeg", {"model": "nope"}, 422,
+                      "unknown_model"),
+    "bad-callback": (encode(photo("coffee")), "image/jpeg", {"callback_url": "ftp://x/"}, 422,
+                     "invalid_callback_url"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("data", "ctype", "params", "status", "code"), BAD_RAW_CASES.values(), ids=BAD_RAW_CASES
+)
+def test_bad_raw_uploads_get_the_forms_errors_and_store_nothing(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings, data: bytes, ctype: str,
+    params: dict[str, str], status: int, code: str,
+) -> None:  # fmt: skip
+    raw = raw_upload(api, data, ctype, params)
+    form = post(api, {"file": ("x", data, ctype)}, data=params or None)
+    assert (raw.status_code, raw.json()["code"]) == (status, code), raw.text
+    assert (form.status_code, form.json()["code"]) == (status, code), form.text
+    assert stored_files(api_settings) == []
+    assert not redis.Redis.from_url(RESULTS_DB).keys("mlprod:task:*")
+
+
+def test_a_raw_stream_past_the_limit_is_413_while_it_streams(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings
+) -> None:
+    """No Content-Length: the body is refused once it passes the limit, not after."""
+    sent = []
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):  # 6.4 MB offered, 200 kB allowed
+            sent.append(1)
+            yield b"\xff" * 65536
+
+    r = raw_upload(api, chunks(), "image/jpeg")  # type: ignore[arg-type]
+    assert (r.status_code, r.json()["code"]) == (413, "payload_too_large"), r.text
+    assert stored_files(api_settings) == []
+
+
+def test_idempotency_holds_on_the_raw_path_and_checks_name_and_callback(
+    api: tuple[TestClient, dict[str, str]], api_settings: Settings
+) -> None:
+    """Issue 24: a retry with another callback or file name is 409, not the first task."""
+    data = encode(photo("coffee").resize((120, 80)))
+    key = {"Idempotency-Key": f"raw-{uuid.uuid4()}"}
+    first = raw_upload(api, data, params={"filename": "a.jpg"}, **key)
+    again = raw_upload(api, data, params={"filename": "a.jpg"}, **key)
+    assert first.status_code == again.status_code == 202, again.text
+    assert first.json()["task_id"] == again.json()["task_id"]
+    changed = [
+        {"filename": "b.jpg"},
+        {"filename": "a.jpg", "callback_url": "https://example.com/hook"},
+    ]
+    for params in changed:
+        r = raw_upload(api, data, params=params, **key)
+        assert (r.status_code, r.json()["code"]) == (409, "idempotency_key_reused"), r.text
+    # the same on the form: another callback is another request
+    form_key = {"Idempotency-Key": f"form-{uuid.uuid4()}"}
+    client, auth = api
+    files = {"file": ("a.jpg", data, "image/jpeg")}
+    first = client.post("/api/v1/detections", files=files, headers={**auth, **form_key})
+    r = client.post("/api/v1/detections", files=files, headers={**auth, **form_key},
+                    data={"callback_url": "https://example.com/hook"})  # fmt: skip
+    assert first.status_code == 202 and r.status_code == 409, r.text
+    assert len(stored_files(api_settings)) == 2
+
+
+def test_raw_uploads_count_against_the_rate_limit_per_key(api_settings: Settings) -> None:
+    limited = api_settings.model_copy(update={"rate_limit_per_minute": 2})
+    store = ApiKeyStore.from_settings(limited)
+    alice, bob = (store.create(name)[0] for name in ("alice", "bob"))
+    if time.time() % 60 > 55:  # the limit is per clock minute: stay inside one
+        time.sleep(61 - time.time() % 60)
+    image = encode(photo("coffee").resize((60, 40)))
+    try:
+        with TestClient(create_app(limited)) as client:
+            codes = [
+                client.post("/api/v1/detections", content=image, headers={
+                    "Authorization": f"Bearer {key}", "Content-Type": "image/jpeg",
+                }).status_code
+                for key in (alice, alice, alice, bob)
+            ]  # fmt: skip
+    finally:
+        redis.Redis.from_url(RESULTS_DB).flushdb()
+    assert codes == [202, 202, 429, 202]
+
+
+def test_prefer_wait_without_a_worker_is_202_once_the_wait_ends(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    r = raw_upload(api, encode(photo("coffee")), **{"Prefer": "respond-async, wait=0.2"})
+    assert r.status_code == 202, r.text
+    assert r.headers["preference-applied"] == "wait=0.2"
+    assert set(r.json()) == {"task_id", "status", "links"} and r.json()["status"] == "queued"
+
+
+def test_prefer_wait_counts_in_the_keys_open_waits_and_only_its_own(
+    api_settings: Settings,
+) -> None:
+    """With all its places for waits taken, a key's Prefer: wait is not honoured (202 at
+    once, no Preference-Applied); another key's still is."""
+    one_wait = api_settings.model_copy(update={"max_waits_per_key": 1})
+    store = ApiKeyStore.from_settings(one_wait)
+    alice, bob = ({"Authorization": f"Bearer {store.create(n)[0]}"} for n in ("alice", "bob"))
+    image = encode(photo("coffee").resize((60, 40)))
+    upload = {"content": image, "params": {"filename": "x.jpg"}}
+    with TestClient(create_app(one_wait)) as client:
+        first = client.post("/api/v1/detections", **upload,
+                            headers={**alice, "Content-Type": "image/jpeg"})  # fmt: skip
+        task_id = first.json()["task_id"]
+        holder = threading.Thread(
+            target=client.get, args=(f"/api/v1/detections/{task_id}",),
+            kwargs={"params": {"wait": 3}, "headers": alice},
+        )  # fmt: skip
+        holder.start()
+        time.sleep(0.5)  # the long-poll holds alice's one place
+        prefer = {"Content-Type": "image/jpeg", "Prefer": "wait=2"}
+        mine = client.post("/api/v1/detections", **upload, headers={**alice, **prefer})
+        theirs = client.post("/api/v1/detections", **upload,
+                             headers={**bob, **prefer, "Prefer": "wait=0.1"})  # fmt: skip
+        holder.join()
+    redis.Redis.from_url(RESULTS_DB).flushdb()
+    assert mine.status_code == 202 and "preference-applied" not in mine.headers
+    assert theirs.status_code == 202 and theirs.headers["preference-applied"] == "wait=0.1"

@@ -10,6 +10,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -153,6 +154,24 @@ def test_an_idempotency_key_with_another_body_is_409(api: Api) -> None:
     assert first.json()["batch_id"] == again.json()["batch_id"]  # type: ignore[attr-defined]
     r = post_batch(api, [("a.jpg", jpeg(2))], **key)
     assert r.status_code == 409 and r.json()["code"] == "idempotency_key_reused"  # type: ignore[attr-defined]
+
+
+def test_an_idempotency_key_with_another_callback_or_name_is_409(api: Api) -> None:
+    """A retry with a new callback must not silently get the first batch, without it."""
+    client, auth = api
+    headers = {**auth, "Idempotency-Key": "retry-callback"}
+
+    def send(name: str, callback: str | None) -> Any:
+        data = {"callback_url": callback} if callback else None
+        return client.post("/api/v1/batches", headers=headers, data=data,
+                           files=[("files", (name, jpeg(1), "image/jpeg"))])  # fmt: skip
+
+    first = send("a.jpg", None)
+    assert first.status_code == 202, first.text
+    assert send("a.jpg", None).json()["batch_id"] == first.json()["batch_id"]
+    for name, callback in (("a.jpg", "https://example.com/hook"), ("b.jpg", None)):
+        r = send(name, callback)
+        assert (r.status_code, r.json()["code"]) == (409, "idempotency_key_reused"), r.text
 
 
 def test_cancel_a_queued_task_then_again(api: Api) -> None:

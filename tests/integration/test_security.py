@@ -123,6 +123,14 @@ def test_every_answer_carries_the_security_headers(security_settings: Settings) 
     assert answers["431"].json()["code"] == "headers_too_large"
 
 
+# The raw-body upload's name (kept as the record's name, never reaching the disk: see
+# test_file_names_never_reach_the_disk), model (one of the served) and callback URL (checked)
+# come in the query; `Prefer: wait=N` is read as a number of seconds.
+RAW_UPLOAD_FIELDS = {
+    ("query", "filename"), ("query", "model"), ("query", "callback_url"), ("header", "Prefer"),
+}  # fmt: skip
+
+
 def test_no_endpoint_takes_a_path_from_the_request(security_settings: Settings) -> None:
     with TestClient(create_app(security_settings)) as client:
         spec = client.get("/api/openapi.json").json()
@@ -139,14 +147,19 @@ def test_no_endpoint_takes_a_path_from_the_request(security_settings: Settings) 
                     assert "$ref" in schema or "enum" in schema, path  # a choice, never a name
                 elif (param["in"], param["name"]) == ("header", "Idempotency-Key"):
                     assert schema["anyOf"][0]["maxLength"] <= 255, path  # hashed, never a path
+                elif (param["in"], param["name"]) in RAW_UPLOAD_FIELDS:
+                    assert path == "/api/v1/detections", path  # what a raw body's form holds
                 else:
                     numbers = {"wait", "timeout", "offset", "limit"}
                     assert param["in"] == "query" and param["name"] in numbers, path
                     assert schema["type"] in ("number", "integer")
             body = operation.get("requestBody")
             if body is not None:
-                [media] = body["content"]
+                media, *raw = body["content"]
                 assert media == "multipart/form-data"
+                for kind in raw:  # the raw-body upload: bytes checked by content, no name
+                    assert body["content"][kind]["schema"]["format"] == "binary", path
+                    assert kind.startswith("image/") or kind == "application/octet-stream"
     assert seen_path_params == {"task_id", "batch_id"}
 
 

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from ml_api.app import create_app
 from ml_api.metrics import OperationsCollector
 from ml_celery import metrics as worker_metrics
+from ml_common.apikeys import ApiKeyStore
 from ml_common.contract import DETECT_TASK
 from ml_common.records import ReadyModel, ready_key
 from ml_common.schemas import DetectionResult, StageTimings
@@ -49,23 +50,27 @@ def valkey_settings(redis_url: str, tmp_path: Path) -> Settings:
 def test_requests_are_counted_by_route_template_and_uploads_by_bytes(
     valkey_settings: Settings,
 ) -> None:
-    client = TestClient(create_app(valkey_settings))
-    task = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
-    before = client.get("/metrics").text
-    client.get(f"/api/v1/detections/{task}")
-    client.get("/no/such/path")
-    client.post("/api/v1/detections", files={"file": ("a.jpg", b"x" * 5000, "image/jpeg")})
-    after = client.get("/metrics").text
-    route = "/api/v1/detections/{task_id}"
-    counted = value(after, "mlprod_http_requests_total", method="GET", route=route, status="401")
-    assert counted == (value(before, "mlprod_http_requests_total", method="GET", route=route,
-                             status="401") or 0) + 1  # fmt: skip
-    assert value(after, "mlprod_http_requests_total", method="GET", route="unmatched",
-                 status="404")  # fmt: skip
-    assert task not in after
-    uploaded = value(after, "mlprod_upload_bytes_sum", route="/api/v1/detections") or 0
-    assert uploaded - (value(before, "mlprod_upload_bytes_sum", route="/api/v1/detections")
-                       or 0) > 5000  # fmt: skip
+    with TestClient(create_app(valkey_settings)) as client:  # the lifespan opens the queue
+        task = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+        before = client.get("/metrics").text
+        client.get(f"/api/v1/detections/{task}")
+        client.get("/no/such/path")
+        plain, _ = ApiKeyStore.from_settings(valkey_settings).create("metrics")
+        auth = {"Authorization": f"Bearer {plain}"}  # without a key the body is never read
+        client.post("/api/v1/detections", files={"file": ("a.jpg", b"x" * 5000)}, headers=auth)
+        after = client.get("/metrics").text
+        route = "/api/v1/detections/{task_id}"
+        counted = value(
+            after, "mlprod_http_requests_total", method="GET", route=route, status="401"
+        )
+        assert counted == (value(before, "mlprod_http_requests_total", method="GET", route=route,
+                                 status="401") or 0) + 1  # fmt: skip
+        assert value(after, "mlprod_http_requests_total", method="GET", route="unmatched",
+                     status="404")  # fmt: skip
+        assert task not in after
+        uploaded = value(after, "mlprod_upload_bytes_sum", route="/api/v1/detections") or 0
+        assert uploaded - (value(before, "mlprod_upload_bytes_sum", route="/api/v1/detections")
+                           or 0) > 5000  # fmt: skip
 
 
 def test_with_a_metrics_token_only_a_scrape_that_sends_it_is_answered(

@@ -30,7 +30,7 @@ from ml_api.errors import documented
 from ml_api.exports import ExportFormat, ExportItem
 from ml_api.intake import UPLOAD_BODY, Intake, archive_limits, form_files
 from ml_api.results import build_status, state_of
-from ml_api.submit import start_batch
+from ml_api.submit import fingerprint, start_batch
 from ml_common.models import resolve_model
 from ml_common.records import TaskRecord
 from ml_common.schemas import (
@@ -83,8 +83,9 @@ async def create_batch(
         callback = check_callback_url(callback_url) if callback_url else key.callback_url
         model = resolve_model(settings, requested)
         intake = await run_in_threadpool(Intake.check, files, archive_limits(settings), sizes)
-        fingerprint = await run_in_threadpool(intake.fingerprint) + model
-        async with claims.once(key.key_id, idempotency_key, fingerprint, batch.batch_id) as earlier:
+        files_digest = await run_in_threadpool(intake.fingerprint)  # names and bytes
+        digest = fingerprint(files_digest, model, callback, repr(sizes))
+        async with claims.once(key.key_id, idempotency_key, digest, batch.batch_id) as earlier:
             if earlier is None:
                 await start_batch(intake, batch, submitter, batches, settings, model, callback)
     batch_id = earlier or batch.batch_id

@@ -9,33 +9,36 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ml_api.annotate import annotated_image, annotated_url
 from ml_api.deps import (
     ApiKeyDep,
-    IdempotencyDep,
     IdempotencyKeyHeader,
-    LimiterDep,
     ResultsDep,
     SettingsDep,
     StorageDep,
-    SubmitterDep,
     TasksDep,
+    Uploading,
+    UploadingDep,
 )
 from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
 from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
-from ml_api.originals import OriginalSizeDep
-from ml_api.results import links_for
-from ml_api.submit import StageTimer, Upload, fingerprint
-from ml_common.errors import BackendUnavailable, PayloadTooLarge, TaskNotFinished
+from ml_api.originals import ORIGINAL_SIZE_QUERY, parse_original_size
+from ml_api.results import ResultReader, links_for, preferred_wait, watch
+from ml_api.submit import StageTimer, Upload, upload_fingerprint
+from ml_api.uploads import SINGLE_UPLOAD_BODY, Received, receive_upload
+from ml_common.apikeys import ApiKey
+from ml_common.errors import BackendUnavailable, TaskNotFinished, TooManyWaits
 from ml_common.models import resolve_model
 from ml_common.schemas import FINAL_STATES, Cancelled, ErrorOut, TaskCreated, TaskState, TaskStatus
+from ml_common.settings import Settings
 from ml_common.stagemetrics import observe_stage
 from ml_common.webhooks import check_callback_url
 
@@ -57,54 +60,145 @@ class SingleFormat(str, Enum):
 SINGLE_MEDIA_TYPES = [MEDIA_TYPES[ExportFormat(f.value)].split(";")[0] for f in SingleFormat]
 
 
-@router.post("", status_code=202, responses={**UPLOAD_ERRORS, **documented(409)})
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {"model": TaskCreated, "description": "queued: follow the links for its result"},
+    200: {
+        "model": TaskStatus,
+        "description": "with `Prefer: wait=N`: the task ended within N seconds (the body a "
+        "GET of the task gives); `Preference-Applied: wait=N` says the wait was honoured",
+    },
+}
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        alias="Prefer",
+        description="`wait=N` (RFC 7240, N at most 60): answer 200 with the finished task if "
+        "it ends within N seconds, else 202 as without it. The wait takes one of the key's "
+        "places for open waits (ML_MAX_WAITS_PER_KEY); with none left it is not honoured",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=TaskCreated,
+    responses={**UPLOAD_ERRORS, **documented(409), **ACCEPTED},
+    openapi_extra=SINGLE_UPLOAD_BODY,
+)
 async def create_detection(
-    file: Annotated[UploadFile, File(description="a JPEG, PNG, WebP, BMP or GIF image")],
-    response: Response,
+    request: Request,
     key: ApiKeyDep,
-    settings: SettingsDep,
-    submitter: SubmitterDep,
-    claims: IdempotencyDep,
-    limiter: LimiterDep,
+    uploading: UploadingDep,
     idempotency_key: IdempotencyKeyHeader = None,
+    prefer: PreferHeader = None,
+    filename: Annotated[
+        str | None, Query(max_length=1024, description="the raw body's file name")
+    ] = None,
     model: Annotated[
-        str | None, Form(description="a served model (GET /api/v1/models); default if absent")
+        str | None, Query(description="a served model (GET /api/v1/models); default if absent")
     ] = None,
     callback_url: Annotated[
-        str | None, Form(description="POSTed a signed event when the task ends (webhooks)")
+        str | None, Query(description="POSTed a signed event when the task ends (webhooks)")
     ] = None,
-    original_size: OriginalSizeDep = None,
-) -> TaskCreated:
+    original_size: ORIGINAL_SIZE_QUERY = None,
+) -> Response:
     """Accept an image and queue it for detection; poll or stream the returned links.
 
-    With an `Idempotency-Key`, a retry with the same key and file returns the same task."""
-    await limiter.hit(key.key_id, "upload")
-    callback = check_callback_url(callback_url) if callback_url is not None else key.callback_url
+    The image comes as a multipart form's `file`, or as the whole body with its image
+    Content-Type (or `application/octet-stream`): then its name goes in `?filename=` or a
+    `Content-Disposition` header. A form's `model` and `callback_url` fields win over the
+    query's. With an `Idempotency-Key`, a retry with the same key, file, file name, model and
+    callback URL returns the same task; with anything else changed it is 409."""
+    await uploading.limiter.hit(key.key_id, "upload")
     timer = StageTimer()
-    data = await file.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        raise PayloadTooLarge(f"the upload exceeds the limit of {settings.max_upload_bytes} bytes")
+    got = await receive_upload(request, uploading.settings.max_upload_bytes)
     timer.lap("receive")
-    chosen = resolve_model(settings, model)
-    upload = Upload(
-        data,
+    query = {"filename": filename, "model": model, "callback_url": callback_url}
+    upload = _upload(got, key, uploading.settings, query, original_size)
+    wait_s = preferred_wait(prefer or "")
+    if wait_s is None:
+        task_id = await _submit_once(upload, uploading, idempotency_key, timer)
+        return _accepted(task_id, timer)
+    status = None
+    results = uploading.results
+    async with watch(results, upload.task_id, key.key_id) as watching:
+        task_id = await _submit_once(upload, uploading, idempotency_key, timer)
+        if watching is None:  # the key holds all its places: answered without waiting
+            return _accepted(task_id, timer)
+        if task_id == upload.task_id:
+            status = await watching.final(wait_s)
+    if task_id != upload.task_id:  # a retry of an earlier request: wait on that task
+        status = await _final(results, task_id, key.key_id, wait_s)
+    return _accepted(task_id, timer, status, f"wait={wait_s:g}")
+
+
+def _upload(
+    got: Received,
+    key: ApiKey,
+    settings: Settings,
+    query: dict[str, str | None],
+    original_size: str | None,
+) -> Upload:
+    """The upload of `got`, its form's fields first, then the query's (`query`)."""
+    requested = got.callback_url if got.callback_url is not None else query["callback_url"]
+    callback = check_callback_url(requested) if requested else key.callback_url
+    size = got.original_size if got.original_size is not None else original_size
+    return Upload(
+        got.data,
         key.key_id,
-        name=file.filename or "",
+        name=got.name or query["filename"] or "",
         task_id=str(uuid.uuid4()),
-        model=chosen,
+        model=resolve_model(settings, got.model if got.model is not None else query["model"]),
         callback_url=callback,
-        original_size=original_size,
+        original_size=parse_original_size(size) if size else None,
     )
-    digest = fingerprint(data, chosen) if idempotency_key else ""  # 1.8 ms on 3 MB: if asked
-    async with claims.once(key.key_id, idempotency_key, digest, upload.task_id) as done:
-        task_id = done or (await submitter.submit(upload, timer)).task_id
-    response.headers["Server-Timing"] = timer.header()
+
+
+async def _submit_once(
+    upload: Upload, uploading: Uploading, idempotency_key: str | None, timer: StageTimer
+) -> str:
+    """Submit `upload`, or with an Idempotency-Key seen before, the task that key got."""
+    # the digest takes 1.8 ms on 3 MB: only when asked
+    digest = upload_fingerprint(upload) if idempotency_key else ""
+    claims = uploading.claims
+    async with claims.once(upload.owner, idempotency_key, digest, upload.task_id) as done:
+        return done or (await uploading.submitter.submit(upload, timer)).task_id
+
+
+async def _final(
+    results: ResultReader, task_id: str, owner: str, wait_s: float
+) -> TaskStatus | None:
+    try:
+        statuses = [s async for s in results.updates(task_id, owner, timeout_s=wait_s)]
+    except TooManyWaits:  # its place was taken in between: answered without waiting
+        return None
+    return statuses[-1]
+
+
+def json_response(
+    body: BaseModel, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """`body` serialised once (a declared response model would be validated and dumped again)."""
+    return Response(body.model_dump_json(), status, headers, media_type="application/json")
+
+
+def _accepted(
+    task_id: str, timer: StageTimer, status: TaskStatus | None = None, applied: str = ""
+) -> Response:
+    """202 with the new task's links; 200 with its status when it ended while we waited."""
     links = links_for(task_id)
-    response.headers["Location"] = links.self
-    return TaskCreated(task_id=task_id, status=TaskState.queued, links=links)
+    headers = {"Location": links.self, "Server-Timing": timer.header()}
+    if applied:
+        headers["Preference-Applied"] = applied
+    if status is not None and status.status in FINAL_STATES:
+        return json_response(status, 200, headers)
+    return json_response(
+        TaskCreated(task_id=task_id, status=TaskState.queued, links=links), 202, headers
+    )
 
 
-@router.get("/{task_id}", responses=ERRORS)
+@router.get("/{task_id}", response_model=TaskStatus, responses=ERRORS)
 async def get_detection(
     task_id: uuid.UUID,
     key: ApiKeyDep,
@@ -112,12 +206,12 @@ async def get_detection(
     wait: Annotated[
         float, Query(ge=0, le=60, description="seconds to wait for the task to finish")
     ] = 0,
-) -> TaskStatus:
+) -> Response:
     """The task's state, timestamps, and its result or error once finished."""
     if not wait:
-        return await results.status(str(task_id), key.key_id)
+        return json_response(await results.status(str(task_id), key.key_id))
     statuses = [s async for s in results.updates(str(task_id), key.key_id, timeout_s=wait)]
-    return statuses[-1]
+    return json_response(statuses[-1])
 
 
 @router.get(
