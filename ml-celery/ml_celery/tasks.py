@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from datetime import datetime
 from typing import Any
 
 import redis
-from celery import Task, signals
+from celery import Task, signals, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from ml_celery import metrics
+from ml_celery.backend import state_meta
 from ml_celery.celery_app import app
 from ml_celery.pipeline import analyse
 from ml_celery.webhooks import announce_end
@@ -46,6 +48,17 @@ def _queue_wait_ms(created_at: str) -> float | None:
     return round((time.time() - created.timestamp()) * 1000, 3)
 
 
+def _start(task: Task[Any, Any], task_id: str) -> bool:
+    """Store and publish STARTED as Celery would (`task_track_started`), with started_at on
+    the record, in one round trip; whether the task was cancelled while queued."""
+    meta = state_meta(
+        task.backend, task_id, {"pid": os.getpid(), "hostname": task.request.hostname},
+        states.STARTED, task.request,
+    )  # fmt: skip
+    backend: Any = task.backend
+    return _records().start(task_id, meta, int(backend.expires or 0))
+
+
 @app.task(
     name=DETECT_TASK,
     bind=True,
@@ -55,6 +68,7 @@ def _queue_wait_ms(created_at: str) -> float | None:
     retry_backoff=True,
     retry_backoff_max=30,
     max_retries=8,  # about a minute: long enough for a store or Redis to restart
+    track_started=False,  # `_start` stores STARTED, in one round trip with the cancel check
 )
 def detect(
     self: Task[Any, Any],
@@ -73,7 +87,7 @@ def detect(
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)
 
-    if _records().is_cancelled(task_id):  # a durable mark: it outlives restarts and prefetch
+    if _start(self, task_id):  # a durable mark: it outlives restarts and prefetch
         logger.info("task %s: cancelled before inference", task_id, extra={"task_id": task_id})
         self.update_state(state=CANCELLED_STATE, meta={"reason": "cancelled before inference"})
         metrics.observe_outcome(model or default_model(settings), "cancelled")
@@ -93,13 +107,6 @@ def detect(
 
 
 metrics.connect_failure_signals(DETECT_TASK)
-
-
-@signals.task_prerun.connect(sender=detect)
-def _record_start(task_id: str, **_: Any) -> None:
-    # task_prerun runs before Celery stores and publishes STARTED, so a client woken by that
-    # state change already finds started_at.
-    _records().mark_started(task_id)
 
 
 @signals.task_postrun.connect(sender=detect)
