@@ -227,12 +227,18 @@ def measure_in_process(
 
 
 def add_ratios(report: dict[str, Any]) -> None:
+    """Throughput over the in-process and the ceiling's, and the CPU a worker's pool processes
+    spend per image beyond the task's own work in one process (Celery, Redis, logs, metrics)."""
     limit = report.get("ceiling", {}).get("L_images_per_s")
     for e2e in report["end_to_end"].values():
         for photo, by_clients in e2e["runs"].items():
             base = report["in_process"][photo]["images_per_s"]
+            task_cpu = report["in_process"][photo].get("task_cpu_ms_mean")
             for run in by_clients.values():
                 run["ratio_to_in_process"] = round(run["images_per_s"] / base, 3)
+                pool = run["cpu_ms_per_image"].get("worker_children")
+                if task_cpu is not None and pool is not None:
+                    run["pool_cpu_ms_beyond_task"] = round(pool - task_cpu, 2)
                 if limit:
                     run["ratio_to_L"] = round(run["images_per_s"] / limit, 3)
 

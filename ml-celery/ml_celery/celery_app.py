@@ -11,6 +11,7 @@ from celery.schedules import crontab
 from kombu import Queue
 
 from ml_celery import metrics, readiness
+from ml_celery.backend import backend_url
 from ml_common.celery_config import celery_config, queue_arguments
 from ml_common.contract import CLEANUP_TASK
 from ml_common.logs import configure_logging, set_log_context
@@ -25,7 +26,10 @@ logger = logging.getLogger(__name__)
 def create_celery_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("mlprod", include=["ml_celery.tasks", "ml_celery.webhooks"])
-    app.conf.update(celery_config(settings))
+    # the worker's own result backend: one round trip a state (ml_celery.backend)
+    app.conf.update(
+        celery_config(settings), result_backend=backend_url(str(settings.result_backend))
+    )
     # a worker consumes its models' queues (and the shared one: clean-up, older tasks) unless
     # started with --queues
     app.conf.task_queues = [

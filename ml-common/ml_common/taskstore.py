@@ -32,6 +32,39 @@ from ml_common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# Store a Celery state (its meta, kept `ttl` seconds, 0: for ever) and PUBLISH it, unless the
+# task already succeeded: a task redelivered after its result was stored must not overwrite it.
+# Celery's own Redis backend checks with a GET and then SETs: two round trips, and a race.
+_STORE_STATE_FN = """
+local function store_state(key, meta, ttl)
+  local current = redis.call('GET', key)
+  if current then
+    local ok, old = pcall(cjson.decode, current)
+    if ok and type(old) == 'table' and old['status'] == 'SUCCESS' then return 0 end
+  end
+  if tonumber(ttl) > 0 then
+    redis.call('SET', key, meta, 'EX', ttl)
+  else
+    redis.call('SET', key, meta)
+  end
+  redis.call('PUBLISH', key, meta)
+  return 1
+end
+"""
+# KEYS: the meta key; ARGV: the meta, its ttl
+STORE_STATE_LUA = _STORE_STATE_FN + "return store_state(KEYS[1], ARGV[1], ARGV[2])"
+# A task starts: started_at on its record before STARTED is published (a client woken by it
+# finds both), then whether the record carries a cancel mark.
+# KEYS: the meta key, the record key; ARGV: the STARTED meta, its ttl, started_at
+_START_LUA = (
+    _STORE_STATE_FN
+    + f"""
+redis.call('HSET', KEYS[2], '{STARTED_AT}', ARGV[3])
+store_state(KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HEXISTS', KEYS[2], '{CANCELLED_AT}')
+"""
+)
+
 
 class Lookup(NamedTuple):
     """A task's record and Celery's result meta, read together."""
@@ -159,6 +192,7 @@ class RecordStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+        self._start = client.register_script(_START_LUA)
 
     @classmethod
     def connect(cls, settings: Settings) -> RecordStore:
@@ -167,11 +201,12 @@ class RecordStore:
         )
         return cls(client)
 
-    def mark_started(self, task_id: str) -> None:
-        self.redis.hset(record_key(task_id), STARTED_AT, now_iso())
-
-    def is_cancelled(self, task_id: str) -> bool:
-        return bool(self.redis.hexists(record_key(task_id), CANCELLED_AT))
+    def start(self, task_id: str, started_meta: str, ttl_s: int) -> bool:
+        """Mark the task started (its record's started_at, and Celery's STARTED meta, stored
+        and published as Celery's backend would), in one round trip; whether it carries a
+        cancel mark, which the worker honours before inference."""
+        keys = [meta_key(task_id), record_key(task_id)]
+        return bool(self._start(keys=keys, args=[started_meta, ttl_s, now_iso()]))
 
     def get(self, task_id: str) -> TaskRecord | None:
         return TaskRecord.from_hash(task_id, self.redis.hgetall(record_key(task_id)))

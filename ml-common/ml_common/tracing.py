@@ -66,6 +66,12 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER)
 
 
+def tracing_on() -> bool:
+    """Whether this process installed a tracer provider (`setup_tracing` with tracing on):
+    the worker skips making spans nobody records, on every task."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def inject_headers() -> dict[str, str]:
     """The current context as W3C headers (`traceparent`), for a task message."""
     carrier: dict[str, str] = {}
@@ -82,6 +88,8 @@ def extract_context(headers: Mapping[str, Any]) -> Context:
 def record_stages(stages: Mapping[str, float | None], end_ns: int | None = None) -> None:
     """Child spans of the current one for stages that ran back to back (milliseconds each),
     the last ending at `end_ns` (now when None)."""
+    if not tracing_on():
+        return
     end = end_ns or time.time_ns()
     durations = [(name, int(ms * 1e6)) for name, ms in stages.items() if ms is not None]
     start = end - sum(ns for _, ns in durations)
@@ -108,6 +116,8 @@ class TaskSpans:
         self._open: dict[str, tuple[trace.Span, object]] = {}
 
     def start(self, task_id: str, task: Any) -> None:
+        if not tracing_on():
+            return
         headers = message_trace_headers(task)
         span = tracer().start_span(
             str(getattr(task, "name", "task")),

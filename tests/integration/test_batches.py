@@ -87,10 +87,11 @@ def export(live: LiveStack, path: str, fmt: str) -> httpx.Response:
 
 
 def inferences(live: LiveStack) -> dict[str, int]:
-    """How many times the model ran per task id, from the workers' logs."""
+    """How many times the model ran per task id, from the workers' logs (Celery's line of a
+    detect task that succeeded)."""
     counts: dict[str, int] = {}
     for log in live.stack.log_dir.glob("worker*.log"):
-        for task_id in re.findall(r"task ([0-9a-f-]{36}): detected", log.read_text()):
+        for task_id in re.findall(r"detect\[([0-9a-f-]{36})\] succeeded", log.read_text()):
             counts[task_id] = counts.get(task_id, 0) + 1
     return counts
 

@@ -17,17 +17,20 @@ from ml_common.tracing import (
     message_trace_headers,
     record_stages,
     setup_tracing,
+    tracing_on,
 )
 
 
 def test_tracing_is_off_by_default() -> None:
     setup_tracing(Settings(_env_file=None), "off")
     assert inject_headers() == {}
+    assert not tracing_on()  # the worker then makes no spans at all
 
 
 def test_one_trace_from_a_request_through_a_task_message_to_its_stages(tmp_path: Path) -> None:
     spans_file = tmp_path / "spans.jsonl"
     setup_tracing(Settings(_env_file=None, tracing="file", tracing_file=spans_file), "unit")
+    assert tracing_on()
     sent: dict[str, str] = {}
 
     async def endpoint(scope: Any, receive: Any, send: Any) -> None:
