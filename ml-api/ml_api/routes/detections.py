@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/detections", tags=["detections"])
 
 ERRORS = documented(401, 404, 422, 429, 503)
-UPLOAD_ERRORS = documented(401, 413, 415, 422, 429, 503)
+UPLOAD_ERRORS = documented(400, 401, 413, 415, 422, 429, 503)  # 400: a malformed form
 
 
 class SingleFormat(str, Enum):
@@ -77,7 +77,7 @@ async def create_detection(
 
     With an `Idempotency-Key`, a retry with the same key and file returns the same task."""
     await limiter.hit(key.key_id, "upload")
-    callback = check_callback_url(callback_url) if callback_url is not None else key.callback_url
+    callback = check_callback_url(callback_url) if callback_url else key.callback_url
     timer = StageTimer()
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
