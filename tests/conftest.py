@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -92,6 +93,24 @@ def encode(img: Image.Image, fmt: str = "JPEG", **kwargs: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
+
+
+def phone_photo() -> tuple[bytes, tuple[int, int]]:
+    """chelsea upscaled to 12 MP with a sensor's noise, stored turned with EXIF orientation 6
+    as a phone stores a photo held upright (bench/photos.py); and its upright size."""
+    src = photo("chelsea").convert("RGB")
+    scale = (12e6 / (src.width * src.height)) ** 0.5
+    size = (round(src.width * scale), round(src.height * scale))
+    big = np.asarray(src.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
+    noise = np.random.default_rng(0).normal(0, 6, big.shape).astype(np.int16)
+    upright = Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_270).save(
+        buf, format="JPEG", quality=90, exif=exif.tobytes()
+    )
+    return buf.getvalue(), size
 
 
 @pytest.fixture(scope="session")

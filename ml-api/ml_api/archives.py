@@ -40,6 +40,7 @@ class Member:
     name: str
     data: bytes | None
     error: MLProdError | None = None
+    original_size: tuple[int, int] | None = None  # the photo's, when the client shrank it
 
 
 def archive_kind(fh: BinaryIO) -> str | None:

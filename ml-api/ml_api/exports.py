@@ -169,6 +169,6 @@ def write_annotated_zip(
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:  # JPEGs
         for item, name in zip(done, unique_names((i.name for i in done), ".jpg"), strict=True):
             assert item.status.result is not None
-            detections = item.status.result.detections
+            detections = item.status.result.processed_detections()
             image = annotated_image(storage, item.upload_key, detections, max_pixels)
             archive.writestr(name, image)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 from starlette.datastructures import UploadFile
@@ -17,7 +17,14 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from ml_api.archives import ArchiveLimits, Member, archive_kind, check_archive, read_archive
-from ml_common.errors import BatchTooLarge, EmptyBatch, PayloadTooLarge, UnsupportedMedia
+from ml_api.originals import Size, parse_original_size
+from ml_common.errors import (
+    BatchTooLarge,
+    EmptyBatch,
+    InvalidOriginalSize,
+    PayloadTooLarge,
+    UnsupportedMedia,
+)
 from ml_common.settings import Settings
 
 CHUNK = 1024 * 1024
@@ -39,6 +46,12 @@ UPLOAD_BODY: dict[str, Any] = {
                         "callback_url": {
                             "type": "string",
                             "description": "POSTed a signed event when the batch ends (webhooks)",
+                        },
+                        "original_size": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "one per file, in order: WIDTHxHEIGHT of the photo "
+                            "the file was shrunk from, or empty for a file sent whole",
                         },
                     },
                 }
@@ -65,9 +78,12 @@ class Intake:
     limits: ArchiveLimits
     archive: str | None  # "zip" or "tar" when the one part is an archive
     count: int
+    sizes: Sequence[Size | None] = ()  # each file's original_size, when it was shrunk
 
     @classmethod
-    def check(cls, files: Sequence[UploadFile], limits: ArchiveLimits) -> Intake:
+    def check(
+        cls, files: Sequence[UploadFile], limits: ArchiveLimits, sizes: Sequence[Size | None] = ()
+    ) -> Intake:
         """Refuse an empty batch, too many files, or an unsafe archive (blocking: file I/O)."""
         if not files:
             raise EmptyBatch("send one or more images, or one zip or tar archive, as 'files'")
@@ -75,7 +91,12 @@ class Intake:
         count = check_archive(_raw(files[0]), kind, limits) if kind else len(files)
         if count > limits.max_files:
             raise BatchTooLarge(f"a batch may have {limits.max_files} files, this one {count}")
-        return cls(files, limits, kind, count)
+        if sizes and (kind or len(sizes) != len(files)):
+            raise InvalidOriginalSize(
+                "send one original_size per file, in the files' order (empty for a file sent "
+                "whole); an archive's files cannot have one"
+            )
+        return cls(files, limits, kind, count, sizes)
 
     def fingerprint(self) -> str:
         """A digest of every part's name and bytes: what an Idempotency-Key is checked against."""
@@ -95,7 +116,8 @@ class Intake:
             yield from read_archive(_raw(self.files[0]), self.archive, self.limits)
             return
         for index, upload in enumerate(self.files):
-            yield _member(upload, index, self.limits.max_file_bytes)
+            member = _member(upload, index, self.limits.max_file_bytes)
+            yield replace(member, original_size=self.sizes[index]) if self.sizes else member
 
 
 def _raw(upload: UploadFile) -> BinaryIO:
@@ -120,11 +142,14 @@ class BatchFormParser(MultiPartParser):
 @asynccontextmanager
 async def form_files(
     request: Request, max_files: int
-) -> AsyncIterator[tuple[list[UploadFile], str | None, str | None]]:
-    """The form's files, and its `model` and `callback_url` fields (None when absent)."""
+) -> AsyncIterator[tuple[list[UploadFile], str | None, str | None, list[Size | None]]]:
+    """The form's files, its `model` and `callback_url` fields (None when absent), and its
+    `original_size` fields (one per file, or none)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise UnsupportedMedia("send the files as multipart/form-data")
-    parser = BatchFormParser(request.headers, request.stream(), max_files=max_files, max_fields=16)
+    parser = BatchFormParser(
+        request.headers, request.stream(), max_files=max_files, max_fields=16 + max_files
+    )
     try:
         form = await parser.parse()
     except MultiPartException as exc:
@@ -134,10 +159,13 @@ async def form_files(
     try:
         model, callback = form.get("model"), form.get("callback_url")
         files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+        sizes = [parse_original_size(s) if isinstance(s, str) and s else None
+                 for s in form.getlist("original_size")]  # fmt: skip
         yield (
             files,
             model if isinstance(model, str) else None,
             callback if isinstance(callback, str) else None,
+            sizes,
         )
     finally:
         await form.close()

@@ -17,6 +17,7 @@ from ml_api.archives import Member
 from ml_api.batches import BatchRecord, BatchStore
 from ml_api.batchhooks import BatchCallback
 from ml_api.intake import Intake
+from ml_api.originals import Size, check_original_size, upright_size
 from ml_api.queue import TaskQueue
 from ml_common.contract import DetectPayload
 from ml_common.errors import MLProdError
@@ -71,6 +72,7 @@ class Upload:
     task_id: str = ""  # a fresh one when empty
     model: str = ""  # a served model (ml_common.models.resolve_model); "" for the default
     callback_url: str = ""  # checked (ml_common.webhooks.check_callback_url); "" for none
+    original_size: Size | None = None  # the photo's size when the client shrank it (originals)
 
     @property
     def bulk(self) -> bool:
@@ -104,6 +106,8 @@ class Submitter:
             payload["callback_url"] = upload.callback_url
         if upload.batch_id:
             payload["batch_id"] = upload.batch_id
+        if upload.original_size:
+            payload["original_size"] = self._original_size(upload.data, info, upload.original_size)
         # the record first, so that the file and the message go in one hop to a thread
         await self.tasks.create(record)
         try:
@@ -125,6 +129,10 @@ class Submitter:
         if len(data) <= INLINE_CHECK_BYTES and data.startswith(CHEAP_TO_CHECK):
             return inspect_image(data, limits)
         return await run_in_threadpool(inspect_image, data, limits)
+
+    def _original_size(self, data: bytes, info: ImageInfo, claimed: Size) -> list[int]:
+        sent = upright_size(data, info, self.settings.max_image_pixels)
+        return check_original_size(claimed, sent, ImageLimits.from_settings(self.settings))
 
     def _store_and_send(
         self, upload: Upload, payload: DetectPayload, task_id: str, timer: StageTimer
@@ -176,7 +184,8 @@ async def _submit_one(
     hook: BatchCallback | None = None,
 ) -> str:
     data, task_id = member.data or b"", str(uuid.uuid4())
-    upload = Upload(data, batch.owner, member.name, batch.batch_id, task_id, model=model)
+    upload = Upload(data, batch.owner, member.name, batch.batch_id, task_id, model=model,
+                    original_size=member.original_size)  # fmt: skip
     error = member.error
     if error is None:
         try:

@@ -9,7 +9,7 @@ from PIL import ExifTags, Image
 
 from ml_celery.detectors.preprocess import Source
 from ml_common.errors import InvalidImage
-from ml_common.images import DECODE_ERRORS, open_image, to_rgb
+from ml_common.images import DECODE_ERRORS, SWAPS_AXES, open_image, to_rgb
 
 Box = tuple[float, float, float, float]
 
@@ -23,7 +23,6 @@ UPRIGHT: dict[int, Image.Transpose] = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-SWAPS_AXES = frozenset({5, 6, 7, 8})
 # modes Image.reduce takes as they are; others become RGB first, at full size
 REDUCIBLE = frozenset({"RGB", "RGBA", "L", "LA"})
 

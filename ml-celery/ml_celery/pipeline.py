@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
 
 from PIL import Image
 
@@ -24,13 +25,27 @@ def _whole(width: int, height: int) -> tuple[int, int]:
     return width, height
 
 
+def to_original_size(result: DetectionResult, original_size: Sequence[int]) -> DetectionResult:
+    """`result` of an image the client shrank from a photo of `original_size` (checked by the
+    API: the same shape, never smaller): boxes in the photo's pixels, and both sizes said."""
+    width, height = original_size
+    sx, sy = width / result.width, height / result.height
+    detections = [d.scaled(sx, sy) for d in result.detections]
+    return result.model_copy(update={
+        "width": width, "height": height, "detections": detections,
+        "processed_width": result.width, "processed_height": result.height,
+    })  # fmt: skip
+
+
 def analyse(
-    data: bytes, settings: Settings, *, reduced: bool = True, model: str | None = None
-) -> DetectionResult:
+    data: bytes, settings: Settings, *, reduced: bool = True, model: str | None = None,
+    original_size: Sequence[int] | None = None,
+) -> DetectionResult:  # fmt: skip
     """Decode and detect one image with `model` (default: the deployment's default): the
     task's work, without storage or Redis. The image is decoded only as large as the model
     needs, unless `reduced` is False (full decoding, kept to check the reduced decode
-    against); boxes are in the original's pixels either way."""
+    against); boxes are in the original's pixels either way, and in those of
+    `original_size` when the client shrank the photo to send it."""
     detector = load_detector(settings, model)
     t0 = time.perf_counter()
     needed_size = detector.needed_size if reduced else _whole
@@ -38,7 +53,7 @@ def analyse(
     decode_ms = _ms_since(t0)
 
     output = detector.detect(decoded.image, decoded.source)
-    return DetectionResult(
+    result = DetectionResult(
         width=decoded.source.width,
         height=decoded.source.height,
         model_name=detector.name,
@@ -52,6 +67,7 @@ def analyse(
             postprocess_ms=round(output.postprocess_ms + output.preprocess_ms, 3),
         ),
     )
+    return to_original_size(result, original_size) if original_size else result
 
 
 def warm_up(settings: Settings, model: str | None = None) -> None:

@@ -63,12 +63,13 @@ def detect(
     model: str | None = None,
     callback_url: str | None = None,
     batch_id: str | None = None,
+    original_size: list[int] | None = None,
 ) -> dict[str, Any]:
     """Detect objects in the stored upload `upload_key` with `model` (this worker's default
     when None: tasks queued before models had names); returns a DetectionResult as JSON.
     `callback_url` and `batch_id` are read when the task has ended, by `_announce_end` below:
     the outcome is POSTed to `callback_url`, and a batch item's end counts toward its batch's
-    `batch.completed` event."""
+    `batch.completed` event. `original_size`: the photo's size when the client shrank it."""
     settings = get_settings()
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)
@@ -79,7 +80,8 @@ def detect(
         metrics.observe_outcome(model or default_model(settings), "cancelled")
         raise Ignore()
     # the API draws the annotated image
-    result = analyse(_storage().read(upload_key), settings, model=model)
+    data = _storage().read(upload_key)
+    result = analyse(data, settings, model=model, original_size=original_size)
     result.timings.queue_wait_ms = queue_wait
     metrics.observe_result(result, model or default_model(settings))
     timings = result.timings

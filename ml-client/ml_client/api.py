@@ -87,9 +87,10 @@ class DetectionApi:
         return response
 
     async def _post(
-        self, path: str, files: list[tuple[str, FilePart]], model: str | None
-    ) -> httpx.Response:
-        data = {"model": model} if model else {}
+        self, path: str, files: list[tuple[str, FilePart]], model: str | None,
+        fields: dict[str, str] | None = None,
+    ) -> httpx.Response:  # fmt: skip
+        data = ({"model": model} if model else {}) | (fields or {})
         try:
             response = await self.http.post(path, files=files, data=data, headers=self.headers)
         except httpx.TransportError as exc:
@@ -98,9 +99,13 @@ class DetectionApi:
         return response
 
     async def submit(
-        self, filename: str, data: bytes, media_type: str, model: str | None = None
-    ) -> TaskCreated:
-        response = await self._post(DETECTIONS, [("file", (filename, data, media_type))], model)
+        self, filename: str, data: bytes, media_type: str, model: str | None = None,
+        original_size: str | None = None,
+    ) -> TaskCreated:  # fmt: skip
+        """Submit one image; `original_size` (WIDTHxHEIGHT) when the page shrank the photo."""
+        fields = {"original_size": original_size} if original_size else None
+        part = ("file", (filename, data, media_type))
+        response = await self._post(DETECTIONS, [part], model, fields)
         created = TaskCreated.model_validate_json(response.content)
         return created.model_copy(update={"links": client_links(created.task_id)})
 

@@ -58,6 +58,7 @@ async def index(
         "user": user,
         "csrf_token": csrf_token(request),
         "max_upload_bytes": settings.max_upload_bytes,
+        "shrink_max_side": settings.client_shrink_max_side,
         "api_public_url": settings.api_public_url,
         "palette": palette_json(),
         "final_states": [state.value for state in FINAL_STATES],

@@ -15,6 +15,9 @@ class _ModelChoice(TypedDict, total=False):
     model: str  # the served model to run (ml_common.models); absent: the worker's default
     callback_url: str  # where the task's end is POSTed (ml_common.webhooks); absent: nowhere
     batch_id: str  # a batch item's batch: its end counts toward batch.completed (batchhooks)
+    # [width, height] of the photo the client shrank before sending (checked by the API):
+    # the worker gives boxes in its pixels; absent: the upload is the photo itself
+    original_size: list[int]
 
 
 class DetectPayload(_ModelChoice):

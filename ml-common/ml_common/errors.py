@@ -68,6 +68,13 @@ class UnsupportedMedia(MLProdError):
     status = 415
 
 
+class InvalidOriginalSize(MLProdError):
+    """`original_size` is malformed, smaller than the image sent, of another shape, or too big."""
+
+    code = "invalid_original_size"
+    status = 422
+
+
 class UnknownModel(MLProdError):
     code = "unknown_model"
     status = 422

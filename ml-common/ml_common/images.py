@@ -24,6 +24,7 @@ FORMATS: dict[str, tuple[str, str]] = {
 # Formats taken as another: a multi-picture JPEG (MPO, as some cameras write) is its first picture
 ALIASES = {"MPO": "JPEG"}
 ACCEPTED = "JPEG, PNG, WebP, BMP or GIF"
+SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations shown turned by a quarter
 # What Pillow's parsers raise on malformed input, beyond the OSError family.
 DECODE_ERRORS = (
     OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError

@@ -42,6 +42,12 @@ class Detection(BaseModel):
     box: Box
     box_normalized: Box
 
+    def scaled(self, sx: float, sy: float) -> Detection:
+        """The same detection on the image resized by `sx` and `sy` (fractions unchanged)."""
+        b = self.box
+        box = Box(x_min=b.x_min * sx, y_min=b.y_min * sy, x_max=b.x_max * sx, y_max=b.y_max * sy)
+        return self.model_copy(update={"box": box})
+
 
 class StageTimings(BaseModel):
     """Milliseconds spent in each stage of one task, measured where the stage ran."""
@@ -54,6 +60,12 @@ class StageTimings(BaseModel):
 
 
 class DetectionResult(BaseModel):
+    """A task's result; `width` and `height` are the photo's, in whose pixels the boxes are.
+
+    When the client shrank the photo before sending it (`original_size`), `width`/`height` are
+    the original's and `processed_width`/`processed_height` the size of the image received and
+    analysed; both are None when the image sent was the photo itself."""
+
     width: int
     height: int
     model_name: str
@@ -63,6 +75,16 @@ class DetectionResult(BaseModel):
     timings: StageTimings = StageTimings()
     # the minimum score the worker kept; results stored before it was reported used the default
     score_threshold: float = Field(DEFAULT_SCORE_THRESHOLD, ge=0.0, le=1.0)
+    processed_width: int | None = None
+    processed_height: int | None = None
+
+    def processed_detections(self) -> list[Detection]:
+        """The detections in the pixels of the image received (the stored upload), which are
+        the photo's unless the client shrank it."""
+        if self.processed_width is None or self.processed_height is None:
+            return self.detections
+        sx, sy = self.processed_width / self.width, self.processed_height / self.height
+        return [d.scaled(sx, sy) for d in self.detections]
 
 
 class Links(BaseModel):

@@ -14,8 +14,7 @@ import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ MANIFEST = "mlprod-manifest.json"
 CHUNK = 200  # files per batch request
 CONFIG = Path("~/.config/mlprod/config.json").expanduser()
 DEFAULT_API = "http://localhost:8000"
-COMMANDS = "mlprod.commands"  # the entry points that add commands to `mlprod` (entry)
 
 
 def find_images(paths: Sequence[Path]) -> dict[str, Path]:
@@ -76,11 +74,16 @@ class Manifest:
         tmp.replace(self.path)  # a kill mid-write leaves the previous manifest whole
 
 
-def submit(api: Client, manifest: Manifest, images: dict[str, Path], model: str | None) -> None:
+def submit(
+    api: Client, manifest: Manifest, images: dict[str, Path], model: str | None,
+    max_side: int | None = None,
+) -> None:  # fmt: skip
     for chunk in manifest.chunks:
         if chunk["batch_id"] is None:
             named = [(name, images[name]) for name in chunk["files"] if name in images]
-            chunk["batch_id"] = api.create_batch(named, model=model, idempotency_key=chunk["key"])
+            chunk["batch_id"] = api.create_batch(
+                named, model=model, idempotency_key=chunk["key"], max_side=max_side
+            )
             manifest.save()
 
 
@@ -132,6 +135,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("mlprod-results"), help="output folder")
     p.add_argument("--annotated", action="store_true", help="also the annotated images")
     p.add_argument("--chunk", type=int, default=CHUNK, help="files per batch request")
+    p.add_argument(
+        "--max-side", type=int, metavar="N",
+        help="shrink photos whose long side is over N pixels before sending (e.g. 1280; "
+        "needs Pillow); boxes stay in each photo's own pixels",
+    )  # fmt: skip
     return p
 
 
@@ -144,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest.plan(list(images), args.chunk)
     try:
         with Client(url, key) as api:
-            submit(api, manifest, images, args.model)
+            submit(api, manifest, images, args.model, args.max_side)
             batch_ids = [c["batch_id"] for c in manifest.chunks]
             states = follow(api, batch_ids, sum(len(c["files"]) for c in manifest.chunks))
             write_outputs(api, batch_ids, args.out, args)
@@ -155,24 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\nrun the same command again to resume\n")
         return 2
     return summary(states)
-
-
-def entry(argv: Sequence[str] | None = None) -> int:
-    """The `mlprod` command (its one declaration: entry-points.txt beside this module).
-
-    `detect` is this module's; every other command goes to the server's admin CLI, which an
-    install of the whole project registers as the `mlprod.commands` entry point `admin`. The
-    SDK on its own has only `detect`.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["detect"]:
-        return main(argv[1:])
-    admin = [ep for ep in entry_points(group=COMMANDS) if ep.name == "admin"]
-    if not admin:
-        sys.stderr.write("usage: mlprod detect PATH... (see mlprod detect --help)\n")
-        return 2
-    command: Callable[[list[str]], int] = admin[0].load()
-    return command(argv)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from mlprod_client.shrink import shrink_part
+
 # ml_common.schemas.FINAL_STATES as the API sends them: the SDK installs without the server, so
 # it cannot import them (tests/unit/test_schemas.py holds the two equal)
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -88,16 +90,28 @@ class _Requests:
     @classmethod
     def detect(
         cls, image: Named, name: str | None, model: str | None, key: str | None,
-        stack: ExitStack,
+        stack: ExitStack, max_side: int | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        return cls.upload("/detections", [("file", _file_part(image, name, stack))], model, key)
+        part = _file_part(image, name, stack)
+        part, original_size = shrink_part(part, max_side) if max_side else (part, None)
+        request = cls.upload("/detections", [("file", part)], model, key)
+        if original_size:  # boxes come back in the photo's pixels
+            request["params"] = {"original_size": original_size}
+        return request
 
     @classmethod
     def batch(
-        cls, images: Iterable[Named], model: str | None, key: str | None, stack: ExitStack
-    ) -> dict[str, Any]:
-        files = [("files", _file_part(image, None, stack)) for image in images]
-        return cls.upload("/batches", files, model, key)
+        cls, images: Iterable[Named], model: str | None, key: str | None, stack: ExitStack,
+        max_side: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        parts = [_file_part(image, None, stack) for image in images]
+        if not max_side:
+            return cls.upload("/batches", [("files", part) for part in parts], model, key)
+        shrunk = [shrink_part(part, max_side) for part in parts]
+        request = cls.upload("/batches", [("files", part) for part, _ in shrunk], model, key)
+        # one per file, in order; empty for a file sent whole
+        request["data"] = {**(request["data"] or {}), "original_size": [s or "" for _, s in shrunk]}
+        return request
 
     @staticmethod
     def upload(
@@ -129,11 +143,13 @@ class Client:
 
     def detect(
         self, image: Source, *, name: str | None = None, model: str | None = None,
-        idempotency_key: str | None = None,
+        idempotency_key: str | None = None, max_side: int | None = None,
     ) -> str:  # fmt: skip
-        """Submit one image; returns its task id."""
+        """Submit one image; returns its task id. With `max_side`, a photo whose long side is
+        larger is shrunk to it before sending (needs Pillow); boxes still come back in the
+        photo's own pixels."""
         with ExitStack() as stack:
-            request = _Requests.detect(image, name, model, idempotency_key, stack)
+            request = _Requests.detect(image, name, model, idempotency_key, stack, max_side)
             return str(_json(self._http.request(**request))["task_id"])
 
     def task(self, task_id: str, wait: float = 0) -> dict[str, Any]:
@@ -143,11 +159,12 @@ class Client:
 
     def create_batch(
         self, images: Iterable[Named], *, model: str | None = None,
-        idempotency_key: str | None = None,
+        idempotency_key: str | None = None, max_side: int | None = None,
     ) -> str:  # fmt: skip
-        """Submit many images (or one zip/tar archive) as one batch; returns its id."""
+        """Submit many images (or one zip/tar archive) as one batch; returns its id. With
+        `max_side`, each photo larger than that is shrunk first, as `detect` does."""
         with ExitStack() as stack:
-            request = _Requests.batch(images, model, idempotency_key, stack)
+            request = _Requests.batch(images, model, idempotency_key, stack, max_side)
             return str(_json(self._http.request(**request))["batch_id"])
 
     def batch(self, batch_id: str, offset: int = 0, limit: int = 100) -> BatchProgress:
@@ -194,10 +211,14 @@ class AsyncClient:
 
     async def detect(
         self, image: Source, *, name: str | None = None, model: str | None = None,
-        idempotency_key: str | None = None,
+        idempotency_key: str | None = None, max_side: int | None = None,
     ) -> str:  # fmt: skip
         with ExitStack() as stack:
-            request = _Requests.detect(image, name, model, idempotency_key, stack)
+            args = (image, name, model, idempotency_key, stack, max_side)
+            if max_side:  # shrinking a photo takes a few hundred CPU-ms: not on the loop
+                request = await asyncio.to_thread(_Requests.detect, *args)
+            else:
+                request = _Requests.detect(*args)
             return str(_json(await self._http.request(**request))["task_id"])
 
     async def task(self, task_id: str, wait: float = 0) -> dict[str, Any]:
@@ -207,10 +228,14 @@ class AsyncClient:
 
     async def create_batch(
         self, images: Sequence[Named], *, model: str | None = None,
-        idempotency_key: str | None = None,
+        idempotency_key: str | None = None, max_side: int | None = None,
     ) -> str:  # fmt: skip
         with ExitStack() as stack:
-            request = _Requests.batch(images, model, idempotency_key, stack)
+            args = (images, model, idempotency_key, stack, max_side)
+            if max_side:  # shrinking photos takes a few hundred CPU-ms each: not on the loop
+                request = await asyncio.to_thread(_Requests.batch, *args)
+            else:
+                request = _Requests.batch(*args)
             return str(_json(await self._http.request(**request))["batch_id"])
 
     async def batch(self, batch_id: str, offset: int = 0, limit: int = 100) -> BatchProgress:

@@ -78,10 +78,11 @@ async def create_batch(
     """
     await limiter.hit(key.key_id, "batch")
     batch = BatchRecord.new(str(uuid.uuid4()), key.key_id)
-    async with form_files(request, settings.batch_max_files) as (files, requested, callback_url):
+    form = form_files(request, settings.batch_max_files)
+    async with form as (files, requested, callback_url, sizes):
         callback = check_callback_url(callback_url) if callback_url else key.callback_url
         model = resolve_model(settings, requested)
-        intake = await run_in_threadpool(Intake.check, files, archive_limits(settings))
+        intake = await run_in_threadpool(Intake.check, files, archive_limits(settings), sizes)
         fingerprint = await run_in_threadpool(intake.fingerprint) + model
         async with claims.once(key.key_id, idempotency_key, fingerprint, batch.batch_id) as earlier:
             if earlier is None:

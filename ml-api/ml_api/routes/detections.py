@@ -30,6 +30,7 @@ from ml_api.deps import (
 from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
 from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
+from ml_api.originals import OriginalSizeDep
 from ml_api.results import links_for
 from ml_api.submit import StageTimer, Upload, fingerprint
 from ml_common.errors import BackendUnavailable, PayloadTooLarge, TaskNotFinished
@@ -72,6 +73,7 @@ async def create_detection(
     callback_url: Annotated[
         str | None, Form(description="POSTed a signed event when the task ends (webhooks)")
     ] = None,
+    original_size: OriginalSizeDep = None,
 ) -> TaskCreated:
     """Accept an image and queue it for detection; poll or stream the returned links.
 
@@ -91,6 +93,7 @@ async def create_detection(
         task_id=str(uuid.uuid4()),
         model=chosen,
         callback_url=callback,
+        original_size=original_size,
     )
     digest = fingerprint(data, chosen) if idempotency_key else ""  # 1.8 ms on 3 MB: if asked
     async with claims.once(key.key_id, idempotency_key, digest, upload.task_id) as done:
@@ -138,7 +141,8 @@ async def get_detection_image(
     record, status = await results.lookup(str(task_id), key.key_id)
     if status.status is not TaskState.succeeded or status.result is None:
         raise TaskNotFinished(f"task {task_id} is {status.status.value}, not succeeded")
-    drawing = (storage, record.upload_key, status.result.detections, settings.max_image_pixels)
+    detections = status.result.processed_detections()  # drawn on the upload, maybe shrunk
+    drawing = (storage, record.upload_key, detections, settings.max_image_pixels)
     timed = functools.partial(observe_stage, status.result.model_name, "annotate")
     url = await run_in_threadpool(annotated_url, *drawing, settings.storage_presign_s, timed)
     if url is not None:  # ML_STORAGE_PRESIGN_S on a bucket: fetched from there, not through us

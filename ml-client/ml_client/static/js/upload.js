@@ -4,6 +4,7 @@ import { attachTask, cardList, createCard, setMeta, setStatus, showError } from 
 import { follow } from "./follow.js";
 import { chosenModel } from "./models.js";
 import { sendForm } from "./send.js";
+import { mayShrink, shrinkPhoto } from "./shrink.js";
 import { announce, formatBytes, formatNumber, part } from "./util.js";
 
 const MAX_PARALLEL_UPLOADS = 2;
@@ -29,10 +30,24 @@ cardList.addEventListener("card-status", (e) => {
   if (batch.includes(e.detail.card)) updateSummary();
 });
 
-function upload(card, file, model, done) {
+function tooLarge(card, file, size) {
+  setStatus(card, "error");
+  showError(card, `“${file.name}” is ${formatBytes(size)}; the limit is ${formatBytes(maxBytes)}`);
+}
+
+async function upload(card, file, model, done) {
+  // the card shows the photo itself; a big one is sent shrunk, with its size
+  const shrunk = await shrinkPhoto(file);
+  const body = shrunk ? shrunk.blob : file;
+  if (body.size > maxBytes) {
+    tooLarge(card, file, body.size);
+    done();
+    return;
+  }
   const form = new FormData();
-  form.append("file", file, file.name || "image");
+  form.append("file", body, file.name || "image");
   if (model) form.append("model", model);
+  if (shrunk) form.append("original_size", shrunk.originalSize);
   const accepted = (body) => {
     attachTask(card, body.task_id);
     setStatus(card, "queued");
@@ -68,9 +83,8 @@ export function enqueueFiles(files) {
     if (file.type && !file.type.startsWith("image/")) {
       setStatus(card, "error");
       showError(card, `“${file.name}” is not an image; choose a JPEG, PNG, WebP, BMP or GIF file`);
-    } else if (file.size > maxBytes) {
-      setStatus(card, "error");
-      showError(card, `“${file.name}” is ${formatBytes(file.size)}; the limit is ${formatBytes(maxBytes)}`);
+    } else if (file.size > maxBytes && !(list.length === 1 && mayShrink(file))) {
+      tooLarge(card, file, file.size); // one photo may come under the limit once shrunk
     } else {
       accepted.push({ card, file, model });
     }
