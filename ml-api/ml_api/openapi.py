@@ -36,6 +36,7 @@ def refine_document(doc: Schema, settings: Settings) -> Schema:
         _answer_error_out(operation)
         for field_name, field in _fields(operation, schemas):
             _constrain(field_name, field, settings)
+        _empty_by_default(_form(operation, schemas))
         _binary_bodies(operation)
     for name in FRAMEWORK_ERRORS:
         schemas.pop(name, None)
@@ -64,11 +65,27 @@ def _fields(operation: Schema, schemas: Schema) -> Iterator[tuple[str, Schema]]:
     for parameter in operation.get("parameters", []):
         if "schema" in parameter:
             yield parameter["name"], parameter["schema"]
+    yield from _form(operation, schemas).get("properties", {}).items()
+
+
+def _form(operation: Schema, schemas: Schema) -> Schema:
+    """The schema of the operation's multipart form (empty when it takes none)."""
     content = operation.get("requestBody", {}).get("content", {})
-    form = content.get("multipart/form-data", {}).get("schema", {})
+    form: Schema = content.get("multipart/form-data", {}).get("schema", {})
     if "$ref" in form:
         form = schemas.get(form["$ref"].rsplit("/", 1)[-1], {})
-    yield from form.get("properties", {}).items()
+    return form
+
+
+def _empty_by_default(form: Schema) -> None:
+    """An optional text field's example is empty, an optional list's has no item: /api/docs
+    "Try it out" fills a form with the examples, and its own ("string") would be sent."""
+    empty = {"string": "", "array": []}
+    for name, field in form.get("properties", {}).items():
+        if name in form.get("required", ()) or field.get("type") not in empty:
+            continue
+        if not {"enum", "examples", "example", "default", "format"} & field.keys():
+            field["examples"] = [empty[field["type"]]]
 
 
 def _constrain(name: str, field: Schema, settings: Settings) -> None:
@@ -85,7 +102,6 @@ def _constrain(name: str, field: Schema, settings: Settings) -> None:
     elif name == "callback_url":
         # empty: the key's own callback (none by default), as when absent
         field.update(pattern=f"^$|{CALLBACK_URL_PATTERN}", maxLength=MAX_CALLBACK_URL)
-        field["examples"] = [""]
     elif name == "files" and field.get("type") == "array":
         field["minItems"] = 1  # more than ML_BATCH_MAX_FILES: 413, as for bytes
 

@@ -76,6 +76,9 @@ def test_form_fields_say_what_the_server_takes(doc: Doc, settings: Settings) -> 
         assert fields["model"]["enum"] == ["nanodet-g-416", ""]  # "" is the default, as absent
         assert fields["callback_url"]["maxLength"] == 2048
     assert batch["files"]["minItems"] == 1
+    # /api/docs "Try it out" sends the examples: optional fields start empty, not "string"
+    assert single["callback_url"]["examples"] == single["original_size"]["examples"] == [""]
+    assert batch["original_size"]["examples"] == [[]]
 
 
 @pytest.mark.parametrize(
