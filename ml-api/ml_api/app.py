@@ -6,6 +6,7 @@ import io
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -21,6 +22,7 @@ from ml_api.errors import install_error_handlers
 from ml_api.malloc import keep_large_buffers
 from ml_api.metrics import RequestMetrics, operations_registry
 from ml_api.middleware import security_headers
+from ml_api.openapi import refine_document
 from ml_api.queue import TaskQueue
 from ml_api.ratelimit import RateLimiter
 from ml_api.routes import batches, detections, health, models, webhooks
@@ -108,6 +110,11 @@ class DetectionAPI(FastAPI):
         # Outside Starlette's ServerErrorMiddleware, so that 500s carry the headers too.
         return security_headers(super().build_middleware_stack())
 
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            refine_document(super().openapi(), self.state.settings)
+        return super().openapi()  # the refined document, kept by FastAPI
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
@@ -119,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
         redirect_slashes=False,  # a redirect would be built from the request's Host
+        # operationId = the function's name: generated clients get `create_detection`
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.settings = settings
     app.state.storage = open_storage(settings)

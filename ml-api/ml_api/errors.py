@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ml_common import errors
 from ml_common.schemas import ErrorOut
@@ -60,10 +61,27 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(errors.ValidationFailed.status, errors.ValidationFailed.code, detail)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes on the request's path: Starlette's 405 names only the
+    first route's, and a path such as /batches/{id} has one route per method."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = errors.code_for_status(exc.status_code)
-    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+    return error_response(exc.status_code, code, str(exc.detail), headers)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -43,6 +43,10 @@ UPLOAD_BODY: dict[str, Any] = {
                             "description": "images, or one zip or tar archive of images",
                         },
                         "model": {"type": "string", "description": "a served model"},
+                        "callback_url": {
+                            "type": "string",
+                            "description": "POSTed a signed event when the batch ends (webhooks)",
+                        },
                         "original_size": {
                             "type": "array",
                             "items": {"type": "string"},

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -26,6 +27,30 @@ from ml_common.errors import InvalidCallbackUrl, backend_errors
 from ml_common.records import deliveries_key, webhook_key
 
 MAX_CALLBACK_URL = 2048
+
+
+def _callback_url_pattern() -> str:
+    """The one definition of a callback URL, as a regular expression: the API's check and the
+    OpenAPI document (`pattern`) both use it, so that a client or fuzzer generating from the
+    document and the server agree. http(s), a host name, IPv4 or bracketed IPv6 address, no
+    credentials, an optional port up to 65535, then printable ASCII without spaces."""
+    h16 = "[0-9A-Fa-f]{1,4}"
+    octet = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+    ls32 = rf"(?:{h16}:{h16}|{octet}(?:\.{octet}){{3}})"
+    ipv6 = "|".join(  # RFC 3986's IPv6address, form by form
+        [rf"(?:{h16}:){{6}}{ls32}", rf"::(?:{h16}:){{5}}{ls32}"]
+        + [rf"(?:(?:{h16}:){{0,{n - 1}}}{h16})?::(?:{h16}:){{{5 - n}}}{ls32}" for n in range(1, 5)]
+        + [rf"(?:(?:{h16}:){{0,4}}{h16})?::{ls32}", rf"(?:(?:{h16}:){{0,5}}{h16})?::{h16}"]
+        + [rf"(?:(?:{h16}:){{0,6}}{h16})?::"]
+    )
+    port = (  # 0 to 65535, leading zeros allowed (as urlsplit reads it)
+        "0*(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+    )
+    return rf"^https?://(?:[A-Za-z0-9.-]+|\[(?:{ipv6})\])(?::{port})?(?:[/?#][!-~]*)?$"
+
+
+CALLBACK_URL_PATTERN = _callback_url_pattern()
+_CALLBACK_URL = re.compile(CALLBACK_URL_PATTERN)
 EVENT_SUCCEEDED = "detection.succeeded"
 EVENT_FAILED = "detection.failed"
 EVENT_CANCELLED = "detection.cancelled"
@@ -39,6 +64,10 @@ def check_callback_url(url: str) -> str:
     resolves to then."""
     if len(url) > MAX_CALLBACK_URL:
         raise InvalidCallbackUrl(f"callback_url is longer than {MAX_CALLBACK_URL} characters")
+    if not _CALLBACK_URL.fullmatch(url):
+        raise InvalidCallbackUrl(
+            "callback_url must be an http or https URL with a host, no credentials, no spaces"
+        )
     try:
         parts = urlsplit(url)
         _ = parts.port  # a port that is no number raises here

@@ -27,7 +27,7 @@ from ml_api.deps import (
 )
 from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
-from ml_api.exports import ExportFormat, ExportItem
+from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_api.intake import UPLOAD_BODY, Intake, archive_limits, form_files
 from ml_api.results import build_status, state_of
 from ml_api.submit import fingerprint, start_batch
@@ -185,7 +185,10 @@ async def stream_batch_events(
 async def cancel_batch(
     batch_id: uuid.UUID, key: ApiKeyDep, batches: BatchesDep, tasks: TasksDep
 ) -> Cancelled:
-    """Cancel every unfinished item: queued ones never run their model, running ones finish."""
+    """Cancel every unfinished item: queued ones never run their model, running ones finish.
+
+    The batch stays readable (its items `cancelled`) until it expires: DELETE cancels, it does
+    not remove (README, "Why DELETE cancels")."""
     _, items = await _items(str(batch_id), key.key_id, batches, tasks)
     open_items = [i for i in items if i.state not in FINAL_STATES]
     await tasks.cancel([i.record.task_id for i in open_items])
@@ -196,7 +199,11 @@ async def cancel_batch(
     return Cancelled(changed=True, detail=detail)
 
 
-@router.get("/{batch_id}/export", responses=ERRORS, response_class=Response)
+@router.get(
+    "/{batch_id}/export",
+    responses={**ERRORS, 200: {"content": {t.split(";")[0]: {} for t in MEDIA_TYPES.values()}}},
+    response_class=Response,
+)
 async def export_batch(
     batch_id: uuid.UUID,
     key: ApiKeyDep,

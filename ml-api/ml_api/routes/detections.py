@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/detections", tags=["detections"])
 
 ERRORS = documented(401, 404, 422, 429, 503)
-UPLOAD_ERRORS = documented(401, 413, 415, 422, 429, 503)
+UPLOAD_ERRORS = documented(400, 401, 413, 415, 422, 429, 503)  # 400: a malformed form
 
 
 class SingleFormat(str, Enum):
@@ -280,7 +280,9 @@ async def cancel_detection(
     task_id: uuid.UUID, key: ApiKeyDep, results: ResultsDep, tasks: TasksDep
 ) -> Cancelled:
     """Cancel a task: a queued one never runs its model and ends `cancelled` (the worker
-    checks a durable mark first); a running one finishes. A finished one stays as it is."""
+    checks a durable mark first); a running one finishes. A finished one stays as it is.
+
+    The task stays readable until it expires: DELETE cancels, it does not remove (README)."""
     _, status = await results.lookup(str(task_id), key.key_id)
     if status.status in FINAL_STATES:
         return Cancelled(changed=False, detail=f"the task is {status.status.value}: unchanged")
