@@ -98,9 +98,9 @@ RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 
 
 async def get_submitter(
-    settings: SettingsDep, storage: StorageDep, queue: QueueDep, tasks: TasksDep
+    request: Request, settings: SettingsDep, storage: StorageDep, queue: QueueDep, tasks: TasksDep
 ) -> Submitter:
-    return Submitter(settings, storage, queue, tasks)
+    return Submitter(settings, storage, queue, tasks, request.app.state.decode_gate)
 
 
 async def get_idempotency(redis: RedisDep, settings: SettingsDep) -> IdempotencyStore:

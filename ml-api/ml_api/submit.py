@@ -16,11 +16,12 @@ from starlette.concurrency import run_in_threadpool
 from ml_api.archives import Member
 from ml_api.batches import BatchRecord, BatchStore
 from ml_api.batchhooks import BatchCallback
+from ml_api.decodegate import DecodeGate, decode_and_release
 from ml_api.intake import Intake
 from ml_api.queue import TaskQueue
 from ml_common.contract import DetectPayload
 from ml_common.errors import MLProdError
-from ml_common.images import ImageInfo, ImageLimits, inspect_image
+from ml_common.images import ImageInfo, ImageLimits, scan_image
 from ml_common.models import default_model
 from ml_common.records import TaskRecord
 from ml_common.settings import Settings
@@ -29,7 +30,7 @@ from ml_common.taskstore import TaskStore
 
 logger = logging.getLogger(__name__)
 # A JPEG or PNG this small is checked without decoding pixels in under 0.5 ms: on the event loop
-# that costs less than the hop to a thread and back. Other formats decode, so go to a thread.
+# that costs less than the hop to a thread and back. Other formats may decode: a thread.
 INLINE_CHECK_BYTES = 1024 * 1024
 ITEMS_PER_WRITE = 100  # item ids are appended in slices, so progress shows while submitting
 CHEAP_TO_CHECK = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
@@ -84,6 +85,7 @@ class Submitter:
     storage: Storage
     queue: TaskQueue
     tasks: TaskStore
+    decode_gate: DecodeGate
 
     async def submit(self, upload: Upload, timer: StageTimer | None = None) -> TaskRecord:
         """Queue `upload` for detection; on any failure nothing of it stays behind."""
@@ -123,8 +125,13 @@ class Submitter:
     async def _inspect(self, data: bytes) -> ImageInfo:
         limits = ImageLimits.from_settings(self.settings)
         if len(data) <= INLINE_CHECK_BYTES and data.startswith(CHEAP_TO_CHECK):
-            return inspect_image(data, limits)
-        return await run_in_threadpool(inspect_image, data, limits)
+            info, decode_bytes = scan_image(data, limits)
+        else:
+            info, decode_bytes = await run_in_threadpool(scan_image, data, limits)
+        if decode_bytes:  # a bitstream no structure check covers: decode it within the budget
+            async with self.decode_gate.hold(info, decode_bytes):
+                await run_in_threadpool(decode_and_release, data, limits)
+        return info
 
     def _store_and_send(
         self, upload: Upload, payload: DetectPayload, task_id: str, timer: StageTimer
