@@ -61,6 +61,11 @@ async def get_subscriber(request: Request) -> Subscriber:
     return subscriber
 
 
+async def get_wait_slots(request: Request) -> WaitSlots:
+    slots: WaitSlots = request.app.state.wait_slots
+    return slots
+
+
 async def get_results(request: Request) -> ResultReader:
     slots: WaitSlots = request.app.state.wait_slots
     return ResultReader(_tasks(request), request.app.state.subscriber, slots)
@@ -95,6 +100,8 @@ ResultsDep = Annotated[ResultReader, Depends(get_results)]
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+SubscriberDep = Annotated[Subscriber, Depends(get_subscriber)]
+WaitSlotsDep = Annotated[WaitSlots, Depends(get_wait_slots)]
 
 
 async def get_submitter(

@@ -192,7 +192,7 @@ async def _submit_one(
             error = exc
     refused = (await submitter.refuse(upload, error)).task_id
     if hook is not None:
-        await hook.refused(refused)  # final at once: it counts toward batch.completed
+        await hook.refused(refused)  # final at once: counted, and toward batch.completed
     return refused
 
 
@@ -210,11 +210,9 @@ async def start_batch(
     per_day = settings.batch_max_items_per_key_per_day
     await batches.take_quota(batch.owner, intake.count, per_day)
     await batches.create(batch)
-    hook = None
+    hook = BatchCallback(batches.redis, submitter.queue, batches.ttl_s, batch.batch_id)
     if callback:
-        hook = BatchCallback(batches.redis, submitter.queue, batches.ttl_s, batch.batch_id)
         await hook.arm(callback)
     total = await _submit_all(intake, batch, submitter, batches, model, hook)
-    if hook is not None:
-        await hook.seal(total)
+    await hook.seal(total)  # its counts know their end (ml_common.batchhooks)
     logger.info("batch %s: %d items queued", batch.batch_id, total)

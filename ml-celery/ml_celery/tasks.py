@@ -15,7 +15,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from ml_celery import metrics
 from ml_celery.celery_app import app
 from ml_celery.pipeline import analyse
-from ml_celery.webhooks import announce_end
+from ml_celery.webhooks import announce_end, start_batch_item
 from ml_common.contract import CANCELLED_STATE, CLEANUP_TASK, DETECT_TASK
 from ml_common.errors import StorageUnavailable
 from ml_common.models import default_model
@@ -96,10 +96,12 @@ metrics.connect_failure_signals(DETECT_TASK)
 
 
 @signals.task_prerun.connect(sender=detect)
-def _record_start(task_id: str, **_: Any) -> None:
+def _record_start(task_id: str, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     # task_prerun runs before Celery stores and publishes STARTED, so a client woken by that
     # state change already finds started_at.
     _records().mark_started(task_id)
+    if batch_id := (kwargs or {}).get("batch_id"):
+        start_batch_item(batch_id, task_id)  # the batch's counts (ml_common.batchhooks)
 
 
 @signals.task_postrun.connect(sender=detect)

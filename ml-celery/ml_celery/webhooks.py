@@ -30,7 +30,14 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from ml_celery.celery_app import app
-from ml_common.batchhooks import FINISH_SCRIPT, completed_delivery, finish_args
+from ml_common.batchhooks import (
+    FINISH_KEYS,
+    FINISH_SCRIPT,
+    START_SCRIPT,
+    completed_delivery,
+    finish_args,
+    start_args,
+)
 from ml_common.contract import WEBHOOK_TASK
 from ml_common.errors import UnsafeWebhookTarget
 from ml_common.models import webhook_queue
@@ -212,6 +219,15 @@ def start_delivery(
 _ITEM_STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "IGNORED": "cancelled"}
 
 
+def start_batch_item(batch_id: str, task_id: str) -> None:
+    """Count a batch item as started (its batch's counts and event streams)."""
+    store = _store()
+    try:
+        store.redis.eval(START_SCRIPT, 2, *start_args(batch_id, task_id, store.ttl_s))
+    except redis.RedisError as exc:  # its end is still counted; never raised into the worker
+        logger.error("start of %s not counted: %s", task_id, exc, extra={"task_id": task_id})
+
+
 def finish_batch_item(batch_id: str, task_id: str, state: str) -> None:
     """Count a batch item's end; the one that completes a batch with a callback sends its
     `batch.completed` event (ml_common.batchhooks)."""
@@ -219,8 +235,8 @@ def finish_batch_item(batch_id: str, task_id: str, state: str) -> None:
     store = _store()
     if final is None:
         return  # RETRY: not ended yet
-    args = finish_args(batch_id, task_id, final, store.ttl_s)
-    if store.redis.eval(FINISH_SCRIPT, 2, *args) != 1:
+    args = finish_args(batch_id, [task_id], final, store.ttl_s)
+    if store.redis.eval(FINISH_SCRIPT, FINISH_KEYS, *args) != 1:
         return
     delivery = completed_delivery(batch_id, store.redis.hgetall(batch_key(batch_id)))
     if delivery is not None:

@@ -1,19 +1,31 @@
-"""One key pressing on memory the others share, against a real stack: decompression bombs."""
+"""One key pressing on what the others share, against a real stack: the API's memory
+(decompression bombs) and its Redis and event loop (batch event streams)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import struct
 import threading
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from PIL import Image
 
+from ml_api.batches import BatchRecord
+from ml_common.apikeys import ApiKeyStore
+from ml_common.records import TaskRecord, batch_items_key, batch_key, record_key
 from tests.conftest import LiveStack, encode, launch_stack
+from tests.integration.test_batches import post_batch, tiny_jpeg
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -99,3 +111,128 @@ def test_parallel_decompression_bombs_stay_under_the_memory_ceiling(
                     f"MB at its peak (ceiling {CEILING_OVER_BASELINE // MIB}); another key's "
                     f"{len(others)} uploads all 202")  # fmt: skip
     assert grown < CEILING_OVER_BASELINE, f"the API grew by {grown // MIB} MB"
+
+
+# -- batch event streams: counted in the key's waits, O(1) progress, pushed, right counts -----
+
+
+def unfinished_batch(live: LiveStack, key: str, items: int) -> str:
+    """A batch of `key` with `items` tasks that stay queued (records, nothing queued)."""
+    owner = ApiKeyStore.from_settings(live.settings).check(key)
+    assert owner is not None
+    batch = BatchRecord.new(str(uuid.uuid4()), owner.key_id)
+    client = redis.Redis.from_url(str(live.settings.result_backend))
+    client.hset(batch_key(batch.batch_id), mapping={**batch.to_hash(), "total": str(items)})
+    ids = [str(uuid.uuid4()) for _ in range(items)]
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in ids:
+            record = TaskRecord.new(
+                task_id, owner.key_id, "upload/never.jpg", name=f"{task_id}.jpg"
+            )
+            pipe.hset(record_key(task_id), mapping=record.to_hash())  # type: ignore[arg-type]
+        for at in range(0, items, 1000):
+            pipe.rpush(batch_items_key(batch.batch_id), *ids[at : at + 1000])
+        pipe.execute()
+    return batch.batch_id
+
+
+@pytest.fixture(scope="module")
+def valkey_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    with launch_stack("valkey", tmp_path_factory.mktemp("pressure")) as live:
+        yield live
+
+
+def test_batch_event_streams_count_in_the_keys_waits(
+    valkey_stack: LiveStack, record_property: Any
+) -> None:
+    """A key holding ML_MAX_WAITS_PER_KEY (20) batch event streams: its next one is a 429, and
+    so is its next task long-poll; another key is served."""
+    record_property("case", "21 batch event streams from one key")
+    live = valkey_stack
+    key = live.new_key(f"streams-{uuid.uuid4().hex[:6]}")
+    path = f"/api/v1/batches/{unfinished_batch(live, key, 3)}/events"
+
+    async def scenario() -> list[int]:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=live.api_url, limits=limits, timeout=30) as c:
+            async with contextlib.AsyncExitStack() as streams:
+
+                async def one() -> int:
+                    r = await streams.enter_async_context(
+                        c.stream("GET", path, headers=live.headers(key))
+                    )
+                    if r.status_code == 200:
+                        lines = await streams.enter_async_context(aclosing(r.aiter_lines()))
+                        assert (await anext(lines)).startswith("event: progress")
+                    return r.status_code
+
+                codes = list(await asyncio.gather(*(one() for _ in range(20))))
+                refused = await c.get(path, headers=live.headers(key))
+                assert refused.status_code == 429 and refused.json()["code"] == "too_many_waits"
+                other = live.new_key("other-streams")
+                other_path = f"/api/v1/batches/{unfinished_batch(live, other, 1)}/events"
+                r = await streams.enter_async_context(
+                    c.stream("GET", other_path, headers=live.headers(other))
+                )
+                assert r.status_code == 200
+            return codes
+
+    codes = asyncio.run(scenario())
+    assert codes == [200] * 20
+    record_property("observed", "20 streams 200, the 21st 429 too_many_waits; other keys served")
+
+
+def commands(client: redis.Redis, *names: str) -> int:
+    """How many times the server ran these commands so far (INFO commandstats)."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names)
+
+
+def test_a_10000_item_batchs_progress_reads_no_item(
+    valkey_stack: LiveStack, record_property: Any
+) -> None:
+    """The progress of a 10,000-item batch (its stream's first event, and a page of one item)
+    costs a handful of Redis reads, not one per item: counted on the server."""
+    record_property("case", "progress of a 10,000-item batch")
+    live = valkey_stack
+    batch_id = unfinished_batch(live, live.api_key, 10_000)
+    client = redis.Redis.from_url(str(live.settings.result_backend))
+    per_item = ("get", "hgetall", "mget", "lrange")
+    before = commands(client, *per_item)
+    with httpx.Client(base_url=live.api_url, headers=live.headers(), timeout=60) as c:
+        page = c.get(f"/api/v1/batches/{batch_id}", params={"limit": 1})
+        with c.stream("GET", f"/api/v1/batches/{batch_id}/events") as events:
+            first = next(events.iter_lines())
+            assert first == "event: progress", first
+    used = commands(client, *per_item) - before
+    assert page.status_code == 200 and page.json()["counts"]["queued"] == 10_000
+    assert len(page.json()["items"]) == 1
+    assert used < 50, f"{used} item reads for one page and one progress event"
+    record_property("observed", f"{used} reads of records, metas or item lists (was > 20,000)")
+
+
+def test_batch_counts_stay_right_with_failures_and_a_cancel(
+    valkey_stack: LiveStack, record_property: Any
+) -> None:
+    """A batch of 40 photos and 2 files that are no images, cancelled at once (the one worker
+    process detects slower than the API submits, so most are still queued): its stream ends
+    finished, and its kept counts equal the states of its items, read one by one."""
+    record_property("case", "batch counts with failures and a cancel")
+    live = valkey_stack
+    files = [(f"p{n}.jpg", tiny_jpeg(n), "image/jpeg") for n in range(40)]
+    files += [(f"notes{n}.jpg", b"not an image", "image/jpeg") for n in range(2)]
+    created = post_batch(live, files)
+    assert created.status_code == 202, created.text
+    batch_id = created.json()["batch_id"]
+    with httpx.Client(base_url=live.api_url, headers=live.headers(), timeout=120) as c:
+        with c.stream("GET", f"/api/v1/batches/{batch_id}/events") as events:
+            assert c.delete(f"/api/v1/batches/{batch_id}").status_code == 200
+            progress = [json.loads(line[6:]) for line in events.iter_lines()
+                        if line.startswith("data: ")]  # fmt: skip
+        final = c.get(f"/api/v1/batches/{batch_id}", params={"limit": 1000}).json()
+    assert progress[-1]["finished"] and final["finished"]
+    states = Counter(item["status"] for item in final["items"])
+    assert final["counts"] == {state: states.get(state, 0) for state in final["counts"]}
+    assert final["counts"]["failed"] >= 2 and final["counts"]["cancelled"] >= 1
+    assert sum(final["counts"].values()) == final["total"] == 42
+    record_property("observed", f"counts {final['counts']} = the items' states, stream ended")

@@ -20,7 +20,7 @@ import redis
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from ml_common.apikeys import ApiKeyStore
-from ml_common.batchhooks import FINISH_SCRIPT, finish_args
+from ml_common.batchhooks import FINISH_KEYS, FINISH_SCRIPT, finish_args
 from ml_common.records import batch_final_key, batch_key, quota_key
 from tests.conftest import LiveStack, launch_stack
 from tests.integration.test_batches import tiny_jpeg, wait_batch
@@ -372,11 +372,12 @@ def test_items_ending_at_once_complete_their_batch_exactly_once(webhook_stack: L
     batch_id, items = f"race-{time.time_ns()}", 64
     client.hset(batch_key(batch_id), mapping={"owner": "o", "callback_url": "http://h/x"})
     client.expire(batch_key(batch_id), 60)
-    client.eval(FINISH_SCRIPT, 2, *finish_args(batch_id, "", str(items), 60))  # sealed first
+    sealed = finish_args(batch_id, [], "", 60, seal_total=items)
+    client.eval(FINISH_SCRIPT, FINISH_KEYS, *sealed)  # sealed first
 
     def finish(n: int) -> int:
-        args = finish_args(batch_id, f"t{n % items}", "succeeded", 60)
-        return int(client.eval(FINISH_SCRIPT, 2, *args))
+        args = finish_args(batch_id, [f"t{n % items}"], "succeeded", 60)
+        return int(client.eval(FINISH_SCRIPT, FINISH_KEYS, *args))
 
     with ThreadPoolExecutor(16) as pool:  # every item twice, as a redelivered task would
         won = list(pool.map(finish, range(2 * items)))
