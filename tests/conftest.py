@@ -290,6 +290,7 @@ def launch_stack(
             stack.start_worker(f"worker-{model}", model)
         if not models:
             stack.start_worker()
+        stack.start_webhook_worker(concurrency=4)
         stack.start_api()
         stack.wait_ready()
         yield LiveStack(stack, settings, plain, backend)
@@ -356,10 +357,10 @@ def _delete_queue(settings: Settings) -> None:
         return
     from kombu import Connection, Queue
 
-    from ml_common.models import worker_queues
+    from ml_common.models import webhook_queue, worker_queues
 
     with Connection(str(settings.broker_url), connect_timeout=2) as conn:
-        for name in worker_queues(settings):
+        for name in [*worker_queues(settings), webhook_queue(settings)]:
             Queue(name, channel=conn.channel()).delete()
 
 

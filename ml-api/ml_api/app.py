@@ -18,6 +18,7 @@ from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp
 
 from ml_api import annotate, metrics
+from ml_api.decodegate import MIB, DecodeGate
 from ml_api.errors import install_error_handlers
 from ml_api.malloc import keep_large_buffers
 from ml_api.metrics import RequestMetrics, operations_registry
@@ -64,6 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.limiter = RateLimiter(redis, settings.rate_limit_per_minute)
     app.state.subscriber = subscriber
     app.state.wait_slots = WaitSlots(settings.max_waits_per_key)
+    app.state.decode_gate = DecodeGate(settings.decode_memory_mb * MIB)
     await run_in_threadpool(check_at_start, app.state.storage)
     await subscriber.start()
     await _warm_up(redis, queue)

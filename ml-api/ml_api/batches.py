@@ -10,13 +10,23 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from redis import asyncio as aioredis
 
+from ml_common.batchhooks import COUNTED, EXPECTED, batch_counts
 from ml_common.errors import BatchNotFound, BatchTooLarge, IdempotencyConflict, backend_errors
-from ml_common.records import as_text, batch_items_key, batch_key, idempotency_key, quota_key
+from ml_common.records import (
+    as_text,
+    batch_events_channel,
+    batch_items_key,
+    batch_key,
+    batch_started_key,
+    idempotency_key,
+    quota_key,
+)
+from ml_common.schemas import TaskState
 
 QUOTA_WINDOW_S = 24 * 3600
 
@@ -29,20 +39,28 @@ class BatchRecord:
     owner: str
     created_at: datetime
     total: int = 0
+    # its counts are kept as items start and end (ml_common.batchhooks); False for a batch
+    # created before they were, whose counts are read item by item
+    counted: bool = False
+    counts: dict[TaskState, int] = field(default_factory=dict)
+    sealed: bool = False  # every file is submitted
 
     @classmethod
     def new(cls, batch_id: str, owner: str) -> BatchRecord:
-        return cls(batch_id, owner, datetime.now(timezone.utc))
+        return cls(batch_id, owner, datetime.now(timezone.utc), counted=True)
 
     def to_hash(self) -> dict[str, str]:
-        return {
+        fields = {
             "owner": self.owner,
             "created_at": self.created_at.isoformat(),
             "total": str(self.total),
         }
+        return {**fields, COUNTED: "1"} if self.counted else fields
 
     @classmethod
-    def from_hash(cls, batch_id: str, raw: Mapping[str | bytes, str | bytes]) -> BatchRecord | None:
+    def from_hash(
+        cls, batch_id: str, raw: Mapping[str | bytes, str | bytes], started: int = 0
+    ) -> BatchRecord | None:
         fields = {as_text(k): as_text(v) for k, v in raw.items()}
         if "owner" not in fields or "created_at" not in fields:
             return None
@@ -51,6 +69,9 @@ class BatchRecord:
             fields["owner"],
             datetime.fromisoformat(fields["created_at"]),
             int(fields.get("total", "0")),
+            counted=COUNTED in fields,
+            counts=batch_counts(raw, started),
+            sealed=EXPECTED in fields,
         )
 
 
@@ -77,12 +98,17 @@ class BatchStore:
                 pipe.rpush(batch_items_key(batch_id), *task_ids)
                 pipe.expire(batch_items_key(batch_id), self.ttl_s)
                 pipe.hincrby(batch_key(batch_id), "total", len(task_ids))
+                pipe.publish(batch_events_channel(batch_id), "added")
                 await pipe.execute()
 
     async def get(self, batch_id: str) -> BatchRecord | None:
+        """The batch with its counts: two commands, however many items it has."""
         with backend_errors():
-            fields = await self.redis.hgetall(batch_key(batch_id))
-        return BatchRecord.from_hash(batch_id, fields)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(batch_key(batch_id))
+                pipe.scard(batch_started_key(batch_id))
+                fields, started = await pipe.execute()
+        return BatchRecord.from_hash(batch_id, fields, int(started))
 
     async def owned(self, batch_id: str, owner: str) -> BatchRecord:
         """The batch; another key's batch reads as unknown (BatchNotFound)."""

@@ -62,6 +62,11 @@ async def get_subscriber(request: Request) -> Subscriber:
     return subscriber
 
 
+async def get_wait_slots(request: Request) -> WaitSlots:
+    slots: WaitSlots = request.app.state.wait_slots
+    return slots
+
+
 async def get_results(request: Request) -> ResultReader:
     slots: WaitSlots = request.app.state.wait_slots
     return ResultReader(_tasks(request), request.app.state.subscriber, slots)
@@ -96,12 +101,14 @@ ResultsDep = Annotated[ResultReader, Depends(get_results)]
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+SubscriberDep = Annotated[Subscriber, Depends(get_subscriber)]
+WaitSlotsDep = Annotated[WaitSlots, Depends(get_wait_slots)]
 
 
 async def get_submitter(
-    settings: SettingsDep, storage: StorageDep, queue: QueueDep, tasks: TasksDep
+    request: Request, settings: SettingsDep, storage: StorageDep, queue: QueueDep, tasks: TasksDep
 ) -> Submitter:
-    return Submitter(settings, storage, queue, tasks)
+    return Submitter(settings, storage, queue, tasks, request.app.state.decode_gate)
 
 
 async def get_idempotency(redis: RedisDep, settings: SettingsDep) -> IdempotencyStore:
@@ -131,7 +138,7 @@ async def get_uploading(request: Request, queue: QueueDep) -> Uploading:
     tasks = _tasks(request)
     return Uploading(
         settings,
-        Submitter(settings, state.storage, queue, tasks),
+        Submitter(settings, state.storage, queue, tasks, state.decode_gate),
         IdempotencyStore(state.redis, settings.idempotency_ttl_s),
         state.limiter,
         ResultReader(tasks, state.subscriber, state.wait_slots),

@@ -36,3 +36,17 @@ def keep_large_buffers() -> bool:
     if not done:  # pragma: no cover - musl's mallopt refuses everything
         logger.info("malloc thresholds unchanged (not glibc)")
     return done
+
+
+def release_free_memory() -> None:
+    """Hand the free pages of every malloc arena back to the system (glibc's malloc_trim).
+
+    A pixel decode of hundreds of MB frees its blocks into the arena of the thread it ran on;
+    without this, each threadpool thread's arena would keep its own decode's worth resident.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - a C library without malloc_trim
+        return

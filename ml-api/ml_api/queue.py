@@ -11,7 +11,7 @@ from kombu.exceptions import KombuError, OperationalError
 from ml_common.celery_config import celery_config, queue_arguments, task_priority
 from ml_common.contract import DETECT_TASK, WEBHOOK_TASK, DetectPayload
 from ml_common.errors import QueueUnavailable
-from ml_common.models import model_queue, worker_queues
+from ml_common.models import model_queue, webhook_queue, worker_queues
 from ml_common.settings import Settings
 from ml_common.tracing import inject_headers
 
@@ -60,7 +60,8 @@ class TaskQueue:
     def redeliver(self, task_id: str) -> None:
         """Queue one more attempt at the task's webhook (ml_celery.webhooks)."""
         try:
-            self._celery.send_task(WEBHOOK_TASK, args=(task_id,), queue=self._queue)
+            queue = webhook_queue(self._settings)
+            self._celery.send_task(WEBHOOK_TASK, args=(task_id,), queue=queue)
         except (OperationalError, KombuError, OSError) as exc:
             raise QueueUnavailable("the task queue is unreachable right now") from exc
 

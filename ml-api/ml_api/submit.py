@@ -16,12 +16,13 @@ from starlette.concurrency import run_in_threadpool
 from ml_api.archives import Member
 from ml_api.batches import BatchRecord, BatchStore
 from ml_api.batchhooks import BatchCallback
+from ml_api.decodegate import DecodeGate, decode_and_release
 from ml_api.intake import Intake
 from ml_api.originals import Size, check_original_size, upright_size
 from ml_api.queue import TaskQueue
 from ml_common.contract import DetectPayload
 from ml_common.errors import MLProdError
-from ml_common.images import ImageInfo, ImageLimits, inspect_image
+from ml_common.images import ImageInfo, ImageLimits, scan_image
 from ml_common.models import default_model
 from ml_common.records import TaskRecord
 from ml_common.settings import Settings
@@ -30,7 +31,7 @@ from ml_common.taskstore import TaskStore
 
 logger = logging.getLogger(__name__)
 # A JPEG or PNG this small is checked without decoding pixels in under 0.5 ms: on the event loop
-# that costs less than the hop to a thread and back. Other formats decode, so go to a thread.
+# that costs less than the hop to a thread and back. Other formats may decode: a thread.
 INLINE_CHECK_BYTES = 1024 * 1024
 ITEMS_PER_WRITE = 100  # item ids are appended in slices, so progress shows while submitting
 CHEAP_TO_CHECK = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
@@ -93,6 +94,7 @@ class Submitter:
     storage: Storage
     queue: TaskQueue
     tasks: TaskStore
+    decode_gate: DecodeGate
 
     async def submit(self, upload: Upload, timer: StageTimer | None = None) -> TaskRecord:
         """Queue `upload` for detection; on any failure nothing of it stays behind."""
@@ -134,8 +136,13 @@ class Submitter:
     async def _inspect(self, data: bytes) -> ImageInfo:
         limits = ImageLimits.from_settings(self.settings)
         if len(data) <= INLINE_CHECK_BYTES and data.startswith(CHEAP_TO_CHECK):
-            return inspect_image(data, limits)
-        return await run_in_threadpool(inspect_image, data, limits)
+            info, decode_bytes = scan_image(data, limits)
+        else:
+            info, decode_bytes = await run_in_threadpool(scan_image, data, limits)
+        if decode_bytes:  # a bitstream no structure check covers: decode it within the budget
+            async with self.decode_gate.hold(info, decode_bytes):
+                await run_in_threadpool(decode_and_release, data, limits)
+        return info
 
     def _original_size(self, data: bytes, info: ImageInfo, claimed: Size) -> list[int]:
         sent = upright_size(data, info, self.settings.max_image_pixels)
@@ -201,7 +208,7 @@ async def _submit_one(
             error = exc
     refused = (await submitter.refuse(upload, error)).task_id
     if hook is not None:
-        await hook.refused(refused)  # final at once: it counts toward batch.completed
+        await hook.refused(refused)  # final at once: counted, and toward batch.completed
     return refused
 
 
@@ -219,11 +226,9 @@ async def start_batch(
     per_day = settings.batch_max_items_per_key_per_day
     await batches.take_quota(batch.owner, intake.count, per_day)
     await batches.create(batch)
-    hook = None
+    hook = BatchCallback(batches.redis, submitter.queue, batches.ttl_s, batch.batch_id)
     if callback:
-        hook = BatchCallback(batches.redis, submitter.queue, batches.ttl_s, batch.batch_id)
         await hook.arm(callback)
     total = await _submit_all(intake, batch, submitter, batches, model, hook)
-    if hook is not None:
-        await hook.seal(total)
+    await hook.seal(total)  # its counts know their end (ml_common.batchhooks)
     logger.info("batch %s: %d items queued", batch.batch_id, total)

@@ -67,11 +67,14 @@ def _log_task_end(task_id: str = "", **_: Any) -> None:
 @signals.worker_process_init.connect
 def _load_in_child(**_: Any) -> None:
     setup_tracing(get_settings(), "mlprod-worker")  # after the fork: its export thread
-    readiness.prepare_process()
+    if not readiness.delivers_only():
+        readiness.prepare_process()
 
 
 @signals.worker_init.connect
 def _load_without_fork(sender: Any = None, **_: Any) -> None:
+    if readiness.delivers_only():  # the webhook worker (ml_celery.deliveries): no model
+        return
     # a bad model file stops the worker here, before any process takes a task
     readiness.check_models(get_settings())
     check_at_start(open_storage(get_settings()))  # wrong credentials, no bucket: stop

@@ -36,6 +36,20 @@ logger = logging.getLogger(__name__)
 _consuming = multiprocessing.Event()
 
 
+# Set in a worker's parent (before any fork) when it consumes webhook deliveries only
+_delivering_only = False
+
+
+def deliver_only() -> None:
+    """This worker delivers webhooks only: its processes load no model and announce none."""
+    global _delivering_only
+    _delivering_only = True
+
+
+def delivers_only() -> bool:
+    return _delivering_only
+
+
 def consumer_ready() -> None:
     """The worker's consumer is on its queues: its processes may now announce their models."""
     _consuming.set()

@@ -17,7 +17,7 @@ from ml_celery import metrics
 from ml_celery.backend import state_meta
 from ml_celery.celery_app import app
 from ml_celery.pipeline import analyse
-from ml_celery.webhooks import announce_end
+from ml_celery.webhooks import announce_end, start_batch_item
 from ml_common.contract import CANCELLED_STATE, CLEANUP_TASK, DETECT_TASK
 from ml_common.errors import StorageUnavailable
 from ml_common.models import default_model
@@ -107,6 +107,8 @@ def detect(
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)
 
+    if batch_id:  # the batch's counts (ml_common.batchhooks): started, until it ends
+        start_batch_item(batch_id, task_id)
     if _start(self, task_id):  # a durable mark: it outlives restarts and prefetch
         logger.info("task %s: cancelled before inference", task_id, extra={"task_id": task_id})
         self.update_state(state=CANCELLED_STATE, meta={"reason": "cancelled before inference"})

@@ -4,11 +4,15 @@ retrying with exponential backoff and full jitter, one `webhook-id` on every att
 No server-side request forgery: the host is resolved once, every address it resolves to must
 be public (or in ML_WEBHOOK_ALLOWED_NETWORKS), and the connection goes to that address (the
 name is kept for the Host header and TLS), so a second DNS answer cannot point it elsewhere;
-redirects are not followed; the response is read only up to a cap, within a timeout.
+redirects are not followed; the response is read only up to a cap. Each attempt has one
+deadline for all of it (ML_WEBHOOK_TIMEOUT_S: connect, send, every read), so a receiver that
+trickles a byte at a time cannot hold it longer. Deliveries run on a queue and worker of their
+own (ml_common.models.webhook_queue), never on a detection worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import logging
@@ -23,11 +27,20 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import redis
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from ml_celery.celery_app import app
-from ml_common.batchhooks import FINISH_SCRIPT, completed_delivery, finish_args
+from ml_common.batchhooks import (
+    FINISH_KEYS,
+    FINISH_SCRIPT,
+    START_SCRIPT,
+    completed_delivery,
+    finish_args,
+    start_args,
+)
 from ml_common.contract import WEBHOOK_TASK
 from ml_common.errors import UnsafeWebhookTarget
+from ml_common.models import webhook_queue
 from ml_common.records import batch_key
 from ml_common.settings import Settings, get_settings
 from ml_common.taskstore import RecordStore
@@ -72,7 +85,11 @@ def resolve_target(host: str, port: int, allowed: Sequence[IPNetwork]) -> IPAddr
 
 
 def post(url: str, headers: dict[str, str], body: str, settings: Settings) -> int:
-    """POST `body` to `url` through its checked address; the response status."""
+    """POST `body` to `url` through its checked address; the response status.
+
+    TimeoutError once ML_WEBHOOK_TIMEOUT_S have passed since the call, whatever stage it is at.
+    """
+    deadline = time.monotonic() + settings.webhook_timeout_s
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -80,23 +97,38 @@ def post(url: str, headers: dict[str, str], body: str, settings: Settings) -> in
     literal = f"[{address}]" if address.version == 6 else str(address)
     pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
     host_header = host if parts.port is None else f"{host}:{parts.port}"
-    timeout = httpx.Timeout(settings.webhook_timeout_s)
-    with (
-        httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client,
-        client.stream(
-            "POST",
-            pinned,
-            content=body.encode(),
-            headers={**headers, "host": host_header},
-            extensions={"sni_hostname": host},
-        ) as response,  # fmt: skip
-    ):
-        read = 0
-        for chunk in response.iter_bytes():
-            read += len(chunk)
-            if read > settings.webhook_max_response_bytes:
-                break  # the status is all that counts; the rest is not read
-        return response.status_code
+    request = httpx.Request(
+        "POST",
+        pinned,
+        content=body.encode(),
+        headers={**headers, "host": host_header},
+        extensions={"sni_hostname": host},
+    )
+    left = max(deadline - time.monotonic(), 0.0)
+    try:
+        return asyncio.run(_send(request, settings.webhook_max_response_bytes, left))
+    except asyncio.TimeoutError as exc:  # (not the builtin TimeoutError before Python 3.11)
+        raise TimeoutError(f"no whole answer within {settings.webhook_timeout_s:g} s") from exc
+
+
+async def _send(request: httpx.Request, max_bytes: int, seconds: float) -> int:
+    """Send `request` and read its response (up to `max_bytes`), all within `seconds`."""
+
+    async def exchange() -> int:
+        timeout = httpx.Timeout(seconds)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as c:
+            response = await c.send(request, stream=True)
+            try:
+                read = 0
+                async for chunk in response.aiter_bytes():
+                    read += len(chunk)
+                    if read > max_bytes:
+                        break  # the status is all that counts; the rest is not read
+                return response.status_code
+            finally:
+                await response.aclose()
+
+    return await asyncio.wait_for(exchange(), seconds)
 
 
 def backoff_s(attempt: int, settings: Settings) -> float:
@@ -127,8 +159,10 @@ def attempt_once(task_id: str, settings: Settings) -> tuple[Attempt, bool] | Non
         error = "" if 200 <= status < 300 else f"HTTP {status}"
     except UnsafeWebhookTarget as exc:
         error, retry = exc.detail, False
-    except (httpx.HTTPError, OSError) as exc:
+    except (httpx.HTTPError, OSError) as exc:  # TimeoutError (the whole-request deadline) too
         error = f"{type(exc).__name__}: {exc}"
+    except SoftTimeLimitExceeded:  # the task's own limit: recorded and retried like the rest
+        error = "SoftTimeLimitExceeded: the delivery task ran out of time"
     ms = round((time.perf_counter() - started) * 1000, 3)
     attempt = Attempt(number, now.isoformat(), status, error, ms)
     last = not error or not retry or number >= settings.webhook_max_attempts
@@ -152,7 +186,7 @@ def deliver(self: Task[Any, Any], task_id: str) -> None:
         delay = backoff_s(attempt.number, settings)
         logger.info("webhook of %s: %s; retry in %.1f s", task_id, attempt.error, delay,
                     extra=extra)  # fmt: skip
-        raise self.retry(countdown=delay)
+        raise self.retry(countdown=delay, queue=webhook_queue(settings))
     else:
         logger.warning("webhook of %s given up: %s", task_id, attempt.error, extra=extra)
 
@@ -179,10 +213,19 @@ def start_delivery(
     body = event_body(event[0], task_id, event[1])
     _store().create(task_id, Delivery.new(url, event[0], body, owner))
     # the detect task's trace headers: each attempt's span joins the upload's trace
-    deliver.apply_async((task_id,), queue=get_settings().queue_name, headers=headers or {})
+    deliver.apply_async((task_id,), queue=webhook_queue(get_settings()), headers=headers or {})
 
 
 _ITEM_STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "IGNORED": "cancelled"}
+
+
+def start_batch_item(batch_id: str, task_id: str) -> None:
+    """Count a batch item as started (its batch's counts and event streams)."""
+    store = _store()
+    try:
+        store.redis.eval(START_SCRIPT, 2, *start_args(batch_id, task_id, store.ttl_s))
+    except redis.RedisError as exc:  # its end is still counted; never raised into the worker
+        logger.error("start of %s not counted: %s", task_id, exc, extra={"task_id": task_id})
 
 
 def finish_batch_item(batch_id: str, task_id: str, state: str) -> None:
@@ -192,13 +235,13 @@ def finish_batch_item(batch_id: str, task_id: str, state: str) -> None:
     store = _store()
     if final is None:
         return  # RETRY: not ended yet
-    args = finish_args(batch_id, task_id, final, store.ttl_s)
-    if store.redis.eval(FINISH_SCRIPT, 2, *args) != 1:
+    args = finish_args(batch_id, [task_id], final, store.ttl_s)
+    if store.redis.eval(FINISH_SCRIPT, FINISH_KEYS, *args) != 1:
         return
     delivery = completed_delivery(batch_id, store.redis.hgetall(batch_key(batch_id)))
     if delivery is not None:
         store.create(batch_id, delivery)
-        deliver.apply_async((batch_id,), queue=get_settings().queue_name)
+        deliver.apply_async((batch_id,), queue=webhook_queue(get_settings()))
         logger.info("batch %s completed: webhook queued", batch_id)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ml_common.errors import ExtremeAspectRatio, ImageTooLarge, InvalidImage, UnsupportedMedia
+from ml_common.imagescan import bmp_is_uncompressed, check_gif, check_webp
 from ml_common.jpegscan import check_jpeg
 from ml_common.settings import Settings
 
@@ -25,6 +26,10 @@ FORMATS: dict[str, tuple[str, str]] = {
 ALIASES = {"MPO": "JPEG"}
 ACCEPTED = "JPEG, PNG, WebP, BMP or GIF"
 SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations shown turned by a quarter
+# Peak bytes of memory per pixel of a whole decode, for the formats whose check decodes
+# (measured with Pillow 13 on 40 Mpx: WebP ~15 with libwebp's canvas and Pillow's copy, GIF ~1,
+# an RLE BMP ~2 with its row buffer); docs/reliability.md "Decompression bombs"
+DECODE_BYTES_PER_PIXEL = {"WEBP": 16, "GIF": 2, "BMP": 3}
 # What Pillow's parsers raise on malformed input, beyond the OSError family.
 DECODE_ERRORS = (
     OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError
@@ -80,9 +85,18 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo:
     """Check that `data` is a whole image of an accepted format and shape, by its content.
 
-    Its pixels are not decoded: the header gives the format and size, and the file's structure
-    (JPEG segments and scans, PNG chunks and their checksums) shows it is whole.
+    Pixels are decoded only where no structural check proves the file whole (WebP, GIF and RLE
+    BMP bitstreams): `scan_image` then `check_pixels`, which a server bounds (ml_api.decodegate).
     """
+    info, decode_bytes = scan_image(data, limits)
+    if decode_bytes:
+        check_pixels(data, limits)
+    return info
+
+
+def scan_image(data: bytes, limits: ImageLimits) -> tuple[ImageInfo, int]:
+    """The image's format and size, checked from its header and structure (no pixel decoded),
+    and the bytes of memory `check_pixels` still needs to decode it (0: it needs no decode)."""
     img = _open(data, limits.max_pixels)
     fmt = ALIASES.get(img.format or "", img.format or "")
     if fmt not in FORMATS:  # Pillow opened it, but it is none of ours
@@ -90,10 +104,19 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo:
     _check_shape(img.width, img.height, limits)
     info = ImageInfo(fmt, *FORMATS[fmt], img.width, img.height)
     try:
-        _check_whole(img, data)
+        whole = _check_structure(img, data)
     except DECODE_ERRORS as exc:
         raise InvalidImage(f"the {fmt} image is truncated or corrupt: {exc}") from exc
-    return info
+    return info, 0 if whole else img.width * img.height * DECODE_BYTES_PER_PIXEL[fmt]
+
+
+def check_pixels(data: bytes, limits: ImageLimits) -> None:
+    """Decode the image whole (first frame): raise InvalidImage unless its bitstream decodes."""
+    img = _open(data, limits.max_pixels)
+    try:
+        img.load()
+    except DECODE_ERRORS as exc:
+        raise InvalidImage(f"the {img.format} image is truncated or corrupt: {exc}") from exc
 
 
 def _check_shape(width: int, height: int, limits: ImageLimits) -> None:
@@ -109,14 +132,21 @@ def _check_shape(width: int, height: int, limits: ImageLimits) -> None:
         )
 
 
-def _check_whole(img: Image.Image, data: bytes) -> None:
-    """Raise unless the file is whole; decode pixels only for the formats with no cheaper check."""
+def _check_structure(img: Image.Image, data: bytes) -> bool:
+    """Raise unless the file's structure is whole; True when that proves the pixels decode."""
     if img.format in ("JPEG", "MPO"):
         check_jpeg(data)  # for an MPO: the first picture, the one the worker decodes
     elif img.format == "PNG":
         img.verify()  # every chunk present, every checksum right; no pixel is inflated
+    elif img.format == "BMP":
+        return bmp_is_uncompressed(data)  # plain rows: all there is to check is their length
+    elif img.format == "GIF":
+        check_gif(data)  # the LZW data of the first frame is whole, but is it valid: decode
+        return False
     else:
-        img.load()  # GIF (first frame), WebP, BMP
+        check_webp(data)  # the RIFF chunks are whole; the VP8/VP8L bitstream needs a decode
+        return False
+    return True
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:

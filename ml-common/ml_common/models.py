@@ -107,6 +107,12 @@ def model_queue(settings: Settings, model: str) -> str:
     return f"{settings.queue_name}.{model}"
 
 
+def webhook_queue(settings: Settings) -> str:
+    """The Celery queue of webhook deliveries, consumed by a worker of its own (`celery ...
+    worker --queues <it> --pool threads`), so that no detection waits behind a slow receiver."""
+    return f"{settings.queue_name}.webhooks"
+
+
 def worker_queues(settings: Settings) -> list[str]:
     """The queues a worker consumes: its models' and the shared one (clean-up, and tasks
     queued before models had queues of their own)."""

@@ -64,8 +64,18 @@ def batch_items_key(batch_id: str) -> str:
 
 
 def batch_final_key(batch_id: str) -> str:
-    """The task ids of a batch with a callback that are final (set; ml_common.batchhooks)."""
+    """The task ids of a batch that are final (set; ml_common.batchhooks)."""
     return f"{BATCH_PREFIX}{batch_id}:final"
+
+
+def batch_started_key(batch_id: str) -> str:
+    """The task ids of a batch that a worker has started and that are not final yet (set)."""
+    return f"{BATCH_PREFIX}{batch_id}:started"
+
+
+def batch_events_channel(batch_id: str) -> str:
+    """The channel told whenever a batch's counts change (its event streams listen on it)."""
+    return f"{BATCH_PREFIX}{batch_id}:events"
 
 
 def idempotency_key(owner: str, key: str) -> str:

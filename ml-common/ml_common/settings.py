@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     # the annotated image is a JPEG, whose sides stop at 65,500 px
     max_image_side: int = Field(30_000, ge=1, le=65_500)
     max_image_aspect_ratio: float = Field(20.0, ge=1.0)
+    # the API's memory for decoding upload pixels at once (WebP, GIF, RLE BMP): ml_api.decodegate
+    decode_memory_mb: int = Field(768, ge=64)
     result_expires_s: int = Field(7 * 24 * 3600, ge=60)
     retention_days: int = Field(7, ge=1)
     task_soft_time_limit_s: float = Field(60.0, gt=0)

@@ -108,6 +108,19 @@ class Stack:
             {**extra, **env},
         )  # fmt: skip
 
+    def start_webhook_worker(self, concurrency: int = 8) -> None:
+        """The webhook deliveries' own worker (ml_celery.deliveries): threads, no model."""
+        self._spawn(
+            "webhooks",
+            [
+                sys.executable, "-m", "celery", "-A", "ml_celery.deliveries", "worker",
+                "--loglevel", "INFO", "--pool", "threads", "--concurrency", str(concurrency),
+                "--hostname", f"webhooks-{os.getpid()}-{self.api_port}@%h",
+                "--without-gossip", "--without-mingle",
+            ],
+            {"PROMETHEUS_MULTIPROC_DIR": str(self.log_dir / "metrics-webhooks")},
+        )  # fmt: skip
+
     def start_api(self) -> None:
         self._spawn(
             "api",
@@ -232,9 +245,11 @@ def _serve(stack: Stack) -> int:
     from ml_common.settings import Settings
 
     models = served_models(Settings())
-    logger.info("starting a worker for %s, API%s; logs in %s", models, client, stack.log_dir)
+    logger.info("starting a worker for %s, the webhook worker, API%s; logs in %s",
+                models, client, stack.log_dir)  # fmt: skip
     for model in models:  # one worker per model: a slow model never delays a fast one
         stack.start_worker(f"worker-{model}", model)
+    stack.start_webhook_worker()
     stack.start_api()
     if stack.with_client:
         stack.start_client(_dev_api_key())

@@ -132,6 +132,7 @@ def test_make_run_leaves_nothing_running(make_run: MakeRun, how: str, record_pro
     names = {p: cmdline(p) for p in pids}
     assert any("uvicorn ml_api" in n for n in names.values()), names
     assert any("celery" in n for n in names.values()), names
+    assert any("ml_celery.deliveries" in n for n in names.values()), names  # the webhook worker
     assert all(listening(port) for port in ports), ports
     _stop(make_run, how, pids)
     deadline = time.monotonic() + 60

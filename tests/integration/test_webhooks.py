@@ -20,7 +20,7 @@ import redis
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from ml_common.apikeys import ApiKeyStore
-from ml_common.batchhooks import FINISH_SCRIPT, finish_args
+from ml_common.batchhooks import FINISH_KEYS, FINISH_SCRIPT, finish_args
 from ml_common.records import batch_final_key, batch_key, quota_key
 from tests.conftest import LiveStack, launch_stack
 from tests.integration.test_batches import tiny_jpeg, wait_batch
@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 FAILURES_FIRST = 3
 WAIT_S = 120
+DEADLINE_S = 3.0  # ML_WEBHOOK_TIMEOUT_S of the module's stack
 
 
 class Receiver:
@@ -84,11 +85,36 @@ class Listener:
             except (TimeoutError, OSError):
                 continue
             self.accepted += 1
-            conn.close()
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.close()
 
     def close(self) -> None:
         self._stop.set()
         self.sock.close()
+
+
+class Trickler(Listener):
+    """A receiver on 127.0.0.1 that reads the request, then answers one byte a second, forever:
+    no single read ever waits as long as the timeout, the whole answer never comes."""
+
+    def handle(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            received = b""
+            while b"\r\n\r\n" not in received and (chunk := conn.recv(65536)):
+                received += chunk
+            answer = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"z" * 10_000
+            for byte in answer:
+                if self._stop.wait(1.0):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # the sender gave up: what the deadline is for
+                    return
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +124,7 @@ def webhook_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStac
         "ML_WEBHOOK_BACKOFF_S": "0.05",
         "ML_WEBHOOK_BACKOFF_MAX_S": "0.2",
         "ML_WEBHOOK_MAX_ATTEMPTS": "6",
+        "ML_WEBHOOK_TIMEOUT_S": str(DEADLINE_S),
     }
     base = tmp_path_factory.mktemp("webhook-stack")
     with launch_stack("rabbitmq-redis", base, env) as live:
@@ -345,14 +372,44 @@ def test_items_ending_at_once_complete_their_batch_exactly_once(webhook_stack: L
     batch_id, items = f"race-{time.time_ns()}", 64
     client.hset(batch_key(batch_id), mapping={"owner": "o", "callback_url": "http://h/x"})
     client.expire(batch_key(batch_id), 60)
-    client.eval(FINISH_SCRIPT, 2, *finish_args(batch_id, "", str(items), 60))  # sealed first
+    sealed = finish_args(batch_id, [], "", 60, seal_total=items)
+    client.eval(FINISH_SCRIPT, FINISH_KEYS, *sealed)  # sealed first
 
     def finish(n: int) -> int:
-        args = finish_args(batch_id, f"t{n % items}", "succeeded", 60)
-        return int(client.eval(FINISH_SCRIPT, 2, *args))
+        args = finish_args(batch_id, [f"t{n % items}"], "succeeded", 60)
+        return int(client.eval(FINISH_SCRIPT, FINISH_KEYS, *args))
 
     with ThreadPoolExecutor(16) as pool:  # every item twice, as a redelivered task would
         won = list(pool.map(finish, range(2 * items)))
     assert sum(won) == 1
     assert client.hget(batch_key(batch_id), "final:succeeded") == str(items).encode()
     client.delete(batch_key(batch_id), batch_final_key(batch_id))
+
+
+def test_a_trickling_receiver_is_cut_at_the_deadline_and_detection_never_waits(
+    webhook_stack: LiveStack, astronaut_jpeg: bytes, record_property: Any
+) -> None:
+    """Two callbacks to a receiver that sends a byte a second: each attempt ends at
+    ML_WEBHOOK_TIMEOUT_S in all (not per read), is recorded and retried; meanwhile another
+    upload is detected (the stack's one detection process never runs a delivery)."""
+    record_property("case", "a webhook receiver trickling one byte a second (2 callbacks)")
+    slow = Trickler("127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{slow.port}/hook"
+        hooked = [submit(webhook_stack, astronaut_jpeg, url) for _ in range(2)]
+        deadline = time.monotonic() + WAIT_S
+        while slow.accepted < 2:  # both deliveries are being trickled to
+            assert time.monotonic() < deadline, "the deliveries never connected"
+            time.sleep(0.1)
+        other = webhook_stack.submit(astronaut_jpeg).json()["task_id"]
+        # before: the deliveries ran on the detection queue, and this waited for the task limit
+        assert webhook_stack.wait_final(other, timeout_s=20)["status"] == "succeeded"
+        found = [deliveries(webhook_stack, task_id, 2) for task_id in hooked]
+    finally:
+        slow.close()
+    for delivery in found:
+        first, second = delivery["attempts"][:2]
+        assert first["status_code"] is None and second["number"] == 2
+        assert first["error"] == f"TimeoutError: no whole answer within {DEADLINE_S:g} s"
+    seen = f"each attempt cut at the deadline, recorded ('{first['error']}') and retried"
+    record_property("observed", f"{seen}; another upload detected meanwhile")

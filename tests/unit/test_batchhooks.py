@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import json
 
-from ml_common.batchhooks import EVENT_BATCH_COMPLETED, completed_delivery, finish_args
+from ml_common.batchhooks import (
+    EVENT_BATCH_COMPLETED,
+    FINISH_KEYS,
+    batch_counts,
+    completed_delivery,
+    finish_args,
+)
+from ml_common.schemas import TaskState
 
 
 def test_the_completed_event_counts_each_state() -> None:
@@ -27,6 +34,14 @@ def test_a_batch_without_a_callback_has_no_delivery() -> None:
     assert completed_delivery("b1", {"owner": "k1", "expected": "3"}) is None
 
 
-def test_the_script_keys_are_the_batch_hash_and_its_final_set() -> None:
-    keys = finish_args("b1", "t1", "failed", 60)[:2]
-    assert keys == ["mlprod:batch:b1", "mlprod:batch:b1:final"]
+def test_the_script_keys_are_the_batch_hash_its_final_and_its_started_set() -> None:
+    keys = finish_args("b1", ["t1"], "failed", 60)[:FINISH_KEYS]
+    assert keys == ["mlprod:batch:b1", "mlprod:batch:b1:final", "mlprod:batch:b1:started"]
+
+
+def test_counts_come_from_the_hash_and_the_started_set() -> None:
+    raw = {b"total": b"10", b"final:succeeded": b"4", b"final:failed": b"1",
+           b"final:cancelled": b"2"}  # fmt: skip
+    counts = batch_counts(raw, started=2)
+    assert counts == {TaskState.queued: 1, TaskState.started: 2, TaskState.succeeded: 4,
+                      TaskState.failed: 1, TaskState.cancelled: 2}  # fmt: skip

@@ -32,6 +32,7 @@ from ml_client.app import create_app
 from ml_client.settings import ClientSettings
 from ml_common import records
 from ml_common.apikeys import ApiKeyStore
+from ml_common.batchhooks import FINISH_KEYS, FINISH_SCRIPT, finish_args
 from ml_common.contract import DetectPayload
 from ml_common.storage import LocalStorage
 
@@ -84,6 +85,11 @@ class Stack:
     def _meta(self, task_id: str, meta: dict[str, Any]) -> None:
         meta |= {"task_id": task_id, "date_done": datetime.now(timezone.utc).isoformat()}
         self.redis.set(records.meta_key(task_id), json.dumps(meta), ex=120)
+        batch_id = self.queue.submitted[task_id].get("batch_id")
+        if batch_id:  # a batch item's end is counted (ml_celery.webhooks.finish_batch_item)
+            state = "succeeded" if meta["status"] == "SUCCESS" else "failed"
+            args = finish_args(batch_id, [task_id], state, 120)
+            self.redis.eval(FINISH_SCRIPT, FINISH_KEYS, *args)
 
 
 def jpeg(width: int = 64, height: int = 48) -> bytes:

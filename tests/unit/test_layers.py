@@ -25,7 +25,7 @@ MAY_IMPORT = {
     "ml_tools": {"ml_common", "mlprod_client"},
 }
 # the modules of ml_common used through one user or one other module (docs/architecture.md)
-ALONE = {"retention", "documents", "jpegscan", "storagekeys", "s3storage"}
+ALONE = {"retention", "documents", "jpegscan", "imagescan", "storagekeys", "s3storage"}
 
 
 def _imported(module: Path) -> set[str]:

@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 from PIL import Image
 
+from ml_api.decodegate import MIB, DecodeGate
 from ml_api.malloc import keep_large_buffers
 from ml_api.queue import TaskQueue
 from ml_api.submit import Submitter, Upload
@@ -61,7 +62,8 @@ class BrokenStorage(LocalStorage):
 
 def submitter(storage: LocalStorage, queue: Queue, tasks: Tasks) -> Submitter:
     settings = Settings(_env_file=None, storage_dir=storage.root)
-    return Submitter(settings, storage, cast(TaskQueue, queue), cast(TaskStore, tasks))
+    gate = DecodeGate(settings.decode_memory_mb * MIB)
+    return Submitter(settings, storage, cast(TaskQueue, queue), cast(TaskStore, tasks), gate)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP"])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Query, Request, Response
@@ -14,16 +16,20 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ml_api.batches import BatchRecord, BatchStore
+from ml_api.batchhooks import BatchCallback
 from ml_api.deps import (
     ApiKeyDep,
     BatchesDep,
     IdempotencyDep,
     IdempotencyKeyHeader,
     LimiterDep,
+    QueueDep,
     SettingsDep,
     StorageDep,
     SubmitterDep,
+    SubscriberDep,
     TasksDep,
+    WaitSlotsDep,
 )
 from ml_api.downloads import event_stream, export_response
 from ml_api.errors import documented
@@ -31,8 +37,9 @@ from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_api.intake import UPLOAD_BODY, Intake, archive_limits, form_files
 from ml_api.results import build_status, state_of
 from ml_api.submit import fingerprint, start_batch
+from ml_api.subscriber import Listener
 from ml_common.models import resolve_model
-from ml_common.records import TaskRecord
+from ml_common.records import TaskRecord, batch_events_channel
 from ml_common.schemas import (
     FINAL_STATES,
     BatchCreated,
@@ -50,7 +57,8 @@ router = APIRouter(prefix="/batches", tags=["batches"])
 
 ERRORS = documented(401, 404, 422, 429, 503)
 UPLOAD_ERRORS = documented(401, 409, 413, 415, 422, 429, 503)
-PROGRESS_POLL_S = 1.0
+# a stream rereads its counts at least this often, should a message be missed (2 commands)
+RECHECK_S = 30.0
 
 
 def links_for_batch(batch_id: str) -> BatchLinks:
@@ -105,30 +113,48 @@ class Item(NamedTuple):
 
 
 async def _items(
-    batch_id: str, owner: str, batches: BatchStore, tasks: TasksDep
+    batch_id: str, owner: str, batches: BatchStore, tasks: TasksDep, start: int = 0, stop: int = -1
 ) -> tuple[BatchRecord, list[Item]]:
-    """The batch and its items in order; another key's batch reads as unknown."""
+    """The batch and its items from `start` to `stop` (inclusive; -1 the last), in order;
+    another key's batch reads as unknown."""
     batch = await batches.owned(batch_id, owner)
-    found = await tasks.lookup_many(await batches.items(batch_id))
+    found = await tasks.lookup_many(await batches.items(batch_id, start, stop))
     return batch, [
         Item(f.record, f.meta, state_of(f.record, f.meta)) for f in found if f.record is not None
     ]
 
 
-def _progress(batch: BatchRecord, items: list[Item], offset: int, limit: int) -> BatchStatus:
-    counts = Counter(item.state for item in items)
-    page = [
-        BatchItem(task_id=s.task_id, file_name=i.record.name, status=s.status, error=s.error)
-        for i in items[offset : offset + limit]
-        if (s := i.status())
-    ]
+async def _read_progress(
+    batch_id: str, owner: str, batches: BatchStore, tasks: TasksDep, offset: int, limit: int
+) -> BatchStatus:
+    """The batch's counts and one page of its items; a batch whose counts are kept
+    (ml_common.batchhooks) reads the page alone, an older one every item."""
+    batch = await batches.owned(batch_id, owner)
+    if not batch.counted:
+        batch, items = await _items(batch_id, owner, batches, tasks)
+        counts = Counter(i.state for i in items)
+        return _progress(batch, counts, items[offset : offset + limit], offset, limit)
+    page: list[Item] = []
+    if limit:
+        page = (await _items(batch_id, owner, batches, tasks, offset, offset + limit - 1))[1]
+    return _progress(batch, Counter(batch.counts), page, offset, limit)
+
+
+def _progress(
+    batch: BatchRecord, counts: Counter[TaskState], page: list[Item], offset: int, limit: int
+) -> BatchStatus:
+    final = sum(counts[s] for s in FINAL_STATES)
     return BatchStatus(
         batch_id=batch.batch_id,
         created_at=batch.created_at,
         total=batch.total,
         counts={state: counts.get(state, 0) for state in TaskState},
-        finished=sum(counts[s] for s in FINAL_STATES) >= batch.total,
-        items=page,
+        finished=final >= batch.total and (batch.sealed or not batch.counted),
+        items=[
+            BatchItem(task_id=s.task_id, file_name=i.record.name, status=s.status, error=s.error)
+            for i in page
+            if (s := i.status())
+        ],
         offset=offset,
         limit=limit,
         links=links_for_batch(batch.batch_id),
@@ -145,8 +171,7 @@ async def get_batch(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> BatchStatus:
     """Counts per state, the total, and one page of the items (task id, file name, state)."""
-    batch, items = await _items(str(batch_id), key.key_id, batches, tasks)
-    return _progress(batch, items, offset, limit)
+    return await _read_progress(str(batch_id), key.key_id, batches, tasks, offset, limit)
 
 
 @router.get(
@@ -159,39 +184,64 @@ async def stream_batch_events(
     key: ApiKeyDep,
     batches: BatchesDep,
     tasks: TasksDep,
+    subscriber: SubscriberDep,
+    slots: WaitSlotsDep,
     timeout: Annotated[float, Query(gt=0, le=3600)] = 600,
 ) -> StreamingResponse:
     """Server-sent events: a `progress` event (counts, no items) whenever they change, until
-    the batch is finished or `timeout` passes."""
-    first = _progress(*await _items(str(batch_id), key.key_id, batches, tasks), 0, 0)
+    the batch is finished or `timeout` passes. It counts among the key's open waits."""
+    read = functools.partial(_read_progress, str(batch_id), key.key_id, batches, tasks, 0, 0)
+    await read()  # 404/503 before the stream starts
+    waiting = contextlib.ExitStack()
+    waiting.enter_context(slots.hold(key.key_id))  # 429 before the stream starts
 
     async def events() -> AsyncIterator[str]:
-        # A batch has thousands of result keys: its counts are re-read once a second rather
-        # than subscribed to item by item.
-        loop = asyncio.get_running_loop()
-        deadline, last = loop.time() + timeout, first
-        yield f"event: progress\ndata: {first.model_dump_json()}\n\n"
-        while not last.finished and loop.time() < deadline:
-            await asyncio.sleep(PROGRESS_POLL_S)
-            now = _progress(*await _items(str(batch_id), key.key_id, batches, tasks), 0, 0)
-            if now.counts != last.counts or now.finished:
-                yield f"event: progress\ndata: {now.model_dump_json()}\n\n"
-            last = now
+        # woken through the API's one subscription whenever an item of the batch is added,
+        # starts or ends (ml_common.batchhooks PUBLISHes); each read is two Redis commands
+        with waiting:
+            channel = batch_events_channel(str(batch_id))
+            async with subscriber.listen(channel) as listener:
+                async for progress in _changes(read, listener, timeout):
+                    yield f"event: progress\ndata: {progress.model_dump_json()}\n\n"
 
     return event_stream(events())
 
 
+async def _changes(
+    read: Callable[[], Awaitable[BatchStatus]], listener: Listener, timeout_s: float
+) -> AsyncIterator[BatchStatus]:
+    """The progress now, then each time its counts change, until finished or `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline, last = loop.time() + timeout_s, None
+    while True:
+        now = await read()
+        if last is None or now.counts != last.counts or now.total != last.total or now.finished:
+            yield now
+        last = now
+        if now.finished or (left := deadline - loop.time()) <= 0:
+            return
+        await listener.wait(min(left, RECHECK_S))
+
+
 @router.delete("/{batch_id}", responses=ERRORS)
 async def cancel_batch(
-    batch_id: uuid.UUID, key: ApiKeyDep, batches: BatchesDep, tasks: TasksDep
+    batch_id: uuid.UUID,
+    key: ApiKeyDep,
+    batches: BatchesDep,
+    tasks: TasksDep,
+    queue: QueueDep,
+    settings: SettingsDep,
 ) -> Cancelled:
     """Cancel every unfinished item: queued ones never run their model, running ones finish.
 
     The batch stays readable (its items `cancelled`) until it expires: DELETE cancels, it does
     not remove (README, "Why DELETE cancels")."""
-    _, items = await _items(str(batch_id), key.key_id, batches, tasks)
+    batch, items = await _items(str(batch_id), key.key_id, batches, tasks)
     open_items = [i for i in items if i.state not in FINAL_STATES]
     await tasks.cancel([i.record.task_id for i in open_items])
+    if batch.counted and open_items:  # the mark is set: count the unstarted ones final now
+        hook = BatchCallback(batches.redis, queue, settings.result_expires_s, batch.batch_id)
+        await hook.cancelled([i.record.task_id for i in open_items])
     running = sum(i.state is TaskState.started for i in open_items)
     if not open_items:
         return Cancelled(changed=False, detail="every item had finished: unchanged")
