@@ -3,6 +3,7 @@ archives, limits, another key's batch. Each is refused with a clear error before
 
 from __future__ import annotations
 
+import csv
 import io
 import stat
 import tarfile
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ml_api.app import create_app
+from ml_api.exports import FORMULA_STARTS
 from ml_common.apikeys import ApiKeyStore
 from ml_common.settings import Settings
 from tests.conftest import encode, need_redis
@@ -165,3 +167,16 @@ def test_cancel_a_queued_task_then_again(api: Api) -> None:
     status = client.get(f"/api/v1/detections/{task_id}", headers=auth).json()
     assert status["status"] == "cancelled" and status["finished_at"]
     assert client.delete(f"/api/v1/detections/{task_id}", headers=auth).json()["changed"] is False
+
+
+def test_no_formula_reaches_a_cell_of_the_batch_csv(api: Api) -> None:
+    """File names that start like spreadsheet formulas are exported as text."""
+    names = ["=1+1.jpg", "+A1.jpg", "-2+3.jpg", "@SUM(A1).jpg"]
+    r = post_batch(api, [(name, jpeg(i)) for i, name in enumerate(names)])
+    assert r.status_code == 202, r.text  # type: ignore[attr-defined]
+    client, auth = api
+    export = client.get(f"/api/v1/batches/{r.json()['batch_id']}/export?format=csv", headers=auth)  # type: ignore[attr-defined]
+    assert export.status_code == 200, export.text
+    rows = list(csv.reader(io.StringIO(export.text, newline="")))
+    assert not [c for row in rows for c in row if c.lstrip(" ").startswith(FORMULA_STARTS)]
+    assert sorted(row[0] for row in rows[1:]) == sorted(f"'{name}" for name in names)
