@@ -56,6 +56,22 @@ def tarred_with_link() -> bytes:
     return buf.getvalue()
 
 
+def tarred(names: list[str], folders: int = 0) -> bytes:
+    """A tar.xz of a small JPEG under each name, after `folders` folder entries."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz") as archive:
+        for i in range(folders):
+            folder = tarfile.TarInfo(f"folder{i}")
+            folder.type = tarfile.DIRTYPE
+            archive.addfile(folder)
+        for name in names:
+            info = tarfile.TarInfo(name)
+            data = jpeg()
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 @pytest.fixture
 def settings_small(tmp_path: Path) -> Settings:
     need_redis()
@@ -90,9 +106,11 @@ def post_batch(api: Api, parts: list[tuple[str, bytes]], **headers: str) -> obje
         (tarred_with_link(), "unsafe_archive"),
         (zipped({"bomb.jpg": b"\0" * 2_500_000}), "unsafe_archive"),
         (zipped({f"{i}.jpg": jpeg(i) for i in range(5)}), "batch_too_large"),
+        (tarred(["n" * 1024 * 1024 + f"{i}.jpg" for i in range(3)]), "unsafe_archive"),
+        (tarred(["a.jpg"], folders=4), "batch_too_large"),
     ],
     ids=["dot-dot-path", "absolute-path", "zip-symlink", "tar-symlink", "zip-bomb-ratio",
-         "too-many-files"],
+         "too-many-files", "1-mib-member-names", "folders-count-as-files"],
 )  # fmt: skip
 def test_unsafe_or_oversized_archive_is_refused_before_any_work(
     api: Api, settings_small: Settings, archive: bytes, code: str
@@ -180,3 +198,13 @@ def test_no_formula_reaches_a_cell_of_the_batch_csv(api: Api) -> None:
     rows = list(csv.reader(io.StringIO(export.text, newline="")))
     assert not [c for row in rows for c in row if c.lstrip(" ").startswith(FORMULA_STARTS)]
     assert sorted(row[0] for row in rows[1:]) == sorted(f"'{name}" for name in names)
+
+
+def test_member_names_keep_their_last_part_without_control_characters(api: Api) -> None:
+    """An archive member's folder and control characters never reach the batch's items."""
+    names = ["photos/2024/a\r\nb.jpg", "x/\x1b[2Jc.jpg"]
+    r = post_batch(api, [("photos.tar.xz", tarred(names))])
+    assert r.status_code == 202, r.text  # type: ignore[attr-defined]
+    client, auth = api
+    body = client.get(f"/api/v1/batches/{r.json()['batch_id']}", headers=auth).json()  # type: ignore[attr-defined]
+    assert [item["file_name"] for item in body["items"]] == ["ab.jpg", "[2Jc.jpg"]
