@@ -129,12 +129,13 @@ def _zip_files(
 def _tar_files(
     archive: tarfile.TarFile, packed: int, limits: ArchiveLimits
 ) -> list[tarfile.TarInfo]:
-    members, count, total = [], 0, 0
-    for info in archive:  # one pass over the headers, stopped as soon as a limit is passed
+    members, total = [], 0
+    # one pass over the headers, stopped as soon as a limit is passed; a folder costs a header
+    # to read too, so it counts as a member
+    for count, info in enumerate(archive, start=1):
         _safe_name(info.name)
         if info.issym() or info.islnk() or not (info.isfile() or info.isdir()):
             raise UnsafeArchive(f"the archive holds a link or special file: {info.name[:200]!r}")
-        count += 1  # a folder costs a header to read too: it counts as a member
         if info.isfile():
             members.append(info)
             total += info.size
