@@ -16,9 +16,17 @@ from datetime import datetime, timezone
 from redis import asyncio as aioredis
 
 from ml_common.errors import BatchNotFound, BatchTooLarge, IdempotencyConflict, backend_errors
-from ml_common.records import as_text, batch_items_key, batch_key, idempotency_key, quota_key
+from ml_common.records import (
+    as_text,
+    batch_items_key,
+    batch_key,
+    idempotency_key,
+    now_iso,
+    quota_key,
+)
 
 QUOTA_WINDOW_S = 24 * 3600
+CANCELLED_AT = "cancelled_at"  # the batch's cancel mark: files submitted after it never run
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,15 @@ class BatchStore:
                 pipe.expire(batch_items_key(batch_id), self.ttl_s)
                 pipe.hincrby(batch_key(batch_id), "total", len(task_ids))
                 await pipe.execute()
+
+    async def cancel(self, batch_id: str) -> None:
+        """Mark the batch cancelled: its files still being submitted are recorded cancelled."""
+        with backend_errors():
+            await self.redis.hsetnx(batch_key(batch_id), CANCELLED_AT, now_iso())
+
+    async def is_cancelled(self, batch_id: str) -> bool:
+        with backend_errors():
+            return bool(await self.redis.hexists(batch_key(batch_id), CANCELLED_AT))
 
     async def get(self, batch_id: str) -> BatchRecord | None:
         with backend_errors():

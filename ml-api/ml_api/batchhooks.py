@@ -31,6 +31,10 @@ class BatchCallback:
     async def refused(self, task_id: str) -> None:
         await self._finish(task_id, "failed")
 
+    async def cancelled(self, task_id: str) -> None:
+        """An item recorded cancelled at intake (the batch was cancelled while submitting)."""
+        await self._finish(task_id, "cancelled")
+
     async def seal(self, total: int) -> None:
         """Every file is submitted: `total` items make the batch complete."""
         await self._finish("", str(total))

@@ -9,6 +9,7 @@ import stat
 import tarfile
 import uuid
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ml_api.app import create_app
+from ml_common import records
 from ml_api.exports import FORMULA_STARTS
 from ml_common.apikeys import ApiKeyStore
 from ml_common.settings import Settings
@@ -208,3 +210,38 @@ def test_member_names_keep_their_last_part_without_control_characters(api: Api) 
     client, auth = api
     body = client.get(f"/api/v1/batches/{r.json()['batch_id']}", headers=auth).json()  # type: ignore[attr-defined]
     assert [item["file_name"] for item in body["items"]] == ["ab.jpg", "[2Jc.jpg"]
+
+
+def test_a_batch_cancelled_while_it_is_submitted_stays_cancelled(tmp_path: Path) -> None:
+    """DELETE in the middle of a 1,500-file submission: no file after it is queued."""
+    need_redis()
+    settings = input_settings(tmp_path, batch_max_files=2000, batch_max_bytes=20_000_000,
+                              batch_max_items_per_key_per_day=5000)  # fmt: skip
+    plain, api_key = ApiKeyStore.from_settings(settings).create("tests")
+    auth = {"Authorization": f"Bearer {plain}", "Idempotency-Key": "cancel-while-submitting"}
+    claim = records.idempotency_key(api_key.key_id, auth["Idempotency-Key"])
+    results = redis.Redis.from_url(RESULTS_DB)
+    archive = zipped({f"{i:04}.jpg": jpeg(i) for i in range(1500)})
+    files = [("files", ("photos.zip", archive, "application/zip"))]
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            with ThreadPoolExecutor(1) as pool:
+                first = pool.submit(client.post, "/api/v1/batches", files=files, headers=auth)
+                while not results.exists(claim):  # the first request has taken the key
+                    assert not first.done(), first.result().text
+                while True:  # the same request again answers with the batch id, as it goes
+                    again = client.post("/api/v1/batches", files=files, headers=auth).json()
+                    if again["total"] > 0:
+                        break
+                listed_at_delete = again["total"]
+                r = client.delete(f"/api/v1/batches/{again['batch_id']}", headers=auth)
+                assert r.status_code == 200 and r.json()["changed"] is True, r.text
+                assert first.result().status_code == 202
+            assert listed_at_delete < 1500, "the submission ended before the DELETE"
+            body = client.get(f"/api/v1/batches/{again['batch_id']}?limit=1", headers=auth).json()
+    finally:
+        for url in (RESULTS_DB, BROKER_DB):
+            redis.Redis.from_url(url).flushdb()
+    assert body["total"] == 1500
+    assert body["counts"]["cancelled"] == 1500, body["counts"]
+    assert len(stored_files(settings)) < 1500  # files after the mark were never stored

@@ -183,7 +183,10 @@ async def stream_batch_events(
 async def cancel_batch(
     batch_id: uuid.UUID, key: ApiKeyDep, batches: BatchesDep, tasks: TasksDep
 ) -> Cancelled:
-    """Cancel every unfinished item: queued ones never run their model, running ones finish."""
+    """Cancel every unfinished item: queued ones never run their model, running ones finish,
+    and files of the batch still being submitted are recorded cancelled, never queued."""
+    await batches.owned(str(batch_id), key.key_id)
+    await batches.cancel(str(batch_id))  # first: submission checks it after listing each slice
     _, items = await _items(str(batch_id), key.key_id, batches, tasks)
     open_items = [i for i in items if i.state not in FINAL_STATES]
     await tasks.cancel([i.record.task_id for i in open_items])
