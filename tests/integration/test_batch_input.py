@@ -9,8 +9,8 @@ import stat
 import tarfile
 import uuid
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ml_api.app import create_app
-from ml_common import records
 from ml_api.exports import FORMULA_STARTS
+from ml_common import records
 from ml_common.apikeys import ApiKeyStore
 from ml_common.settings import Settings
 from tests.conftest import encode, need_redis
