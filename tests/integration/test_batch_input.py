@@ -23,6 +23,7 @@ from ml_api.exports import FORMULA_STARTS
 from ml_common import records
 from ml_common.apikeys import ApiKeyStore
 from ml_common.settings import Settings
+from ml_common.taskstore import RecordStore
 from tests.conftest import encode, need_redis
 from tests.integration.test_api_input import BROKER_DB, RESULTS_DB, input_settings, stored_files
 
@@ -245,3 +246,21 @@ def test_a_batch_cancelled_while_it_is_submitted_stays_cancelled(tmp_path: Path)
     assert body["total"] == 1500
     assert body["counts"]["cancelled"] == 1500, body["counts"]
     assert len(stored_files(settings)) < 1500  # files after the mark were never stored
+
+
+def test_cancel_a_running_task_leaves_it_to_finish(api: Api, settings_small: Settings) -> None:
+    """DELETE on a running task: `changed: false`, it will finish, and no cancel mark is set."""
+    from ml_celery.celery_app import create_celery_app
+
+    client, auth = api
+    r = client.post("/api/v1/detections", files={"file": ("a.jpg", jpeg(), "image/jpeg")},
+                    headers=auth)  # fmt: skip
+    task_id = r.json()["task_id"]
+    # what the worker does as it takes the task: the record's start, then Celery's STARTED
+    RecordStore.connect(settings_small).mark_started(task_id)
+    create_celery_app(settings_small).backend.store_result(task_id, None, "STARTED")
+    assert client.get(f"/api/v1/detections/{task_id}", headers=auth).json()["status"] == "started"
+    answer = client.delete(f"/api/v1/detections/{task_id}", headers=auth).json()
+    assert answer["changed"] is False and "will finish" in answer["detail"], answer
+    assert not RecordStore.connect(settings_small).is_cancelled(task_id)
+    assert client.get(f"/api/v1/detections/{task_id}", headers=auth).json()["status"] == "started"
