@@ -16,14 +16,19 @@ class RateLimiter:
         self.limiter = MovingWindowRateLimiter(redis_storage(redis, RATE_PREFIX))
         self.per_minute = per_minute
 
-    async def hit(self, key_id: str, bucket: str) -> None:
-        """Count one request atomically; raise RateLimited past the limit for the last minute."""
+    async def hit(self, key_id: str, bucket: str, cost: int = 1) -> None:
+        """Count `cost` requests atomically; RateLimited if the last minute has no room for them.
+
+        A cost past the limit counts as the limit: it then needs the whole minute, but is never
+        refused for its size alone."""
         item = RateLimitItemPerMinute(self.per_minute, namespace=bucket)
+        cost = min(cost, self.per_minute)
         with backend_errors():
-            if await self.limiter.hit(item, key_id):
+            if await self.limiter.hit(item, key_id, cost=cost):
                 return
             stats = await self.limiter.get_window_stats(item, key_id)
         raise RateLimited(
-            f"more than {self.per_minute} {bucket} requests in a minute",
+            f"more than {self.per_minute} {bucket} requests in a minute"
+            + (f" (this one counts as {cost}: one per file)" if cost > 1 else ""),
             retry_after(stats.reset_time),
         )

@@ -264,3 +264,29 @@ def test_cancel_a_running_task_leaves_it_to_finish(api: Api, settings_small: Set
     assert answer["changed"] is False and "will finish" in answer["detail"], answer
     assert not RecordStore.connect(settings_small).is_cancelled(task_id)
     assert client.get(f"/api/v1/detections/{task_id}", headers=auth).json()["status"] == "started"
+
+
+def test_batch_items_count_against_the_per_minute_upload_limit(tmp_path: Path) -> None:
+    """Single-file batches once went around ML_RATE_LIMIT_PER_MINUTE: each item counts now."""
+    need_redis()
+    settings = input_settings(tmp_path, rate_limit_per_minute=3)
+    plain, _ = ApiKeyStore.from_settings(settings).create("tests")
+    auth = {"Authorization": f"Bearer {plain}"}
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+
+            def one_file_batch(i: int) -> int:
+                files = [("files", (f"{i}.jpg", jpeg(i), "image/jpeg"))]
+                return client.post("/api/v1/batches", files=files, headers=auth).status_code
+
+            single = {"file": ("s.jpg", jpeg(9), "image/jpeg")}
+            codes = [one_file_batch(0), one_file_batch(1)]
+            codes.append(client.post("/api/v1/detections", files=single, headers=auth).status_code)
+            codes += [one_file_batch(2), one_file_batch(3)]
+            r = client.post("/api/v1/detections", files=single, headers=auth)
+            codes.append(r.status_code)
+    finally:
+        for url in (RESULTS_DB, BROKER_DB):
+            redis.Redis.from_url(url).flushdb()
+    assert codes == [202, 202, 202, 429, 429, 429], codes
+    assert r.json()["code"] == "rate_limited" and int(r.headers["Retry-After"]) > 0

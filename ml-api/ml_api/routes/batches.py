@@ -84,7 +84,8 @@ async def create_batch(
         intake = await run_in_threadpool(Intake.check, files, archive_limits(settings))
         fingerprint = await run_in_threadpool(intake.fingerprint) + model
         async with claims.once(key.key_id, idempotency_key, fingerprint, batch.batch_id) as earlier:
-            if earlier is None:
+            if earlier is None:  # each item is an upload: the key's per-minute limit counts it
+                await limiter.hit(key.key_id, "upload", cost=intake.count)
                 await start_batch(intake, batch, submitter, batches, settings, model, callback)
     batch_id = earlier or batch.batch_id
     found = await batches.get(batch_id)
