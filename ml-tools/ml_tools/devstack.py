@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from ml_tools.processes import die_with_parent, wait_http, wait_tcp
 
 logger = logging.getLogger("devstack")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SECRET_KEY_FILE = "secret-key"  # in ML_STORAGE_DIR: make run's generated ML_SECRET_KEY
 
 
 @dataclass
@@ -205,6 +207,19 @@ def _dev_api_key() -> str:
     return plain
 
 
+def dev_secret_key(storage_dir: Path) -> str:
+    """`make run`'s ML_SECRET_KEY when none is set: random on the first start, then kept in
+    `storage_dir/secret-key` (mode 0600, like the admin password), so that sessions and webhook
+    secrets survive a restart and nobody can derive them from the placeholder."""
+    from ml_common.storage import atomic_write
+
+    path = storage_dir / SECRET_KEY_FILE
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        atomic_write(path, secrets.token_urlsafe(48), 0o600, exclusive=True)
+    return path.read_text().strip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("ML_WORKERS", "1")))
@@ -222,10 +237,12 @@ def main() -> int:
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) != signal.SIG_IGN:  # as under nohup: leave it ignored
             signal.signal(sig, _on_stop_signal)
-    from ml_common.settings import Settings
+    from ml_common.settings import PLACEHOLDER_SECRETS, Settings
 
     settings = Settings()
     env = {k: v for k, v in os.environ.items() if k.startswith("ML_")}
+    if settings.secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
+        env["ML_SECRET_KEY"] = dev_secret_key(settings.storage_dir)
     try:
         ports = {"api_port": args.api_port, "client_port": args.client_port}
         stack = Stack(env, settings.storage_dir / "logs", args.concurrency, **ports)
