@@ -17,18 +17,21 @@ class RateLimiter:
         self.per_minute = per_minute
 
     async def hit(self, key_id: str, bucket: str, cost: int = 1) -> None:
-        """Count `cost` requests atomically; RateLimited if the last minute has no room for them.
+        """Count `cost` requests atomically; RateLimited if the last minute is full.
 
-        A cost past the limit counts as the limit: it then needs the whole minute, but is never
-        refused for its size alone."""
+        A request of several (a batch, one per file) takes what is left of the minute, up to its
+        cost: it is refused only when nothing is left, never for its size alone."""
         item = RateLimitItemPerMinute(self.per_minute, namespace=bucket)
-        cost = min(cost, self.per_minute)
+        counted = cost
         with backend_errors():
-            if await self.limiter.hit(item, key_id, cost=cost):
+            if cost > 1:
+                room = (await self.limiter.get_window_stats(item, key_id)).remaining
+                counted = max(1, min(cost, room))
+            if await self.limiter.hit(item, key_id, cost=counted):
                 return
             stats = await self.limiter.get_window_stats(item, key_id)
         raise RateLimited(
             f"more than {self.per_minute} {bucket} requests in a minute"
-            + (f" (this one counts as {cost}: one per file)" if cost > 1 else ""),
+            + (" (each file of a batch counts as one)" if cost > 1 else ""),
             retry_after(stats.reset_time),
         )

@@ -290,3 +290,22 @@ def test_batch_items_count_against_the_per_minute_upload_limit(tmp_path: Path) -
             redis.Redis.from_url(url).flushdb()
     assert codes == [202, 202, 202, 429, 429, 429], codes
     assert r.json()["code"] == "rate_limited" and int(r.headers["Retry-After"]) > 0
+
+
+def test_a_batch_larger_than_what_is_left_of_the_minute_takes_the_rest(tmp_path: Path) -> None:
+    """A batch is refused only when the minute is full: never for its size alone."""
+    need_redis()
+    settings = input_settings(tmp_path, rate_limit_per_minute=3)
+    plain, _ = ApiKeyStore.from_settings(settings).create("tests")
+    auth = {"Authorization": f"Bearer {plain}"}
+    single = {"file": ("s.jpg", jpeg(9), "image/jpeg")}
+    files = [("files", (f"{i}.jpg", jpeg(i), "image/jpeg")) for i in range(5)]
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            codes = [client.post("/api/v1/detections", files=single, headers=auth).status_code]
+            codes.append(client.post("/api/v1/batches", files=files, headers=auth).status_code)
+            codes.append(client.post("/api/v1/detections", files=single, headers=auth).status_code)
+    finally:
+        for url in (RESULTS_DB, BROKER_DB):
+            redis.Redis.from_url(url).flushdb()
+    assert codes == [202, 202, 429], codes
