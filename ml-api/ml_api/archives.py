@@ -8,6 +8,7 @@ import os
 import posixpath
 import stat
 import tarfile
+import unicodedata
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ from ml_common.errors import (
 )
 
 READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError)
+# a member's path in the archive, and the file name kept of it, in UTF-8 bytes (PATH_MAX and
+# NAME_MAX of Linux): every read of the batch returns the names, so they must stay small
+MAX_MEMBER_PATH_BYTES = 4096
+MAX_MEMBER_NAME_BYTES = 255
 
 
 @dataclass(frozen=True)
@@ -60,18 +65,38 @@ def archive_kind(fh: BinaryIO) -> str | None:
 
 
 def _safe_name(name: str) -> str:
+    """The file name kept of a member's path: its last part, without control characters.
+
+    UnsafeArchive if the path escapes the archive or either is past its length in bytes."""
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_MEMBER_PATH_BYTES:
+        raise UnsafeArchive(
+            f"an archive path is {len(name.encode('utf-8', 'surrogateescape'))} bytes long, "
+            f"past the limit of {MAX_MEMBER_PATH_BYTES}: {name[:80]!r}…"
+        )
     clean = name.replace("\\", "/")
     parts = clean.split("/")
     if clean.startswith("/") or ".." in parts or (parts and parts[0].endswith(":")):
-        raise UnsafeArchive(f"the archive path {name!r} escapes the archive")
-    return posixpath.normpath(clean)
+        raise UnsafeArchive(f"the archive path {name[:200]!r} escapes the archive")
+    last = posixpath.basename(posixpath.normpath(clean))
+    kept = "".join(c for c in last if unicodedata.category(c) != "Cc")
+    if len(kept.encode("utf-8", "surrogateescape")) > MAX_MEMBER_NAME_BYTES:
+        raise UnsafeArchive(
+            f"the file name {kept[:80]!r}… in the archive is longer than "
+            f"{MAX_MEMBER_NAME_BYTES} bytes"
+        )
+    return kept
 
 
-def _check_totals(count: int, total: int, packed: int, limits: ArchiveLimits) -> None:
+def _check_totals(
+    count: int, total: int, packed: int, limits: ArchiveLimits, unpacked: int = 0
+) -> None:
+    """`count` members (folders too) with `total` bytes of files; `unpacked` the bytes the
+    archive's stream unpacks to (a tar's headers too), where it is larger."""
     if count > limits.max_files:
-        raise BatchTooLarge(f"the archive has more than {limits.max_files} files")
+        raise BatchTooLarge(f"the archive has more than {limits.max_files} files and folders")
     if total > limits.max_bytes:
         raise BatchTooLarge(f"the archive unpacks to more than {limits.max_bytes} bytes")
+    total = max(total, unpacked)
     if total > limits.max_ratio * max(packed, 1) and total > 1024 * 1024:
         raise UnsafeArchive(
             f"the archive unpacks to {total} bytes from {packed}: past the ratio "
@@ -92,26 +117,30 @@ def _member(name: str, size: int, read: Callable[[], bytes], limits: ArchiveLimi
 def _zip_files(
     archive: zipfile.ZipFile, packed: int, limits: ArchiveLimits
 ) -> list[zipfile.ZipInfo]:
-    infos = [i for i in archive.infolist() if not i.is_dir()]
+    everything = archive.infolist()
+    infos = [i for i in everything if not i.is_dir()]
+    _check_totals(len(everything), sum(i.file_size for i in infos), packed, limits)
     for info in infos:
         _safe_name(info.filename)
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise UnsafeArchive(f"the archive holds a link: {info.filename!r}")
-    _check_totals(len(infos), sum(i.file_size for i in infos), packed, limits)
+            raise UnsafeArchive(f"the archive holds a link: {info.filename[:200]!r}")
     return infos
 
 
 def _tar_files(
     archive: tarfile.TarFile, packed: int, limits: ArchiveLimits
 ) -> list[tarfile.TarInfo]:
-    members = []
-    for info in archive:  # one pass over the headers, stopped as soon as a limit is passed
+    members, total = [], 0
+    # one pass over the headers, stopped as soon as a limit is passed; a folder costs a header
+    # to read too, so it counts as a member
+    for count, info in enumerate(archive, start=1):
         _safe_name(info.name)
         if info.issym() or info.islnk() or not (info.isfile() or info.isdir()):
-            raise UnsafeArchive(f"the archive holds a link or special file: {info.name!r}")
+            raise UnsafeArchive(f"the archive holds a link or special file: {info.name[:200]!r}")
         if info.isfile():
             members.append(info)
-            _check_totals(len(members), sum(m.size for m in members), packed, limits)
+            total += info.size
+        _check_totals(count, total, packed, limits, unpacked=archive.offset)
     return members
 
 

@@ -24,11 +24,13 @@ from ml_common.records import (
     batch_key,
     batch_started_key,
     idempotency_key,
+    now_iso,
     quota_key,
 )
 from ml_common.schemas import TaskState
 
 QUOTA_WINDOW_S = 24 * 3600
+CANCELLED_AT = "cancelled_at"  # the batch's cancel mark: files submitted after it never run
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,15 @@ class BatchStore:
                 pipe.hincrby(batch_key(batch_id), "total", len(task_ids))
                 pipe.publish(batch_events_channel(batch_id), "added")
                 await pipe.execute()
+
+    async def cancel(self, batch_id: str) -> None:
+        """Mark the batch cancelled: its files still being submitted are recorded cancelled."""
+        with backend_errors():
+            await self.redis.hsetnx(batch_key(batch_id), CANCELLED_AT, now_iso())
+
+    async def is_cancelled(self, batch_id: str) -> bool:
+        with backend_errors():
+            return bool(await self.redis.hexists(batch_key(batch_id), CANCELLED_AT))
 
     async def get(self, batch_id: str) -> BatchRecord | None:
         """The batch with its counts: two commands, however many items it has."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import unicodedata
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import IO, BinaryIO, cast
 from urllib.parse import quote
@@ -27,11 +28,18 @@ from ml_common.storage import Storage
 SPOOL_BYTES = 8 * 1024 * 1024  # a larger zip goes to a temporary file, not memory
 
 
+def content_disposition(name: str) -> str:
+    """`attachment` named `name` (RFC 6266): a plain ASCII `filename` for old clients, and the
+    name itself in `filename*` (RFC 5987, UTF-8, percent-encoded). Control characters become
+    `_` in both, and the fallback also loses quotes, backslashes, `%` and non-ASCII letters, so
+    no name can end the header or the quoted string."""
+    name = "".join("_" if unicodedata.category(c) == "Cc" else c for c in name)
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
 def _attachment(basename: str, fmt: ExportFormat) -> dict[str, str]:
-    name = f"{basename}{SUFFIXES[fmt]}"
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
-    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
-    return {"Content-Disposition": disposition}
+    return {"Content-Disposition": content_disposition(f"{basename}{SUFFIXES[fmt]}")}
 
 
 def _chunks(fh: IO[bytes]) -> Iterator[bytes]:

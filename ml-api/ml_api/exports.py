@@ -70,7 +70,24 @@ def jsonl_lines(items: Iterable[ExportItem]) -> Iterator[str]:
         yield json.dumps(line, separators=(",", ":")) + "\n"
 
 
+# what makes a spreadsheet read a cell as a formula (OWASP's CSV injection list, and the
+# full-width forms some locales of Excel also take), at its start or after leading blanks
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def neutralise_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula, prefixed with `'` (OWASP) so it is
+    shown as text; numbers (a negative coordinate) and other text are left alone."""
+    if isinstance(value, str) and value.lstrip(" ").startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_rows(item: ExportItem) -> Iterator[list[object]]:
+    return ([neutralise_cell(cell) for cell in row] for row in _raw_csv_rows(item))
+
+
+def _raw_csv_rows(item: ExportItem) -> Iterator[list[object]]:
     status, result = item.status, item.status.result
     head: list[object] = [item.name, status.task_id, status.status.value]
     size: list[object] = [result.width, result.height] if result else ["", ""]
@@ -86,7 +103,9 @@ def _csv_rows(item: ExportItem) -> Iterator[list[object]]:
 def csv_lines(items: Iterable[ExportItem]) -> Iterator[str]:
     """A header, then one row per detection (a file without any gets one row of its own)."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # CRLF (RFC 4180): the writer then quotes any cell holding a CR, which a reader would
+    # otherwise take for the end of the row, and the rest of the cell for a new row
+    writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for item in items:
         writer.writerows(_csv_rows(item))

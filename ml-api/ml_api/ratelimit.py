@@ -16,14 +16,22 @@ class RateLimiter:
         self.limiter = MovingWindowRateLimiter(redis_storage(redis, RATE_PREFIX))
         self.per_minute = per_minute
 
-    async def hit(self, key_id: str, bucket: str) -> None:
-        """Count one request atomically; raise RateLimited past the limit for the last minute."""
+    async def hit(self, key_id: str, bucket: str, cost: int = 1) -> None:
+        """Count `cost` requests atomically; RateLimited if the last minute is full.
+
+        A request of several (a batch, one per file) takes what is left of the minute, up to its
+        cost: it is refused only when nothing is left, never for its size alone."""
         item = RateLimitItemPerMinute(self.per_minute, namespace=bucket)
+        counted = cost
         with backend_errors():
-            if await self.limiter.hit(item, key_id):
+            if cost > 1:
+                room = (await self.limiter.get_window_stats(item, key_id)).remaining
+                counted = max(1, min(cost, room))
+            if await self.limiter.hit(item, key_id, cost=counted):
                 return
             stats = await self.limiter.get_window_stats(item, key_id)
         raise RateLimited(
-            f"more than {self.per_minute} {bucket} requests in a minute",
+            f"more than {self.per_minute} {bucket} requests in a minute"
+            + (" (each file of a batch counts as one)" if cost > 1 else ""),
             retry_after(stats.reset_time),
         )

@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 
 from starlette.concurrency import run_in_threadpool
 
@@ -162,9 +163,19 @@ class Submitter:
 
     async def refuse(self, upload: Upload, error: MLProdError) -> TaskRecord:
         """Record a batch item that cannot run (not an image, too large) as failed at once."""
+        return await self._record_unqueued(upload, refused=f"{error.code}: {error.detail}")
+
+    async def record_cancelled(self, upload: Upload) -> TaskRecord:
+        """Record a batch item as cancelled without storing or queueing it: its batch was
+        cancelled while its files were being submitted."""
+        return await self._record_unqueued(upload, cancelled_at=datetime.now(timezone.utc))
+
+    async def _record_unqueued(
+        self, upload: Upload, refused: str = "", cancelled_at: datetime | None = None
+    ) -> TaskRecord:
         task_id = upload.task_id or str(uuid.uuid4())
         new = TaskRecord.new(task_id, upload.owner, "", name=upload.name, batch_id=upload.batch_id)
-        record = replace(new, refused=f"{error.code}: {error.detail}")
+        record = replace(new, refused=refused, cancelled_at=cancelled_at)
         await self.tasks.create(record)
         return record
 
@@ -177,17 +188,48 @@ async def _submit_all(
     model: str,
     hook: BatchCallback | None = None,
 ) -> int:
-    """Submit each file as a task of `batch`; a file that is no image fails alone."""
+    """Submit each file as a task of `batch`; a file that is no image fails alone.
+
+    Once the batch is cancelled (DELETE while this runs), the files left are recorded
+    cancelled and never queued. The mark is read before each file, and again after each slice
+    of ids is listed: DELETE marks the batch before it reads the list, so an item is either
+    listed in time for DELETE to cancel it, or cancelled here."""
     members = intake.members()
     pending: list[str] = []
-    done = 0
+    done, cancelled = 0, False
     while (member := await run_in_threadpool(next, members, None)) is not None:
-        pending.append(await _submit_one(member, batch, submitter, model, hook))
+        cancelled = cancelled or await batches.is_cancelled(batch.batch_id)
+        if cancelled:
+            pending.append(await _record_cancelled(member, batch, submitter, hook))
+        else:
+            pending.append(await _submit_one(member, batch, submitter, model, hook))
         if len(pending) >= ITEMS_PER_WRITE:
-            await batches.add_items(batch.batch_id, pending)
+            cancelled = await _list_items(batches, submitter, batch.batch_id, pending)
             done, pending = done + len(pending), []
-    await batches.add_items(batch.batch_id, pending)
+    await _list_items(batches, submitter, batch.batch_id, pending)
     return done + len(pending)
+
+
+async def _list_items(
+    batches: BatchStore, submitter: Submitter, batch_id: str, task_ids: list[str]
+) -> bool:
+    """Add `task_ids` to the batch; if it was cancelled meanwhile, cancel them too. Whether the
+    batch is cancelled."""
+    await batches.add_items(batch_id, task_ids)
+    if not await batches.is_cancelled(batch_id):
+        return False
+    await submitter.tasks.cancel(task_ids)
+    return True
+
+
+async def _record_cancelled(
+    member: Member, batch: BatchRecord, submitter: Submitter, hook: BatchCallback | None
+) -> str:
+    upload = Upload(b"", batch.owner, member.name, batch.batch_id, str(uuid.uuid4()))
+    task_id = (await submitter.record_cancelled(upload)).task_id
+    if hook is not None:
+        await hook.cancelled([task_id])  # final at once: it counts toward batch.completed
+    return task_id
 
 
 async def _submit_one(

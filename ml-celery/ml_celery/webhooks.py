@@ -64,10 +64,32 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address that a router or translator may reach:
+# IPv4-compatible (::/96), SIIT IPv4-translated (::ffff:0:0:0/96) and NAT64 (64:ff9b::/96)
+EMBEDS_IPV4_LOW32 = tuple(
+    ipaddress.ip_network(net) for net in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")
+)
+# refused whole: site-local (deprecated, still routed inside some sites), local-use NAT64
+ALWAYS_FORBIDDEN_V6 = tuple(ipaddress.ip_network(net) for net in ("fec0::/10", "64:ff9b:1::/48"))
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address that `address` carries: mapped, compatible, translated, NAT64,
+    6to4 (2002::/16) and both of Teredo's (2001::/32: server and client)."""
+    found = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if any(address in net for net in EMBEDS_IPV4_LOW32):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return [v4 for v4 in found if v4 is not None]
+
+
 def is_forbidden(address: IPAddress) -> bool:
-    """Loopback, private, link-local, metadata, multicast, reserved or unspecified."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Loopback, private, link-local, metadata, multicast, reserved or unspecified, or an
+    IPv6 address that is site-local or embeds an IPv4 address that is any of these."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in net for net in ALWAYS_FORBIDDEN_V6):
+            return True
+        if any(is_forbidden(v4) for v4 in embedded_ipv4(address)):
+            return True
     return address in METADATA or not address.is_global or address.is_multicast
 
 

@@ -33,7 +33,7 @@ from ml_common.logs import configure_logging
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-MULTIPART_SLACK = 64 * 1024
+MULTIPART_SLACK = 64 * 1024  # static/js/batch.js packs a request up to max_upload_bytes
 API_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 

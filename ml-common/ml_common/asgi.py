@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
 from ml_common.schemas import ErrorOut
 
 Scope = MutableMapping[str, Any]
@@ -14,8 +17,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = Sequence[tuple[bytes, bytes]]
 
-# uvicorn's httptools parser takes headers of any size; h11 stops at 16 KiB: so do we.
+# uvicorn's httptools parser takes headers of any size, so both apps run the bounded h11 protocol
+# below; past 16 KiB (h11's default bound) the apps answer 431 themselves.
 MAX_HEADER_BYTES = 16 * 1024
+# what uvicorn buffers of one request's head before it gives up on it: passed where uvicorn
+# starts (`--http ml_common.asgi:BoundedH11Protocol --h11-max-incomplete-event-size 65536`)
+MAX_BUFFERED_HEAD_BYTES = 64 * 1024
 
 
 async def send_error(send: Send, status: int, code: str, detail: str) -> None:
@@ -158,3 +165,28 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, add_headers)
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, whose buffer of an unfinished request head is bounded by
+    `--h11-max-incomplete-event-size`: a head past it gets a JSON 431 (uvicorn's own answer is a
+    plain 400) and the connection closes, without reading the rest of it."""
+
+    def send_400_response(self, msg: str) -> None:
+        buffered, _ = self.conn.trailing_data
+        bound = self.config.h11_max_incomplete_event_size or MAX_BUFFERED_HEAD_BYTES
+        if self.conn.their_state is not h11.ERROR or len(buffered) <= bound:
+            super().send_400_response(msg)
+            return
+        detail = f"the request head exceeds {bound} bytes"
+        body = ErrorOut(code="headers_too_large", detail=detail).model_dump_json().encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        for event in (
+            h11.Response(
+                status_code=431, headers=headers, reason=b"Request Header Fields Too Large"
+            ),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()

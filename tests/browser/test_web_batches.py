@@ -132,3 +132,35 @@ def test_the_model_choice_is_offered_and_each_card_names_its_model(
         assert serious_violations(page, axe_script) == []
     finally:
         page.context.close()
+
+
+def test_photos_past_the_body_limit_go_in_parts_the_client_takes(
+    signed_in: Page, tmp_path: Path, web_client: WebClient
+) -> None:
+    """Three photos of 3.6 MB (10.9 MB, past the 10 MiB a request): sent in parts, none 413"""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(24)
+    files = []
+    for i in range(3):  # noise does not compress: each PNG is as large as its pixels
+        path = tmp_path / f"noise-{i}.png"
+        Image.fromarray(rng.integers(0, 255, (1100, 1100, 3), dtype=np.uint8)).save(path)
+        files.append(path)
+    limit = int(signed_in.page.get_by_test_id("dropzone").get_attribute("data-max-bytes") or 0)
+    assert (
+        sum(f.stat().st_size for f in files)
+        > limit + 64 * 1024
+        >= max(f.stat().st_size for f in files)
+    )
+    page = signed_in.page
+    answers: list[int] = []
+    page.on(
+        "response", lambda r: answers.append(r.status) if r.url.endswith("/app/batches") else None
+    )
+    upload(page, *files)
+    for photo in files:
+        status = card_for(page, photo).get_by_test_id("task-status")
+        expect()(status).to_have_text("Done", timeout=DETECTION_TIMEOUT_MS)
+    assert answers == [202, 202], answers
+    assert signed_in.watch.unexpected() == []

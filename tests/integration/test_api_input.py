@@ -4,14 +4,17 @@ images (EXIF-rotated, animated) also go through the live stack and the real mode
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import re
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -20,6 +23,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ml_api.app import create_app
+from ml_api.exports import FORMULA_STARTS
 from ml_common import records
 from ml_common.apikeys import ApiKeyStore
 from ml_common.contract import DETECT_TASK
@@ -762,3 +766,46 @@ def test_prefer_wait_counts_in_the_keys_open_waits_and_only_its_own(
     redis.Redis.from_url(RESULTS_DB).flushdb()
     assert mine.status_code == 202 and "preference-applied" not in mine.headers
     assert theirs.status_code == 202 and theirs.headers["preference-applied"] == "wait=0.1"
+
+
+def attachment_name(disposition: str) -> str:
+    """The file name in `Content-Disposition`'s `filename*` (RFC 5987), after checking that the
+    plain `filename` beside it is printable ASCII with no quote, backslash or percent."""
+    fallback = re.fullmatch(r'attachment; filename="([ !#$&-\[\]-~]*)"; (.*)', disposition)
+    assert fallback, disposition
+    encoded = re.fullmatch(r"filename\*=UTF-8''([A-Za-z0-9%._~-]+)", fallback.group(2))
+    assert encoded, disposition
+    return unquote(encoded.group(1))
+
+
+@pytest.mark.parametrize(
+    ("filename", "saved_as"),
+    [
+        (b'say "hi".jpg', 'say "hi"'),
+        (b"back\\slash %41;x=y.jpg", "back\\slash %41;x=y"),
+        ("名前.jpg".encode(), "名前"),
+        (b'=HYPERLINK("x").jpg', '=HYPERLINK("x")'),
+        (b"a\x0bb\x1fc.jpg", "a_b_c"),
+    ],
+    ids=["quotes", "backslash-percent", "unicode", "formula", "controls"],
+)
+def test_any_file_name_exports_with_one_clean_header_and_no_formula(
+    api: tuple[TestClient, dict[str, str]], filename: bytes, saved_as: str
+) -> None:
+    """A file name with CR, LF, quotes or a formula: its exports download, named after it."""
+    r = raw_post(api, multipart(filename, encode(photo("coffee").resize((60, 40)))),
+                 "multipart/form-data; boundary=b0undary")  # fmt: skip
+    assert r.status_code == 202, r.text
+    client, headers = api
+    for fmt in ("jsonl", "csv", "coco"):
+        export = client.get(
+            f"/api/v1/detections/{r.json()['task_id']}/export?format={fmt}", headers=headers
+        )
+        assert export.status_code == 200, export.text
+        disposition = export.headers["content-disposition"]
+        assert "\r" not in disposition and "\n" not in disposition
+        suffix = ".coco.json" if fmt == "coco" else f".{fmt}"
+        assert attachment_name(disposition) == saved_as + suffix
+        if fmt == "csv":
+            cells = [c for row in csv.reader(io.StringIO(export.text, newline="")) for c in row]
+            assert not [c for c in cells if c.lstrip(" ").startswith(FORMULA_STARTS)], cells

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from ml_common.settings import PLACEHOLDER_SECRETS
 from tests.conftest import MODEL_DIR, ROOT, need, storage_env
 
 pytestmark = pytest.mark.integration
@@ -142,3 +143,16 @@ def test_make_run_leaves_nothing_running(make_run: MakeRun, how: str, record_pro
     assert not [port for port in ports if listening(port)]
     record_property("observed", f"all {len(pids)} processes ended (make, devstack, Valkey, worker "
                     f"and its pool, API, web client); ports {ports} closed")  # fmt: skip
+
+
+def test_make_run_signs_with_a_secret_of_its_own(make_run: MakeRun, tmp_path: Path) -> None:
+    """With no ML_SECRET_KEY, `make run` makes a random one, kept 0600 in ml-storages"""
+    make_run.wait_ready()
+    secret_file = tmp_path / "storage" / "secret-key"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    secret = secret_file.read_text().strip()
+    assert secret not in PLACEHOLDER_SECRETS and len(secret) >= 32
+    apps = [p for p in descendants(make_run.proc.pid) if "ml_api.app" in cmdline(p)]
+    assert apps, "no API process"
+    environ = Path(f"/proc/{apps[0]}/environ").read_bytes().split(b"\0")
+    assert f"ML_SECRET_KEY={secret}".encode() in environ

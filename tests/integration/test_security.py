@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -250,6 +251,41 @@ def test_huge_headers_are_4xx_and_the_server_keeps_serving(
     many = [(f"X-H{i}", "v" * 10) for i in range(2000)]
     r = httpx.get(f"{live_stack.api_url}/healthz", headers=many, timeout=10)
     assert r.status_code == 431
+    assert httpx.get(f"{live_stack.api_url}/healthz").status_code == 200
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def send_endless_header(port: int, size: int) -> bytes:
+    """Send a request head with one header of `size` bytes (while the server reads): the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: ")
+        chunk, sent = b"a" * 65_536, 0
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while sent < size:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        with contextlib.suppress(ConnectionResetError):
+            return sock.recv(4096)
+    return b""
+
+
+@ONE_STACK
+def test_a_64_mb_header_gets_431_without_the_api_buffering_it(live_stack: LiveStack) -> None:
+    """A 64 MB header: 431 once 64 KiB are buffered; the API never holds the header"""
+    pid = live_stack.stack.procs["api"].pid
+    before = rss_bytes(pid)
+    answers = [send_endless_header(live_stack.stack.api_port, 64 * 1024 * 1024) for _ in range(2)]
+    grown = rss_bytes(pid) - before
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b'"code":"headers_too_large"' in answer
+    assert grown < 16 * 1024 * 1024, f"the API grew by {grown} bytes"
     assert httpx.get(f"{live_stack.api_url}/healthz").status_code == 200
 
 

@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,8 @@ class WebClient:
         return browser.post("/login", data=data).status_code
 
 
-@pytest.fixture
-def web_client(tmp_path: Path) -> Iterator[WebClient]:
+@contextmanager
+def started_web_client(tmp_path: Path, proxy_headers: bool) -> Iterator[WebClient]:
     need_redis()
     user = f"admin-{uuid.uuid4().hex[:6]}"
     cheap = PasswordHasher(time_cost=2, memory_cost=8192, parallelism=1)
@@ -69,7 +70,7 @@ def web_client(tmp_path: Path) -> Iterator[WebClient]:
         "ML_CLIENT_USERS": f"{user}:{cheap.hash(PASSWORD)}",
         "ML_CLIENT_LOGIN_MAX_FAILURES": str(LIMIT),
     }
-    stack = Stack(env, tmp_path / "logs")
+    stack = Stack(env, tmp_path / "logs", proxy_headers=proxy_headers)
     try:
         stack.start_client("mlp_unused")  # signing in never calls the API
         wait_http(f"{stack.client_url}/healthz", 60, stack.procs["client"])
@@ -77,6 +78,13 @@ def web_client(tmp_path: Path) -> Iterator[WebClient]:
     finally:
         stack.stop()
         redis.Redis.from_url(CLIENT_DB).flushdb()
+
+
+@pytest.fixture
+def web_client(tmp_path: Path) -> Iterator[WebClient]:
+    """The web client as behind a proxy: it believes X-Forwarded-For from loopback."""
+    with started_web_client(tmp_path, proxy_headers=True) as client:
+        yield client
 
 
 def test_concurrent_wrong_passwords_reach_the_password_check_at_most_the_limit(
@@ -109,6 +117,18 @@ def test_an_attackers_failures_do_not_lock_the_owner_out(web_client: WebClient) 
     with web_client.session("192.0.2.99") as browser:  # a fresh address gets one try, no more
         assert web_client.sign_in(browser, "guess") == 401
         assert web_client.sign_in(browser, "guess") == 429
+
+
+def test_make_runs_client_takes_no_forwarded_for_from_loopback(tmp_path: Path) -> None:
+    """`make run`'s web client: 30 X-Forwarded-For addresses from loopback count as one"""
+    with started_web_client(tmp_path, proxy_headers=False) as direct:
+        codes = []
+        for i in range(30):
+            with direct.session(f"203.0.113.{i + 1}") as browser:
+                codes.append(direct.sign_in(browser, "guess"))
+        log = direct.log.read_text()
+    assert codes.count(401) == LIMIT and codes[-1] == 429, codes
+    assert "from 203.0.113." not in log
 
 
 # -- behind the real nginx config ----------------------------------------------------------

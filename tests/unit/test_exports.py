@@ -114,3 +114,29 @@ def test_merge_of_several_batches() -> None:
     csvs = [("".join(csv_lines([item]))).encode() for item in ITEMS]
     assert merge_exports("csv", csvs).count(b"file_name,") == 1
     assert merge_exports("jsonl", [b"a\n", b"b\n"]) == b"a\nb\n"
+
+
+FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1",
+            "\n=1", "  =1", "\uff1d1+1"]  # fmt: skip
+
+
+def formula_cells(text: str) -> list[str]:
+    """Every cell of a CSV that a spreadsheet would take as a formula."""
+    cells = [cell for row in csv.reader(io.StringIO(text, newline="")) for cell in row]
+    return [c for c in cells if c.lstrip(" ").startswith(("=", "+", "-", "@", "\t", "\r", "\n",
+                                                           "\uff1d"))]  # fmt: skip
+
+
+def test_no_formula_survives_into_any_csv_cell() -> None:
+    """A file name, a label or an error that starts like a formula is written as text."""
+    evil = Detection(label="=cmd|' /C calc'!A0", class_id=0, score=0.5,
+                     box=cat().box, box_normalized=cat().box)  # fmt: skip
+    error = TaskError(type="-x", message="m")
+    bad = TaskStatus(task_id="t9", status=TaskState.failed, created_at=NOW, error=error,
+                     links=LINKS)  # fmt: skip
+    items = [ExportItem(done(f"t{i}", evil), name) for i, name in enumerate(FORMULAS)]
+    split = ExportItem(done("t10"), "a.jpg\r=1+1,\n@x")  # a CR or LF inside: no new row
+    text = "".join(csv_lines([*items, ExportItem(bad, "@bad.jpg"), split]))
+    assert formula_cells(text) == []
+    names = [row["file_name"] for row in csv.DictReader(io.StringIO(text, newline=""))]
+    assert names == [f"'{name}" for name in FORMULAS] + ["'@bad.jpg", "a.jpg\r=1+1,\n@x"]

@@ -47,6 +47,29 @@ def test_public_addresses_are_not(address: str) -> None:
     assert not is_forbidden(ipaddress.ip_address(address))
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::127.0.0.1", "::10.0.0.1", "::169.254.169.254",  # IPv4-compatible
+        "::ffff:127.0.0.1", "::ffff:7f00:1", "::ffff:192.168.0.1",  # mapped
+        "::ffff:0:127.0.0.1", "::ffff:0:7f00:1", "::ffff:0:a00:1",  # SIIT translated
+        "64:ff9b::127.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe",  # NAT64
+        "64:ff9b::192.168.1.1", "64:ff9b:1::1",  # NAT64, local-use NAT64
+        "2002:7f00:1::", "2002:a00:1::1", "2002:a9fe:a9fe::",  # 6to4
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+        "2001:0:a00:1::1",  # Teredo, server 10.0.0.1
+        "fec0::1", "fed0::1", "feff::1",  # site-local
+    ],
+)  # fmt: skip
+def test_ipv6_forms_that_embed_a_forbidden_ipv4_are_forbidden(address: str) -> None:
+    assert is_forbidden(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::8.8.8.8", "2002:808:808::1"])
+def test_ipv6_forms_that_embed_a_public_ipv4_are_not(address: str) -> None:
+    assert not is_forbidden(ipaddress.ip_address(address))
+
+
 def test_a_name_that_resolves_to_loopback_is_refused_unless_allow_listed() -> None:
     with pytest.raises(UnsafeWebhookTarget):
         resolve_target("localhost", 80, [])

@@ -94,7 +94,8 @@ async def create_batch(
         files_digest = await run_in_threadpool(intake.fingerprint)  # names and bytes
         digest = fingerprint(files_digest, model, callback, repr(sizes))
         async with claims.once(key.key_id, idempotency_key, digest, batch.batch_id) as earlier:
-            if earlier is None:
+            if earlier is None:  # each item is an upload: the key's per-minute limit counts it
+                await limiter.hit(key.key_id, "upload", cost=intake.count)
                 await start_batch(intake, batch, submitter, batches, settings, model, callback)
     batch_id = earlier or batch.batch_id
     found = await batches.get(batch_id)
@@ -232,10 +233,13 @@ async def cancel_batch(
     queue: QueueDep,
     settings: SettingsDep,
 ) -> Cancelled:
-    """Cancel every unfinished item: queued ones never run their model, running ones finish.
+    """Cancel every unfinished item: queued ones never run their model, running ones finish,
+    and files of the batch still being submitted are recorded cancelled, never queued.
 
     The batch stays readable (its items `cancelled`) until it expires: DELETE cancels, it does
     not remove (README, "Why DELETE cancels")."""
+    await batches.owned(str(batch_id), key.key_id)
+    await batches.cancel(str(batch_id))  # first: submission checks it after listing each slice
     batch, items = await _items(str(batch_id), key.key_id, batches, tasks)
     open_items = [i for i in items if i.state not in FINAL_STATES]
     await tasks.cancel([i.record.task_id for i in open_items])

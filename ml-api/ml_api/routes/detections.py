@@ -280,16 +280,17 @@ async def cancel_detection(
     task_id: uuid.UUID, key: ApiKeyDep, results: ResultsDep, tasks: TasksDep
 ) -> Cancelled:
     """Cancel a task: a queued one never runs its model and ends `cancelled` (the worker
-    checks a durable mark first); a running one finishes. A finished one stays as it is.
+    checks a durable mark first). A running one is left alone (`changed: false`): it finishes
+    and keeps its result. A finished one stays as it is.
 
     The task stays readable until it expires: DELETE cancels, it does not remove (README)."""
     _, status = await results.lookup(str(task_id), key.key_id)
     if status.status in FINAL_STATES:
         return Cancelled(changed=False, detail=f"the task is {status.status.value}: unchanged")
-    await tasks.cancel([str(task_id)])
     if status.status is TaskState.started:
-        detail = "the task is running: it finishes and keeps its result"
-        return Cancelled(changed=True, detail=detail)
+        detail = "the task is running: it will finish and keep its result; unchanged"
+        return Cancelled(changed=False, detail=detail)
+    await tasks.cancel([str(task_id)])
     return Cancelled(changed=True, detail="the task is cancelled: it will not run")
 
 

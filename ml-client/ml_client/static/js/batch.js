@@ -6,7 +6,11 @@ import { sendForm } from "./send.js";
 import { FINAL } from "./util.js";
 
 const FILES_PER_REQUEST = 50; // the client's limit (ml_client/batches.py)
-const BYTES_PER_REQUEST = 40 * 1048576;
+// The web client refuses a body past ML_MAX_UPLOAD_BYTES plus 64 KiB of multipart framing
+// (ml_client/app.py), so a request carries files up to ML_MAX_UPLOAD_BYTES (the page is told it),
+// each counted with PART_BYTES for its part's headers; a file alone always goes.
+const BYTES_PER_REQUEST = Number(document.getElementById("dropzone").dataset.maxBytes);
+const PART_BYTES = 1024;
 const exportsBox = document.getElementById("batch-exports");
 const JSON_HEADERS = { Accept: "application/json" };
 const DONE = new Set([...FINAL, "error"]); // "error": the page gave the card up (not sent, gone)
@@ -16,13 +20,14 @@ function chunks(entries) {
   let current = [];
   let bytes = 0;
   for (const entry of entries) {
-    if (current.length && (current.length >= FILES_PER_REQUEST || bytes + entry.file.size > BYTES_PER_REQUEST)) {
+    const size = entry.file.size + PART_BYTES;
+    if (current.length && (current.length >= FILES_PER_REQUEST || bytes + size > BYTES_PER_REQUEST)) {
       out.push(current);
       current = [];
       bytes = 0;
     }
     current.push(entry);
-    bytes += entry.file.size;
+    bytes += size;
   }
   if (current.length) out.push(current);
   return out;
