@@ -33,6 +33,7 @@ def refine_document(doc: Schema, settings: Settings) -> Schema:
     schemas: Schema = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("ErrorOut", ErrorOut.model_json_schema())
     for operation in _operations(doc):
+        _name_the_form(operation, schemas)
         _answer_error_out(operation)
         for field_name, field in _fields(operation, schemas):
             _constrain(field_name, field, settings)
@@ -47,6 +48,20 @@ def refine_document(doc: Schema, settings: Settings) -> Schema:
 def _operations(doc: Schema) -> Iterator[Schema]:
     for path_item in doc.get("paths", {}).values():
         yield from (path_item[m] for m in METHODS if m in path_item)
+
+
+def _name_the_form(operation: Schema, schemas: Schema) -> None:
+    """A multipart form written out in the operation (the upload that also takes a raw body)
+    becomes a named schema, `Body_<operationId>`, as FastAPI names its own forms: generators
+    make a model class of it (openapi-python-client: `BodyCreateDetection`)."""
+    content = operation.get("requestBody", {}).get("content", {})
+    form = content.get("multipart/form-data", {})
+    # only beside other media types: a form alone keeps the name generators give it
+    alone = len(content) == 1
+    if not alone and "properties" in form.get("schema", {}) and "operationId" in operation:
+        name = f"Body_{operation['operationId']}"
+        schemas[name] = {"title": name, **form["schema"]}
+        form["schema"] = {"$ref": f"#/components/schemas/{name}"}
 
 
 def _answer_error_out(operation: Schema) -> None:

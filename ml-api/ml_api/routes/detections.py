@@ -140,7 +140,14 @@ def _upload(
     query: dict[str, str | None],
     original_size: str | None,
 ) -> Upload:
-    """The upload of `got`, its form's fields first, then the query's (`query`)."""
+    """The upload of `got`, its form's fields first, then the query's (`query`). A query value
+    is checked even where the form's field wins: a request is never accepted with a bad one."""
+    if query["model"]:
+        resolve_model(settings, query["model"])
+    if query["callback_url"]:
+        check_callback_url(query["callback_url"])
+    if original_size:
+        parse_original_size(original_size)
     requested = got.callback_url if got.callback_url is not None else query["callback_url"]
     callback = check_callback_url(requested) if requested else key.callback_url
     size = got.original_size if got.original_size is not None else original_size

@@ -5,6 +5,8 @@ import type { components, paths } from "./generated/api.js";
 
 export type TaskCreated = components["schemas"]["TaskCreated"];
 export type ErrorOut = components["schemas"]["ErrorOut"];
+type UploadForm =
+  paths["/api/v1/detections"]["post"]["requestBody"]["content"]["multipart/form-data"];
 
 export async function uploadPhoto(
   baseUrl: string,
@@ -13,11 +15,13 @@ export async function uploadPhoto(
   fileName: string,
 ): Promise<TaskCreated | ErrorOut> {
   const client = createClient<paths>({ baseUrl, headers: { Authorization: `Bearer ${apiKey}` } });
+  // the operation takes a form or a raw image body: this call sends the form
+  const upload: UploadForm = { file: photo };
   const answer = await client.POST("/api/v1/detections", {
-    body: { file: photo },
+    body: upload,
     bodySerializer(body) {
       const form = new FormData();
-      form.append("file", body.file, fileName);
+      form.append("file", (body as UploadForm).file, fileName);
       return form;
     },
   });
