@@ -204,21 +204,28 @@ async def _submit_all(
         else:
             pending.append(await _submit_one(member, batch, submitter, model, hook))
         if len(pending) >= ITEMS_PER_WRITE:
-            cancelled = await _list_items(batches, submitter, batch.batch_id, pending)
+            cancelled = await _list_items(batches, submitter, batch.batch_id, pending, hook)
             done, pending = done + len(pending), []
-    await _list_items(batches, submitter, batch.batch_id, pending)
+    await _list_items(batches, submitter, batch.batch_id, pending, hook)
     return done + len(pending)
 
 
 async def _list_items(
-    batches: BatchStore, submitter: Submitter, batch_id: str, task_ids: list[str]
+    batches: BatchStore,
+    submitter: Submitter,
+    batch_id: str,
+    task_ids: list[str],
+    hook: BatchCallback | None = None,
 ) -> bool:
-    """Add `task_ids` to the batch; if it was cancelled meanwhile, cancel them too. Whether the
+    """Add `task_ids` to the batch; if it was cancelled meanwhile, cancel them too, and count
+    the ones no worker has started final now, as DELETE does for those it listed. Whether the
     batch is cancelled."""
     await batches.add_items(batch_id, task_ids)
     if not await batches.is_cancelled(batch_id):
         return False
     await submitter.tasks.cancel(task_ids)
+    if hook is not None:
+        await hook.cancelled(task_ids)
     return True
 
 

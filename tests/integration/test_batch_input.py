@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import stat
 import tarfile
 import uuid
@@ -276,12 +277,14 @@ def test_cancel_a_running_task_leaves_it_to_finish(api: Api, settings_small: Set
                     headers=auth)  # fmt: skip
     task_id = r.json()["task_id"]
     # what the worker does as it takes the task: the record's start, then Celery's STARTED
-    RecordStore.connect(settings_small).mark_started(task_id)
+    started = {"status": "STARTED", "result": None, "task_id": task_id}
+    RecordStore.connect(settings_small).start(task_id, json.dumps(started), 3600)
     create_celery_app(settings_small).backend.store_result(task_id, None, "STARTED")
     assert client.get(f"/api/v1/detections/{task_id}", headers=auth).json()["status"] == "started"
     answer = client.delete(f"/api/v1/detections/{task_id}", headers=auth).json()
     assert answer["changed"] is False and "will finish" in answer["detail"], answer
-    assert not RecordStore.connect(settings_small).is_cancelled(task_id)
+    # what the worker finds at a start (a redelivery): no cancel mark
+    assert not RecordStore.connect(settings_small).start(task_id, json.dumps(started), 3600)
     assert client.get(f"/api/v1/detections/{task_id}", headers=auth).json()["status"] == "started"
 
 
