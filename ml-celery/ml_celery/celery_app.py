@@ -73,16 +73,19 @@ def _load_in_child(**_: Any) -> None:
 
 @signals.worker_init.connect
 def _load_without_fork(sender: Any = None, **_: Any) -> None:
+    pool = str(getattr(sender, "pool_cls", "prefork")).lower()
+    forks = "prefork" in pool or "processes" in pool
     if readiness.delivers_only():  # the webhook worker (ml_celery.deliveries): no model
+        if not forks:  # its threads' attempts join the upload's trace
+            setup_tracing(get_settings(), "mlprod-worker")
         return
     # a bad model file stops the worker here, before any process takes a task
     readiness.check_models(get_settings())
     check_at_start(open_storage(get_settings()))  # wrong credentials, no bucket: stop
     # prefork children load in worker_process_init; TensorFlow must never load in a
     # parent that forks afterwards. Pools that do not fork load here.
-    pool = str(getattr(sender, "pool_cls", "prefork")).lower()
     metrics.start_exporter(get_settings(), pool)  # before the fork: the parent serves them
-    if "prefork" not in pool and "processes" not in pool:
+    if not forks:
         setup_tracing(get_settings(), "mlprod-worker")
         readiness.prepare_process()
 
