@@ -211,6 +211,9 @@ def _stack_env(backend: str, storage: Path, queue: str) -> dict[str, str]:
         "ML_LOG_LEVEL": "INFO",
         "ML_TASK_SOFT_TIME_LIMIT_S": "30",
         "ML_TASK_TIME_LIMIT_S": "45",
+        # the browser tests of a session share one user: every card they upload stays on the
+        # page (past 30, a card left the list mid-test and its images answered 404)
+        "ML_CLIENT_HISTORY_MAX": "500",
     }
     if backend == "rabbitmq-redis":
         env["ML_BROKER_URL"] = TEST_AMQP

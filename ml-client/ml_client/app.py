@@ -65,7 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis = aioredis.Redis.from_url(
         str(settings.result_backend), socket_timeout=5, socket_connect_timeout=2
     )
-    app.state.history = TaskHistory(redis, settings.result_expires_s)
+    app.state.history = TaskHistory(redis, settings.result_expires_s, settings.client_history_max)
     app.state.sessions = SessionRegistry(redis, settings.client_session_max_age_s)
     app.state.limiter = LoginLimiter(
         redis, settings.client_login_max_failures, settings.client_login_window_s

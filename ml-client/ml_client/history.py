@@ -21,19 +21,20 @@ from ml_common.images import FORMATS
 from ml_common.records import history_key
 from ml_common.storage import atomic_write
 
-HISTORY_MAX = 30
+HISTORY_MAX = 30  # the default of ML_CLIENT_HISTORY_MAX
 NAME_MAX = 120
 
 
 class TaskHistory:
-    def __init__(self, redis: aioredis.Redis, ttl_s: int) -> None:
+    def __init__(self, redis: aioredis.Redis, ttl_s: int, max_entries: int = HISTORY_MAX) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
+        self.max_entries = max_entries
 
     async def entries(self, user: str) -> list[HistoryEntry]:
         """The user's tasks, newest first."""
         with backend_errors("the task history is unavailable right now"):
-            raw = await self.redis.lrange(history_key(user), 0, HISTORY_MAX - 1)
+            raw = await self.redis.lrange(history_key(user), 0, self.max_entries - 1)
         return [HistoryEntry.model_validate_json(item) for item in raw]
 
     async def add(self, user: str, entry: HistoryEntry) -> list[str]:
@@ -42,8 +43,8 @@ class TaskHistory:
         with backend_errors("the task history is unavailable right now"):
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.lpush(key, entry.model_dump_json())
-                pipe.lrange(key, HISTORY_MAX, -1)
-                pipe.ltrim(key, 0, HISTORY_MAX - 1)
+                pipe.lrange(key, self.max_entries, -1)
+                pipe.ltrim(key, 0, self.max_entries - 1)
                 pipe.expire(key, self.ttl_s)
                 _, dropped, _, _ = await pipe.execute()
         return [HistoryEntry.model_validate_json(item).task_id for item in dropped]

@@ -27,6 +27,10 @@ class ClientSettings(Settings):
     client_session_max_age_s: int = Field(8 * 3600, ge=60)
     client_login_max_failures: int = Field(5, ge=1)
     client_login_window_s: int = Field(900, ge=1)
+    client_history_max: int = Field(
+        30, ge=1, description="the tasks the page keeps per user; an older one leaves the list, "
+        "and its original is deleted, when a new one comes",
+    )  # fmt: skip
     client_shrink_max_side: int = Field(
         1280, ge=0, description="the page shrinks a photo whose long side is larger to this "
         "before sending it (docs/performance.md says why 1280); 0 sends every photo whole",

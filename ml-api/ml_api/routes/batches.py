@@ -53,6 +53,8 @@ from ml_common.schemas import (
 from ml_common.webhooks import check_callback_url
 
 logger = logging.getLogger(__name__)
+# past any batch (a day's quota is far smaller); an offset Redis cannot take would be a 503
+MAX_OFFSET = 1_000_000_000
 router = APIRouter(prefix="/batches", tags=["batches"])
 
 ERRORS = documented(401, 404, 422, 429, 503)
@@ -168,7 +170,7 @@ async def get_batch(
     key: ApiKeyDep,
     batches: BatchesDep,
     tasks: TasksDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> BatchStatus:
     """Counts per state, the total, and one page of the items (task id, file name, state)."""
