@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from ml_client.api import BATCHES
 from ml_client.deps import ApiDep, CsrfDep, SignedIn
 from ml_client.routes import relayed
-from ml_client.uploads import UploadsDep, chosen_model
+from ml_client.uploads import UploadsDep, chosen_model, form_text
 from ml_common.errors import InvalidImage
 from ml_common.schemas import BatchStatus, ModelList
 
@@ -28,15 +28,16 @@ EXPORTS = {"coco": ("coco.json", "application/json"), "csv": ("csv", "text/csv; 
 async def create_batch(request: Request, uploads: UploadsDep) -> BatchStatus:
     """Send several images as one batch of the API; its items come back in the files' order,
     each added to the user's history like a single upload."""
-    async with request.form(max_files=PAGE_BATCH_FILES, max_fields=1) as form:
+    async with request.form(max_files=PAGE_BATCH_FILES, max_fields=2) as form:
         files = [await uploads.read(f) for f in form.getlist("files")]
         model = chosen_model(form.get("model"))
+        min_score = form_text(form.get("min_score"))
     if not files:
         raise InvalidImage("choose an image file to upload")
-    created = await uploads.api.create_batch(files, model)
+    created = await uploads.api.create_batch(files, model, min_score)
     batch = await uploads.api.batch(created.batch_id, limit=len(files))
     for item, (_, data, _) in zip(batch.items, files, strict=False):
-        await uploads.remember(item.task_id, item.file_name, data)
+        await uploads.remember(item.task_id, item.file_name, data, batch.batch_id)
     logger.info("user %s submitted batch %s (%d files)", uploads.user, batch.batch_id, len(files))
     return batch
 

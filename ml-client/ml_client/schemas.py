@@ -13,6 +13,7 @@ class HistoryEntry(BaseModel):
     task_id: str
     filename: str
     submitted_at: str
+    batch_id: str | None = None  # sent as an item of this batch (its exports stay reachable)
 
 
 class HistoryItem(HistoryEntry):

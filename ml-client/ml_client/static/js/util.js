@@ -18,7 +18,8 @@ export function formatNumber(n) {
 }
 
 export function formatBytes(n) {
-  return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1024))} kB`;
+  // binary units, named as such: the limits are set in bytes (ML_MAX_UPLOAD_BYTES = 10 MiB)
+  return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB` : `${Math.max(1, Math.round(n / 1024))} KiB`;
 }
 
 // Numbers of five digits or more in a server message get thousands separators.
