@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from ml_client.api import FilePart
 from ml_client.deps import ApiDep, HistoryDep, OriginalsDep, SettingsDep, UserDep
 from ml_client.history import NAME_MAX
 from ml_client.schemas import HistoryEntry
-from ml_common.errors import InvalidImage, PayloadTooLarge
+from ml_common.errors import InvalidImage, PayloadTooLarge, ValidationFailed
 
 UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
 
@@ -27,6 +28,17 @@ def clean_filename(name: str | None) -> str:
 def form_text(value: object) -> str | None:
     """A text field of the form, passed on as sent (the API checks it); empty: not sent."""
     return (value.strip() or None) if isinstance(value, str) else None
+
+
+def compare_group(value: object) -> str | None:
+    """The form's `compare` field: the id the page gave one photo's uploads to each model."""
+    text = form_text(value)
+    if text is None:
+        return None
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise ValidationFailed("compare must be a UUID, as the page sends it") from None
 
 
 def chosen_model(value: object) -> str | None:
@@ -60,11 +72,15 @@ class Uploads:
         return clean_filename(file.filename), data, media_type
 
     async def remember(
-        self, task_id: str, name: str, data: bytes, batch_id: str | None = None
-    ) -> None:
+        self, task_id: str, name: str, data: bytes, batch_id: str | None = None,
+        compare_id: str | None = None,
+    ) -> None:  # fmt: skip
         """Add a submitted task to the history and keep its original for the page."""
         now = datetime.now(timezone.utc).isoformat()
-        entry = HistoryEntry(task_id=task_id, filename=name, submitted_at=now, batch_id=batch_id)
+        entry = HistoryEntry(
+            task_id=task_id, filename=name, submitted_at=now, batch_id=batch_id,
+            compare_id=compare_id,
+        )  # fmt: skip
         dropped = await self.history.add(self.user, entry)
         await run_in_threadpool(self.originals.save, task_id, data)
         for old in dropped:

@@ -193,3 +193,10 @@ def _compare(page: Any, photo: Path) -> None:
         expect()(card.get_by_test_id("detections-table")).to_be_visible()
     left, right = (c.bounding_box() for c in cards.all())
     assert left["x"] + left["width"] <= right["x"] and abs(left["y"] - right["y"]) < 1
+    page.reload()  # the history keeps them together: still side by side, each naming its model
+    cards = page.locator(".card--compare").filter(has_text=photo.name)
+    expect()(cards).to_have_count(2)
+    models = {c.get_attribute("data-model") for c in cards.all()}
+    assert models == {"yolox-nano", "nanodet-g-416"}
+    left, right = sorted((c.bounding_box() for c in cards.all()), key=lambda b: b["x"])
+    assert left["x"] + left["width"] <= right["x"] and abs(left["y"] - right["y"]) < 1

@@ -93,3 +93,16 @@ def test_each_item_keeps_its_batch_in_the_history_and_a_refused_one_its_code(
     assert refusals["invalid_image"] == 422 and refusals["unsupported_media_type"] == 415
     refused = body["items"][2]
     assert refused["status"] == "failed" and refused["error"]["type"] in refusals
+
+
+def test_a_compare_upload_is_kept_as_such_and_a_bad_group_is_refused(stack: Stack) -> None:
+    token = sign_in(stack.client)
+    group = "6f1c2a3e-0000-4000-8000-000000000001"
+    headers = {"X-CSRF-Token": token}
+    files = {"file": ("a.jpg", jpeg(), "image/jpeg")}
+    sent = stack.client.post("/app/uploads", files=files, data={"compare": group}, headers=headers)
+    assert sent.status_code == 202, sent.text
+    tasks = stack.client.get("/app/tasks").json()["tasks"]
+    assert [t["compare_id"] for t in tasks if t["task_id"] == sent.json()["task_id"]] == [group]
+    bad = stack.client.post("/app/uploads", files=files, data={"compare": "x"}, headers=headers)
+    assert bad.status_code == 422 and bad.json()["code"] == "validation_error"

@@ -49,7 +49,10 @@ export function wireCompactView() {
 
 function addItem(item) {
   if (cardList.querySelector(`[data-task-id="${item.task_id}"]`)) return; // sent from this page
-  const card = createCard(item.filename, false);
+  // a card that compared the models on a photo stays beside its others (its result names the model)
+  const result = item.status && item.status.result;
+  const model = item.compare_id ? (result && result.model_name) || "compared" : undefined;
+  const card = createCard(item.filename, false, model);
   attachTask(card, item.task_id);
   state(card).batchId = item.batch_id || null;
   setMeta(card, item);

@@ -5,7 +5,7 @@ import { follow } from "./follow.js";
 import { COMPARE, chosenMinScore, chosenModel, servedModels } from "./models.js";
 import { sendForm } from "./send.js";
 import { mayShrink, shrinkPhoto } from "./shrink.js";
-import { FINAL, announce, formatBytes, formatNumber, part } from "./util.js";
+import { FINAL, announce, formatBytes, formatNumber, newId, part } from "./util.js";
 
 const MAX_PARALLEL_UPLOADS = 2;
 const dropzone = document.getElementById("dropzone");
@@ -64,6 +64,7 @@ async function upload(card, file, model, done) {
   form.append("file", body, file.name || "image");
   if (model) form.append("model", model);
   if (chosenMinScore()) form.append("min_score", chosenMinScore());
+  if (card.dataset.compare) form.append("compare", card.dataset.compare); // kept in the history
   if (shrunk) form.append("original_size", shrunk.originalSize);
   const accepted = (body) => {
     attachTask(card, body.task_id);
@@ -89,9 +90,11 @@ function pumpUploads() {
 function compare(files) {
   const models = servedModels();
   for (const file of files) {
+    const group = newId();
     // prepended one by one: the last made is shown first, so the default model comes first
     for (const model of [...models].reverse()) {
       const card = createCard(file.name || "pasted image", true, model);
+      card.dataset.compare = group;
       batch.push(card);
       setStatus(card, "waiting");
       if (isNotImage(file)) {

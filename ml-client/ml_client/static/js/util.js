@@ -40,6 +40,15 @@ export function svg(name, attrs) {
   return el;
 }
 
+// A random UUID (crypto.randomUUID needs a secure context; the page may be served over http).
+export function newId() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
 export function stem(filename) {
   const base = String(filename || "image").replace(/\.[A-Za-z0-9]{1,5}$/, "");
   return base.replace(/[^\w.-]+/g, "_").slice(0, 80) || "image";
