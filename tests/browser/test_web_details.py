@@ -31,7 +31,7 @@ def test_enter_on_the_focused_file_input_opens_the_picker(
     page = signed_in.page
     page.wait_for_selector("html[data-ready]", state="attached")
     page.get_by_label("Choose images…").focus()
-    with page.expect_file_chooser(timeout=5000) as chooser:
+    with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
     chooser.value.set_files(str(photos["chelsea"]))
     status = card_for(page, photos["chelsea"]).get_by_test_id("task-status")
@@ -155,7 +155,8 @@ def test_the_compact_list_has_thumbnails_and_opens_one_card(
         for card in (first, second):
             thumb = card.get_by_test_id("thumbnail")
             expect()(thumb).to_be_visible()
-            assert thumb.evaluate("t => t.complete && t.naturalWidth > 0")
+            loaded = "t => t.complete && t.naturalWidth > 0"  # loaded once shown (lazy)
+            page.wait_for_function(loaded, arg=thumb.element_handle())
             expect()(card.get_by_test_id("detections-table")).to_be_hidden()
         opener = first.get_by_role("button", name="Show result")
         opener.click()
