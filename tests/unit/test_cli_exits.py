@@ -102,5 +102,10 @@ def test_ctrl_c_at_any_moment_exits_130_without_a_traceback(
         time.sleep(after_s)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=TIMEOUT_S)
-    assert p.returncode == 130, err
-    assert "Traceback" not in err and err.startswith("interrupted"), err
+    assert "Traceback" not in err, err
+    # a shell reads both as 130: our own exit, or (before the interpreter has its SIGINT
+    # handler, in its first few milliseconds) the signal's default action, which prints nothing
+    if p.returncode == -signal.SIGINT:
+        assert err == "", err
+    else:
+        assert p.returncode == 130 and err.startswith("interrupted"), err
