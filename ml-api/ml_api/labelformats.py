@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -19,6 +20,8 @@ from ml_common.schemas import Detection, DetectionResult, TaskState
 # README's config uses them: <Image name="image" value="$image"/>,
 # <RectangleLabels name="label" toName="image">
 LS_IMAGE, LS_LABELS = "image", "label"
+# what XML 1.0 cannot hold, even escaped (control characters other than tab, CR and LF)
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 YOLO_CLASSES = "classes.txt"  # one class name a line, line n is class n (darknet, LabelImg)
 
 
@@ -105,9 +108,9 @@ def yolo_lines(result: DetectionResult) -> str:
 
 def voc_xml(name: str, result: DetectionResult) -> bytes:
     """One image's Pascal VOC annotation (pixel corners, 1-based, within the image); the
-    file's folder, if it had one, in `folder`."""
+    file's folder, if it had one, in `folder`; a character XML cannot hold becomes `_`."""
     root = ET.Element("annotation")
-    folder, _, filename = name.rpartition("/")
+    folder, _, filename = NOT_XML.sub("_", name).rpartition("/")
     ET.SubElement(root, "folder").text = folder
     ET.SubElement(root, "filename").text = filename
     size = ET.SubElement(root, "size")
@@ -116,7 +119,8 @@ def voc_xml(name: str, result: DetectionResult) -> bytes:
     ET.SubElement(root, "segmented").text = "0"
     for d in result.detections:
         obj = ET.SubElement(root, "object")
-        for tag, text in (("name", d.label), ("pose", "Unspecified"), ("truncated", "0"),
+        label = NOT_XML.sub("_", d.label)
+        for tag, text in (("name", label), ("pose", "Unspecified"), ("truncated", "0"),
                           ("difficult", "0")):  # fmt: skip
             ET.SubElement(obj, tag).text = text
         box = ET.SubElement(obj, "bndbox")

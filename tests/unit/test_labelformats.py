@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from ml_api.exports import ExportItem
-from ml_api.labelformats import class_names, labels_zip, labelstudio_json, yolo_lines
+from ml_api.labelformats import class_names, labels_zip, labelstudio_json, voc_xml, yolo_lines
 from ml_common.coco import COCO_80_LABELS
 from ml_common.schemas import Box, Detection, DetectionResult, Links, TaskState, TaskStatus
 from tests.unit.test_exports import failed
@@ -135,3 +135,13 @@ def test_voc_xml_loads_with_globox(tmp_path: Path) -> None:
 def test_a_failed_item_is_in_no_label_file(fmt: str) -> None:
     with zipfile.ZipFile(io.BytesIO(labels_zip(ITEMS, fmt))) as archive:
         assert not [n for n in archive.namelist() if "notes" in n]
+
+
+def test_a_name_or_label_xml_cannot_hold_still_makes_valid_xml() -> None:
+    from xml.etree import ElementTree
+
+    result = done("t", box("a\x0bb", 1, 0, 0, 10, 10)).result
+    assert result is not None
+    root = ElementTree.fromstring(voc_xml("dir/a\x0bb\x1fc.jpg", result))
+    assert (root.findtext("folder"), root.findtext("filename")) == ("dir", "a_b_c.jpg")
+    assert root.findtext("object/name") == "a_b"
