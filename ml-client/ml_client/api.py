@@ -68,6 +68,11 @@ async def _raise_for_error(response: httpx.Response) -> None:
     raise UpstreamError(status, error.code, error.detail)
 
 
+def _fields(**values: str | None) -> dict[str, str]:
+    """The form fields that have a value."""
+    return {name: value for name, value in values.items() if value}
+
+
 class DetectionApi:
     """Submit images and read results through the API as one web user, translating its errors
     to ours: the API keeps each user's tasks apart (``X-On-Behalf-Of``, docs/web-client.md)."""
@@ -100,22 +105,29 @@ class DetectionApi:
 
     async def submit(
         self, filename: str, data: bytes, media_type: str, model: str | None = None,
-        original_size: str | None = None,
+        original_size: str | None = None, min_score: str | None = None,
     ) -> TaskCreated:  # fmt: skip
-        """Submit one image; `original_size` (WIDTHxHEIGHT) when the page shrank the photo."""
-        fields = {"original_size": original_size} if original_size else None
+        """Submit one image; `original_size` (WIDTHxHEIGHT) when the page shrank the photo,
+        `min_score` when the page asked for lower scores than the API's threshold."""
+        fields = _fields(original_size=original_size, min_score=min_score)
         part = ("file", (filename, data, media_type))
         response = await self._post(DETECTIONS, [part], model, fields)
         created = TaskCreated.model_validate_json(response.content)
         return created.model_copy(update={"links": client_links(created.task_id)})
 
-    async def create_batch(self, files: list[FilePart], model: str | None) -> BatchCreated:
-        response = await self._post(BATCHES, [("files", f) for f in files], model)
+    async def create_batch(
+        self, files: list[FilePart], model: str | None, min_score: str | None = None
+    ) -> BatchCreated:
+        parts = [("files", f) for f in files]
+        response = await self._post(BATCHES, parts, model, _fields(min_score=min_score))
         return BatchCreated.model_validate_json(response.content)
 
     async def batch(self, batch_id: str, limit: int = 100) -> BatchStatus:
         response = await self._get(f"{BATCHES}/{batch_id}?limit={limit}")
         return BatchStatus.model_validate_json(response.content)
+
+    async def export_task(self, task_id: str, fmt: str) -> bytes:
+        return (await self._get(f"{DETECTIONS}/{task_id}/export?format={fmt}")).content
 
     async def export_batch(self, batch_id: str, fmt: str) -> bytes:
         return (await self._get(f"{BATCHES}/{batch_id}/export?format={fmt}")).content

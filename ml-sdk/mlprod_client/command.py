@@ -19,8 +19,17 @@ def entry(argv: Sequence[str] | None = None) -> int:
 
     `detect` is the SDK's (`mlprod_client.cli`); every other command goes to the server's admin
     CLI, which an install of the whole project registers as the `mlprod.commands` entry point
-    `admin`. The SDK on its own has only `detect`.
+    `admin`. The SDK on its own has only `detect`. Ctrl-C at any point ends it with 130 and one
+    line, never a traceback (the SDK's imports alone take a few tenths of a second).
     """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["detect"]:
         try:
