@@ -8,8 +8,10 @@ has no httpx or rich), and `mlprod detect` on a machine with the SDK alone.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # nothing more is imported before `entry` guards against Ctrl-C
+    from collections.abc import Callable, Sequence
 
 COMMANDS = "mlprod.commands"  # the entry points that add commands to `mlprod`
 
@@ -39,6 +41,8 @@ def _run(argv: Sequence[str] | None) -> int:
             sys.stderr.write('pip install "mlprod[sdk]" or ./ml-sdk\n')
             return 2
         return main(args[1:])
+    from importlib.metadata import entry_points
+
     admin = [ep for ep in entry_points(group=COMMANDS) if ep.name == "admin"]
     if not admin:
         sys.stderr.write("usage: mlprod detect PATH... (see mlprod detect --help)\n")

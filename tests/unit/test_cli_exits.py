@@ -102,6 +102,12 @@ def test_ctrl_c_at_any_moment_exits_130_without_a_traceback(
         time.sleep(after_s)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=TIMEOUT_S)
+    # Python's own start (site's .pth imports, before a line of ours runs) can take a few
+    # tenths of a second on a loaded machine, and an interrupt there is the interpreter's to
+    # report; from the first line of our code on, there must be no traceback
+    if "Traceback" in err and "mlprod_client/" not in err:
+        assert p.returncode == -signal.SIGINT, err
+        return
     assert "Traceback" not in err, err
     # a shell reads both as 130: our own exit, or (before the interpreter has its SIGINT
     # handler, in its first few milliseconds) the signal's default action, which prints nothing
