@@ -158,10 +158,35 @@ def run_system(name: str, sets: dict[str, list[bytes]], args: argparse.Namespace
     return out
 
 
+def median_runs(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per system, photo set and concurrency: the round with the median images/s, and every
+    round's images/s beside it (the spread a reader needs to trust a ratio)."""
+    out: dict[str, Any] = {}
+    for name, by_photo in rounds[0].items():
+        for photo, runs in by_photo.items():
+            for clients in runs:
+                tries = sorted(
+                    (r[name][photo][clients] for r in rounds), key=lambda t: t["images_per_s"]
+                )
+                median = dict(tries[(len(tries) - 1) // 2])
+                median["images_per_s_rounds"] = [t["images_per_s"] for t in tries]
+                out.setdefault(name, {}).setdefault(photo, {})[clients] = median
+    return out
+
+
+def _rate(run: dict[str, Any]) -> str:
+    """Images/s, with the rounds' range when there were several."""
+    tries = run.get("images_per_s_rounds", [])
+    spread = f" ({min(tries):.1f}-{max(tries):.1f})" if len(tries) > 1 else ""
+    return f"{run['images_per_s']:.1f}{spread}"
+
+
 def table(report: dict[str, Any]) -> str:
     """Per system and photo set: images/s, p95 ms and failed requests at each concurrency."""
     clients = report["clients"]
-    head = " | ".join(f"{c} clients: img/s, p95 ms, errors" for c in clients)
+    rounds = report.get("rounds", 1)
+    what = f"img/s (median of {rounds} rounds, range)" if rounds > 1 else "img/s"
+    head = " | ".join(f"{c} clients: {what}, p95 ms, errors" for c in clients)
     lines = [f"| system | photos | {head} |", "|---|---|" + "---|" * len(clients)]
     if "ceiling" in report:
         top = report["ceiling"]["best"]
@@ -171,9 +196,7 @@ def table(report: dict[str, Any]) -> str:
     for name, by_photo in report["systems"].items():
         for photo, runs in by_photo.items():
             cells = [runs[str(c)] for c in clients]
-            row = " | ".join(
-                f"{r['images_per_s']}, {r['p95_ms']:.0f}, {r['failed']}" for r in cells
-            )
+            row = " | ".join(f"{_rate(r)}, {r['p95_ms']:.0f}, {r['failed']}" for r in cells)
             lines.append(f"| {name} | {photo} | {row} |")
     return "\n".join(lines + ratios(report))
 
@@ -204,6 +227,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="inference threads per process")
     parser.add_argument("--ceiling-seconds", type=float, default=6, help="0 skips the ceiling")
     parser.add_argument("--deadline", type=float, default=60, help="s before a request fails")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="systems run in turn this many times; the median"
+    )
     parser.add_argument("--poll-ms", type=float, default=100, help="task queue status polls")
     return parser.parse_args()
 
@@ -225,12 +251,17 @@ def main() -> int:
         "threads": args.threads,
         "mlprod_backend": args.backend,
         "clients": args.clients,
+        "rounds": args.rounds,
         "photos": {name: describe(images) for name, images in sets.items()},
     }
     if args.ceiling_seconds:
         config = Config(args.workers, args.threads, runtime=RUNTIME_OF.get(model, "tflite"))
         report["ceiling"] = ceiling(sets["small"][0], args.ceiling_seconds, 1, (config,))
-    report["systems"] = {name: run_system(name, sets, args) for name in args.systems}
+    rounds = []
+    for number in range(args.rounds):  # ABAB: drift of the machine reaches every system alike
+        logger.info("round %d of %d", number + 1, args.rounds)
+        rounds.append({name: run_system(name, sets, args) for name in args.systems})
+    report["systems"] = median_runs(rounds)
     runinfo.finish(report["run"])
     out = ROOT / "bench" / "results" / f"peers-{report['date'].replace(':', '')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from ml_api.exports import (
     jsonl_lines,
     write_annotated_zip,
 )
+from ml_api.labelformats import labels_zip, labelstudio_json
 from ml_common.settings import Settings
 from ml_common.storage import Storage
 
@@ -62,6 +63,11 @@ async def export_response(
     if fmt is ExportFormat.coco:
         body = json.dumps(coco_detections(items), separators=(",", ":"))
         return Response(body, media_type=media_type, headers=headers)
+    if fmt is ExportFormat.labelstudio:
+        return Response(labelstudio_json(items), media_type=media_type, headers=headers)
+    if fmt in (ExportFormat.yolo, ExportFormat.voc):
+        archive = await run_in_threadpool(labels_zip, items, fmt.value)
+        return Response(archive, media_type=media_type, headers=headers)
     if fmt is ExportFormat.zip:
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115  # streamed
         await run_in_threadpool(

@@ -1,5 +1,5 @@
-"""Results in the formats labelling and training tools read: JSON Lines, CSV (one row per
-detection), COCO detection JSON, and a zip of the annotated images."""
+"""Results in the formats people read and score: JSON Lines, CSV (one row per detection), COCO
+detection JSON, and a zip of the annotated images (labelling tools' formats: labelformats)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ class ExportFormat(str, Enum):
     csv = "csv"
     coco = "coco"
     zip = "zip"
+    labelstudio = "labelstudio"
+    yolo = "yolo"
+    voc = "voc"
 
 
 MEDIA_TYPES = {
@@ -31,12 +34,18 @@ MEDIA_TYPES = {
     ExportFormat.csv: "text/csv; charset=utf-8",
     ExportFormat.coco: "application/json",
     ExportFormat.zip: "application/zip",
+    ExportFormat.labelstudio: "application/json",
+    ExportFormat.yolo: "application/zip",
+    ExportFormat.voc: "application/zip",
 }
 SUFFIXES = {
     ExportFormat.jsonl: ".jsonl",
     ExportFormat.csv: ".csv",
     ExportFormat.coco: ".coco.json",
     ExportFormat.zip: ".zip",
+    ExportFormat.labelstudio: ".labelstudio.json",
+    ExportFormat.yolo: ".yolo.zip",
+    ExportFormat.voc: ".voc.zip",
 }
 CSV_COLUMNS = (
     "file_name", "task_id", "status", "width", "height", "label", "class_id", "score",

@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from ml_api.archives import ArchiveLimits, Member, archive_kind, check_archive, read_archive
 from ml_api.originals import Size, parse_original_size
+from ml_api.scores import MIN_SCORE_FIELD
 from ml_common.errors import (
     BatchTooLarge,
     EmptyBatch,
@@ -53,6 +54,7 @@ UPLOAD_BODY: dict[str, Any] = {
                             "description": "one per file, in order: WIDTHxHEIGHT of the photo "
                             "the file was shrunk from, or empty for a file sent whole",
                         },
+                        "min_score": {**MIN_SCORE_FIELD},
                     },
                 }
             }
@@ -139,12 +141,25 @@ class BatchFormParser(MultiPartParser):
     spool_max_size = 1024 * 1024
 
 
-@asynccontextmanager
-async def form_files(
-    request: Request, max_files: int
-) -> AsyncIterator[tuple[list[UploadFile], str | None, str | None, list[Size | None]]]:
-    """The form's files, its `model` and `callback_url` fields (None when absent), and its
+@dataclass(frozen=True)
+class BatchForm:
+    """A batch request's form: its files, its text fields (None when absent) and its
     `original_size` fields (one per file, or none)."""
+
+    files: list[UploadFile]
+    model: str | None
+    callback_url: str | None
+    sizes: list[Size | None]
+    min_score: str | None = None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@asynccontextmanager
+async def form_files(request: Request, max_files: int) -> AsyncIterator[BatchForm]:
+    """The request's form (BatchForm), its spooled files closed on leaving."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise UnsupportedMedia("send the files as multipart/form-data")
     parser = BatchFormParser(
@@ -157,15 +172,10 @@ async def form_files(
             raise BatchTooLarge(f"a batch may have {max_files} files") from exc
         raise UnsupportedMedia(f"the multipart form is malformed: {exc.message}") from exc
     try:
-        model, callback = form.get("model"), form.get("callback_url")
         files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
         sizes = [parse_original_size(s) if isinstance(s, str) and s else None
                  for s in form.getlist("original_size")]  # fmt: skip
-        yield (
-            files,
-            model if isinstance(model, str) else None,
-            callback if isinstance(callback, str) else None,
-            sizes,
-        )
+        text = [_text(form.get(name)) for name in ("model", "callback_url", "min_score")]
+        yield BatchForm(files, text[0], text[1], sizes, text[2])
     finally:
         await form.close()

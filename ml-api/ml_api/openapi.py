@@ -8,7 +8,8 @@ document, refined once in this one place (`DetectionAPI.openapi` calls `refine_d
   `HTTPValidationError`, since that is what `ml_api.errors` sends.
 - Form fields and parameters: a multipart field or a parameter cannot be `null` (an absent one
   is), so `anyOf [X, null]` becomes X; `model` names this deployment's models; `callback_url`
-  carries the server's own pattern; a batch has at least one file and at most the limit.
+  carries the server's own pattern; `min_score` the deployment's floor; a batch has at least
+  one file and at most the limit.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _form(operation: Schema, schemas: Schema) -> Schema:
 def _empty_by_default(form: Schema) -> None:
     """An optional text field's example is empty, an optional list's has no item: /api/docs
     "Try it out" fills a form with the examples, and its own ("string") would be sent."""
-    empty = {"string": "", "array": []}
+    empty = {"string": "", "array": [], "number": ""}  # an empty field is as absent
     for name, field in form.get("properties", {}).items():
         if name in form.get("required", ()) or field.get("type") not in empty:
             continue
@@ -117,6 +118,8 @@ def _constrain(name: str, field: Schema, settings: Settings) -> None:
     elif name == "callback_url":
         # empty: the key's own callback (none by default), as when absent
         field.update(pattern=f"^$|{CALLBACK_URL_PATTERN}", maxLength=MAX_CALLBACK_URL)
+    elif name == "min_score":  # the deployment's floor, which the server checks
+        field["minimum"] = settings.min_score_floor
     elif name == "files" and field.get("type") == "array":
         field["minItems"] = 1  # more than ML_BATCH_MAX_FILES: 413, as for bytes
 

@@ -75,6 +75,7 @@ class Upload:
     model: str = ""  # a served model (ml_common.models.resolve_model); "" for the default
     callback_url: str = ""  # checked (ml_common.webhooks.check_callback_url); "" for none
     original_size: Size | None = None  # the photo's size when the client shrank it (originals)
+    min_score: float | None = None  # the lowest score to keep (scores); None: the setting's
 
     @property
     def bulk(self) -> bool:
@@ -84,9 +85,17 @@ class Upload:
 
 def upload_fingerprint(upload: Upload) -> str:
     """An upload's Idempotency-Key fingerprint: its bytes and everything that changes its
-    task (a retry with another callback or original size must not silently get the first)."""
+    task (a retry with another callback, original size or minimum score must not silently get
+    the first)."""
     size = "x".join(map(str, upload.original_size)) if upload.original_size else ""
-    return fingerprint(upload.data, upload.model, upload.name, upload.callback_url, size)
+    parts = (upload.data, upload.model, upload.name, upload.callback_url, size)
+    return fingerprint(*parts, *min_score_part(upload.min_score))
+
+
+def min_score_part(min_score: float | None) -> tuple[str, ...]:
+    """What `min_score` adds to a fingerprint: nothing when absent, so that the keys of
+    requests made before it existed keep their fingerprints."""
+    return () if min_score is None else (repr(min_score),)
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,8 @@ class Submitter:
             payload["callback_url"] = upload.callback_url
         if upload.batch_id:
             payload["batch_id"] = upload.batch_id
+        if upload.min_score is not None:
+            payload["min_score"] = upload.min_score
         if upload.original_size:
             payload["original_size"] = self._original_size(upload.data, info, upload.original_size)
         # the record first, so that the file and the message go in one hop to a thread
@@ -187,6 +198,7 @@ async def _submit_all(
     batches: BatchStore,
     model: str,
     hook: BatchCallback | None = None,
+    min_score: float | None = None,
 ) -> int:
     """Submit each file as a task of `batch`; a file that is no image fails alone.
 
@@ -202,7 +214,7 @@ async def _submit_all(
         if cancelled:
             pending.append(await _record_cancelled(member, batch, submitter, hook))
         else:
-            pending.append(await _submit_one(member, batch, submitter, model, hook))
+            pending.append(await _submit_one(member, batch, submitter, model, hook, min_score))
         if len(pending) >= ITEMS_PER_WRITE:
             cancelled = await _list_items(batches, submitter, batch.batch_id, pending, hook)
             done, pending = done + len(pending), []
@@ -245,10 +257,11 @@ async def _submit_one(
     submitter: Submitter,
     model: str,
     hook: BatchCallback | None = None,
+    min_score: float | None = None,
 ) -> str:
     data, task_id = member.data or b"", str(uuid.uuid4())
     upload = Upload(data, batch.owner, member.name, batch.batch_id, task_id, model=model,
-                    original_size=member.original_size)  # fmt: skip
+                    original_size=member.original_size, min_score=min_score)  # fmt: skip
     error = member.error
     if error is None:
         try:
@@ -269,15 +282,17 @@ async def start_batch(
     settings: Settings,
     model: str,
     callback: str = "",
+    min_score: float | None = None,
 ) -> None:
     """Take the key's quota, create the batch and submit each of its files as a task; with a
-    `callback`, the batch sends `batch.completed` once every item has ended."""
+    `callback`, the batch sends `batch.completed` once every item has ended; `min_score`:
+    the lowest score each item keeps (None: the setting's)."""
     per_day = settings.batch_max_items_per_key_per_day
     await batches.take_quota(batch.owner, intake.count, per_day)
     await batches.create(batch)
     hook = BatchCallback(batches.redis, submitter.queue, batches.ttl_s, batch.batch_id)
     if callback:
         await hook.arm(callback)
-    total = await _submit_all(intake, batch, submitter, batches, model, hook)
+    total = await _submit_all(intake, batch, submitter, batches, model, hook, min_score)
     await hook.seal(total)  # its counts know their end (ml_common.batchhooks)
     logger.info("batch %s: %d items queued", batch.batch_id, total)

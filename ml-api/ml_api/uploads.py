@@ -1,9 +1,9 @@
 """How one image arrives at POST /api/v1/detections: a multipart form, or the raw body.
 
 The raw body (`Content-Type: image/*` or `application/octet-stream`) skips the form: its name
-comes in the `filename` query parameter or a `Content-Disposition` header, its model and
-callback URL in query parameters. Both end as the same `Received`, checked by content the same
-way (the Content-Type never decides what the file is).
+comes in the `filename` query parameter or a `Content-Disposition` header, its model, callback
+URL and `min_score` in query parameters. Both end as the same `Received`, checked by content
+the same way (the Content-Type never decides what the file is).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
+from ml_api.scores import MIN_SCORE_FIELD
 from ml_common.errors import BadRequest, PayloadTooLarge, ValidationFailed
 
 RAW_TYPES = ("image/", "application/octet-stream")  # what a raw body may be sent as
@@ -30,6 +31,7 @@ _FIELDS = {
         "type": "string",
         "description": "WIDTHxHEIGHT of the upright photo the image was shrunk from",
     },
+    "min_score": {**MIN_SCORE_FIELD},
 }
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 SINGLE_UPLOAD_BODY: dict[str, Any] = {
@@ -67,6 +69,7 @@ class Received:
     model: str | None = None
     callback_url: str | None = None
     original_size: str | None = None
+    min_score: str | None = None
 
 
 def _too_large(max_bytes: int) -> PayloadTooLarge:
@@ -94,7 +97,7 @@ async def _from_form(request: Request, max_bytes: int) -> Received:
                 raise ValidationFailed("'file' is required (a multipart part with a file name)")
             data = await file.read(max_bytes + 1)
             model, callback = form.get("model"), form.get("callback_url")
-            original_size = form.get("original_size")
+            original_size, min_score = form.get("original_size"), form.get("min_score")
     except MultiPartException as exc:
         raise BadRequest(f"the multipart form is malformed: {exc.message}") from exc
     if len(data) > max_bytes:
@@ -105,6 +108,7 @@ async def _from_form(request: Request, max_bytes: int) -> Received:
         model if isinstance(model, str) else None,
         callback if isinstance(callback, str) else None,
         original_size if isinstance(original_size, str) else None,
+        min_score if isinstance(min_score, str) else None,
     )
 
 

@@ -39,20 +39,21 @@ def to_original_size(result: DetectionResult, original_size: Sequence[int]) -> D
 
 def analyse(
     data: bytes, settings: Settings, *, reduced: bool = True, model: str | None = None,
-    original_size: Sequence[int] | None = None,
+    original_size: Sequence[int] | None = None, min_score: float | None = None,
 ) -> DetectionResult:  # fmt: skip
     """Decode and detect one image with `model` (default: the deployment's default): the
     task's work, without storage or Redis. The image is decoded only as large as the model
     needs, unless `reduced` is False (full decoding, kept to check the reduced decode
     against); boxes are in the original's pixels either way, and in those of
-    `original_size` when the client shrank the photo to send it."""
+    `original_size` when the client shrank the photo to send it. Detections scored under
+    `min_score` (checked by the API; None: ML_SCORE_THRESHOLD) are dropped."""
     detector = load_detector(settings, model)
     t0 = time.perf_counter()
     needed_size = detector.needed_size if reduced else _whole
     decoded = decode_for_model(data, settings.max_image_pixels, needed_size)
     decode_ms = _ms_since(t0)
 
-    output = detector.detect(decoded.image, decoded.source)
+    output = detector.detect(decoded.image, decoded.source, min_score)
     result = DetectionResult(
         width=decoded.source.width,
         height=decoded.source.height,
@@ -60,7 +61,7 @@ def analyse(
         model_version=detector.version,
         inference_ms=round(output.inference_ms, 3),
         detections=output.detections,
-        score_threshold=settings.score_threshold,
+        score_threshold=settings.score_threshold if min_score is None else min_score,
         timings=StageTimings(
             decode_ms=decode_ms,
             inference_ms=round(output.inference_ms, 3),

@@ -96,13 +96,15 @@ def detect(
     callback_url: str | None = None,
     batch_id: str | None = None,
     original_size: list[int] | None = None,
+    min_score: float | None = None,
 ) -> StoredResult:
     """Detect objects in the stored upload `upload_key` with `model` (this worker's default
     when None: tasks queued before models had names); returns a DetectionResult as JSON
     (Celery's log line "succeeded" says how many objects it found).
     `callback_url` and `batch_id` are read when the task has ended, by `_announce_end` below:
     the outcome is POSTed to `callback_url`, and a batch item's end counts toward its batch's
-    `batch.completed` event. `original_size`: the photo's size when the client shrank it."""
+    `batch.completed` event. `original_size`: the photo's size when the client shrank it;
+    `min_score`: the lowest score kept, when the upload asked for one (else the setting's)."""
     settings = get_settings()
     task_id = str(self.request.id)
     queue_wait = _queue_wait_ms(created_at)
@@ -116,7 +118,7 @@ def detect(
         raise Ignore()
     # the API draws the annotated image
     data = _storage().read(upload_key)
-    result = analyse(data, settings, model=model, original_size=original_size)
+    result = analyse(data, settings, model=model, original_size=original_size, min_score=min_score)
     result.timings.queue_wait_ms = queue_wait
     metrics.observe_result(result, model or default_model(settings))
     timings = result.timings

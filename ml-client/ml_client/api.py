@@ -68,9 +68,9 @@ async def _raise_for_error(response: httpx.Response) -> None:
     raise UpstreamError(status, error.code, error.detail)
 
 
-def _fields(**fields: str | None) -> dict[str, str]:
-    """The form fields that are set."""
-    return {name: value for name, value in fields.items() if value}
+def _fields(**values: str | None) -> dict[str, str]:
+    """The form fields that have a value."""
+    return {name: value for name, value in values.items() if value}
 
 
 class DetectionApi:
@@ -108,7 +108,7 @@ class DetectionApi:
         original_size: str | None = None, min_score: str | None = None,
     ) -> TaskCreated:  # fmt: skip
         """Submit one image; `original_size` (WIDTHxHEIGHT) when the page shrank the photo,
-        `min_score` when the user keeps boxes scored under the service's threshold."""
+        `min_score` when the page asked for lower scores than the API's threshold."""
         fields = _fields(original_size=original_size, min_score=min_score)
         part = ("file", (filename, data, media_type))
         response = await self._post(DETECTIONS, [part], model, fields)
@@ -125,6 +125,9 @@ class DetectionApi:
     async def batch(self, batch_id: str, limit: int = 100) -> BatchStatus:
         response = await self._get(f"{BATCHES}/{batch_id}?limit={limit}")
         return BatchStatus.model_validate_json(response.content)
+
+    async def export_task(self, task_id: str, fmt: str) -> bytes:
+        return (await self._get(f"{DETECTIONS}/{task_id}/export?format={fmt}")).content
 
     async def export_batch(self, batch_id: str, fmt: str) -> bytes:
         return (await self._get(f"{BATCHES}/{batch_id}/export?format={fmt}")).content

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from ml_client.api import BATCHES
 from ml_client.deps import ApiDep, CsrfDep, SignedIn
 from ml_client.routes import relayed
-from ml_client.uploads import UploadsDep, chosen_model, form_text
+from ml_client.uploads import UploadsDep, chosen_min_score, chosen_model
 from ml_common.errors import InvalidImage
 from ml_common.schemas import BatchStatus, ModelList
 
@@ -21,7 +21,14 @@ router = APIRouter(prefix="/app", tags=["web client"])
 
 # The page sends a long upload in requests of at most this many files (static/js/batch.js).
 PAGE_BATCH_FILES = 50
-EXPORTS = {"coco": ("coco.json", "application/json"), "csv": ("csv", "text/csv; charset=utf-8")}
+EXPORTS = {
+    "coco": ("coco.json", "application/json"),
+    "csv": ("csv", "text/csv; charset=utf-8"),
+    "labelstudio": ("labelstudio.json", "application/json"),
+    "yolo": ("yolo.zip", "application/zip"),
+    "voc": ("voc.zip", "application/zip"),
+}
+ExportName = Literal["coco", "csv", "labelstudio", "yolo", "voc"]
 
 
 @router.post("/batches", status_code=202, dependencies=[SignedIn, CsrfDep])
@@ -31,7 +38,7 @@ async def create_batch(request: Request, uploads: UploadsDep) -> BatchStatus:
     async with request.form(max_files=PAGE_BATCH_FILES, max_fields=2) as form:
         files = [await uploads.read(f) for f in form.getlist("files")]
         model = chosen_model(form.get("model"))
-        min_score = form_text(form.get("min_score"))
+        min_score = chosen_min_score(form.get("min_score"), request.query_params.get("min_score"))
     if not files:
         raise InvalidImage("choose an image file to upload")
     created = await uploads.api.create_batch(files, model, min_score)
@@ -55,10 +62,9 @@ async def stream_batch_events(batch_id: uuid.UUID, api: ApiDep) -> StreamingResp
 
 
 @router.get("/batches/{batch_id}/export", response_class=Response, dependencies=[SignedIn])
-async def export_batch(
-    batch_id: uuid.UUID, api: ApiDep, format: Literal["coco", "csv"] = "coco"
-) -> Response:
-    """The whole upload as COCO detection JSON or CSV, named after the day and its size."""
+async def export_batch(batch_id: uuid.UUID, api: ApiDep, format: ExportName = "coco") -> Response:
+    """The whole upload as COCO detection JSON, CSV, Label Studio tasks, or YOLO or Pascal VOC
+    labels (zips), named after the day and its size."""
     batch = await api.batch(str(batch_id), limit=1)
     body = await api.export_batch(str(batch_id), format)
     suffix, media_type = EXPORTS[format]

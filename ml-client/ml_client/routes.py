@@ -17,7 +17,7 @@ from ml_client.deps import ApiDep, CsrfDep, HistoryDep, OriginalsDep, SignedIn, 
 from ml_client.errors import UpstreamError
 from ml_client.middleware import IMAGE_CSP
 from ml_client.schemas import HistoryEntry, HistoryItem, TaskList
-from ml_client.uploads import UploadsDep, chosen_model, compare_group, form_text
+from ml_client.uploads import UploadsDep, chosen_min_score, chosen_model, compare_group
 from ml_common.errors import TaskNotFound
 from ml_common.schemas import ErrorOut, TaskCreated, TaskStatus
 
@@ -33,9 +33,9 @@ async def upload(request: Request, uploads: UploadsDep) -> TaskCreated:
     async with request.form(max_files=1, max_fields=5) as form:
         filename, data, media_type = await uploads.read(form.get("file"))
         model = chosen_model(form.get("model"))
-        min_score = form_text(form.get("min_score"))
         compare = compare_group(form.get("compare"))
         original_size = form.get("original_size")  # the page shrank the photo; the API checks
+        min_score = chosen_min_score(form.get("min_score"), request.query_params.get("min_score"))
     size = original_size if isinstance(original_size, str) and original_size else None
     created = await uploads.api.submit(filename, data, media_type, model, size, min_score)
     await uploads.remember(created.task_id, filename, data, compare_id=compare)
@@ -95,6 +95,18 @@ async def get_annotated_image(
     """The API's annotated JPEG, with its boxes drawn in."""
     await history.find(user, str(task_id))
     return Response(await api.image(str(task_id)), media_type="image/jpeg", headers=PRIVATE)
+
+
+@router.get("/tasks/{task_id}/export", response_class=Response)
+async def export_task(
+    task_id: uuid.UUID, user: UserDep, api: ApiDep, history: HistoryDep
+) -> Response:
+    """The API's CSV of the task: the batch export's columns, one row per detection. Its
+    download is named by the page (the `download` attribute), so the header names none."""
+    await history.find(user, str(task_id))
+    body = await api.export_task(str(task_id), "csv")
+    headers = {"Content-Disposition": "attachment", "Cache-Control": "no-store"}
+    return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @router.get("/tasks/{task_id}/original", response_class=FileResponse)

@@ -46,6 +46,14 @@ def chosen_model(value: object) -> str | None:
     return form_text(value)
 
 
+def chosen_min_score(field: object, query: str | None) -> str | None:
+    """The lowest score to keep, as the page sent it (its form's `min_score` field, else the
+    query's), passed on as it is: the API checks it (422 `invalid_min_score`). None: the
+    API's threshold."""
+    value = field if isinstance(field, str) else query
+    return value.strip() or None if value else None
+
+
 class Uploads:
     """One signed-in user's uploads: files read within the limit, tasks added to the history."""
 

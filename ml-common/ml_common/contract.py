@@ -18,6 +18,9 @@ class _ModelChoice(TypedDict, total=False):
     # [width, height] of the photo the client shrank before sending (checked by the API):
     # the worker gives boxes in its pixels; absent: the upload is the photo itself
     original_size: list[int]
+    # the lowest score to keep, which the upload asked for (checked by the API against
+    # ML_MIN_SCORE_FLOOR); absent: the worker's ML_SCORE_THRESHOLD
+    min_score: float
 
 
 class DetectPayload(_ModelChoice):

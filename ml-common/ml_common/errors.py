@@ -80,6 +80,13 @@ class UnknownModel(MLProdError):
     status = 422
 
 
+class InvalidMinScore(MLProdError):
+    """`min_score` is not a number, or lies outside ML_MIN_SCORE_FLOOR to 1."""
+
+    code = "invalid_min_score"
+    status = 422
+
+
 class InvalidCallbackUrl(MLProdError):
     """Not http(s), too long, or with credentials in it: refused before anything is stored."""
 

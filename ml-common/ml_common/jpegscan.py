@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 
+import numpy as np
 from PIL import JpegImagePlugin
 
 from ml_common.errors import InvalidImage
@@ -16,6 +17,10 @@ TABLES = frozenset({0xC4, 0xCC, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)})  # DHT DA
 # In entropy-coded data 0xFF is followed by a stuffed 0x00, a restart marker or more 0xFF fill;
 # any other byte after it is the marker that ends the scan. One C-speed search finds it.
 SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Past this much data, NumPy finds the scan's end in 4 MiB windows at about twice the regex's
+# speed (a phone's 2.4 MB scan: 1.3 ms against 2.2 ms), its memory bounded by the window.
+VECTOR_SCAN_BYTES = 256 * 1024
+WINDOW = 4 * 1024 * 1024
 # libjpeg skips these (EXIF, ICC profiles, MPO indexes, comments): the probe leaves them out
 UNREAD_BY_LIBJPEG = frozenset({0xFE, *range(0xE1, 0xEE), 0xEF})
 PROBE_SIZE = (16).to_bytes(2, "big") * 2  # height, width
@@ -82,10 +87,28 @@ def _segment_end(data: bytes, pos: int) -> int:
 
 
 def _scan_end(data: bytes, pos: int) -> int:
-    found = SCAN_END.search(data, pos)
+    if len(data) - pos > VECTOR_SCAN_BYTES:
+        found = _vector_scan_end(data, pos)
+    else:
+        match = SCAN_END.search(data, pos)
+        found = match.start() if match else None
     if found is None:
         raise InvalidImage("the JPEG is truncated: its last scan has no end")
-    return found.start()
+    return found
+
+
+def _vector_scan_end(data: bytes, pos: int) -> int | None:
+    """Where SCAN_END first matches at or after `pos`, window by window; None if nowhere."""
+    view = np.frombuffer(data, np.uint8)
+    while pos < len(data) - 1:
+        window = view[pos : pos + WINDOW + 1]  # one byte more: the byte after a final 0xFF
+        fills = np.flatnonzero(window[:-1] == 0xFF)
+        after = window[fills + 1]
+        ends = fills[(after != 0x00) & (after != 0xFF) & ((after < 0xD0) | (after > 0xD7))]
+        if ends.size:
+            return pos + int(ends[0])
+        pos += len(window) - 1
+    return None
 
 
 def _probe(probe: bytes | bytearray) -> None:

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # nanodet only: LiteRT (model.tflite beside the SavedModel) or the TensorFlow SavedModel
     runtime: Literal["tflite", "savedmodel"] = "tflite"
     score_threshold: float = Field(DEFAULT_SCORE_THRESHOLD, ge=0.0, le=1.0)
+    # the lowest `min_score` an upload may ask for (COCO AP is measured from 0.05): lower ones
+    # make long lists of noise and cost post-processing time for every box
+    min_score_floor: float = Field(0.05, ge=0.0, le=1.0)
     iou_threshold: float = Field(0.5, gt=0.0, le=1.0)
     max_detections: int = Field(100, ge=1, le=1000)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)

@@ -104,11 +104,11 @@ class _Requests:
     @classmethod
     def detect(
         cls, image: Named, name: str | None, model: str | None, key: str | None,
-        stack: ExitStack, max_side: int | None = None,
+        stack: ExitStack, max_side: int | None = None, min_score: float | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         part = _file_part(image, name, stack)
         part, original_size = shrink_part(part, max_side) if max_side else (part, None)
-        request = cls.upload("/detections", [("file", part)], model, key)
+        request = cls.upload("/detections", [("file", part)], model, key, min_score)
         if original_size:  # boxes come back in the photo's pixels
             request["params"] = {"original_size": original_size}
         return request
@@ -116,13 +116,15 @@ class _Requests:
     @classmethod
     def batch(
         cls, images: Iterable[Named], model: str | None, key: str | None, stack: ExitStack,
-        max_side: int | None = None,
+        max_side: int | None = None, min_score: float | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         parts = [_file_part(image, None, stack) for image in images]
         if not max_side:
-            return cls.upload("/batches", [("files", part) for part in parts], model, key)
+            files = [("files", part) for part in parts]
+            return cls.upload("/batches", files, model, key, min_score)
         shrunk = [shrink_part(part, max_side) for part in parts]
-        request = cls.upload("/batches", [("files", part) for part, _ in shrunk], model, key)
+        files = [("files", part) for part, _ in shrunk]
+        request = cls.upload("/batches", files, model, key, min_score)
         # one per file, in order; empty for a file sent whole
         request["data"] = {**(request["data"] or {}), "original_size": [s or "" for _, s in shrunk]}
         return request
@@ -130,14 +132,16 @@ class _Requests:
     @staticmethod
     def detect_raw(
         image: Source, name: str | None, model: str | None, key: str | None, wait: float,
-        stack: ExitStack, max_side: int | None = None,
+        stack: ExitStack, max_side: int | None = None, min_score: float | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """One image as the raw body, asking the API to answer once it is done (`Prefer`)."""
         part = _file_part(image, name, stack)
         (name, body), original_size = shrink_part(part, max_side) if max_side else (part, None)
         if not isinstance(body, bytes):
             body = body.read()  # one image: the async client too
-        params = {"filename": name, **({"model": model} if model else {})}
+        params: dict[str, Any] = {"filename": name, **({"model": model} if model else {})}
+        if min_score is not None:
+            params["min_score"] = min_score
         if original_size:  # boxes come back in the photo's pixels
             params["original_size"] = original_size
         headers = {"Content-Type": "application/octet-stream", "Prefer": f"wait={wait:g}"}
@@ -152,13 +156,17 @@ class _Requests:
 
     @staticmethod
     def upload(
-        route: str, files: list[tuple[str, Any]], model: str | None, key: str | None
-    ) -> dict[str, Any]:
+        route: str, files: list[tuple[str, Any]], model: str | None, key: str | None,
+        min_score: float | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        data = {"model": model} if model else {}
+        if min_score is not None:
+            data["min_score"] = str(min_score)
         return {
             "method": "POST",
             "url": route,
             "files": files,
-            "data": {"model": model} if model else None,
+            "data": data or None,
             "headers": {"Idempotency-Key": key} if key else None,
         }
 
@@ -181,27 +189,32 @@ class Client:
     def detect(
         self, image: Source, *, name: str | None = None, model: str | None = None,
         idempotency_key: str | None = None, max_side: int | None = None,
+        min_score: float | None = None,
     ) -> str:  # fmt: skip
         """Submit one image; returns its task id. With `max_side`, a photo whose long side is
         larger is shrunk to it before sending (needs Pillow); boxes still come back in the
-        photo's own pixels."""
+        photo's own pixels. `min_score`: the lowest score to keep (the API's threshold, 0.3
+        by default, when None; at least its ML_MIN_SCORE_FLOOR, 0.05 by default)."""
         with ExitStack() as stack:
-            request = _Requests.detect(image, name, model, idempotency_key, stack, max_side)
+            request = _Requests.detect(
+                image, name, model, idempotency_key, stack, max_side, min_score
+            )
             return str(_json(self._http.request(**request))["task_id"])
 
     def detect_wait(
         self, image: Source, *, wait: float = 120, name: str | None = None,
         model: str | None = None, idempotency_key: str | None = None,
-        max_side: int | None = None,
+        max_side: int | None = None, min_score: float | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Submit one image and return its status once finished, in one request when it
         finishes within a minute (`Prefer: wait`); else waits on the task, `wait` s in all.
-        The status is not final only if `wait` ran out first. `max_side` as for `detect`."""
+        The status is not final only if `wait` ran out first. `max_side` and `min_score` as
+        for `detect`."""
         started = time.monotonic()
         with ExitStack() as stack:
             first = min(wait, MAX_WAIT_S)
             request = _Requests.detect_raw(
-                image, name, model, idempotency_key, first, stack, max_side
+                image, name, model, idempotency_key, first, stack, max_side, min_score
             )
             body, finished = _submitted(self._http.request(**request))
         while not finished and (left := _wait_left(wait, started)) > 0:
@@ -227,11 +240,13 @@ class Client:
     def create_batch(
         self, images: Iterable[Named], *, model: str | None = None,
         idempotency_key: str | None = None, max_side: int | None = None,
+        min_score: float | None = None,
     ) -> str:  # fmt: skip
         """Submit many images (or one zip/tar archive) as one batch; returns its id. With
-        `max_side`, each photo larger than that is shrunk first, as `detect` does."""
+        `max_side`, each photo larger than that is shrunk first, as `detect` does; `min_score`
+        as for `detect`, for every image."""
         with ExitStack() as stack:
-            request = _Requests.batch(images, model, idempotency_key, stack, max_side)
+            request = _Requests.batch(images, model, idempotency_key, stack, max_side, min_score)
             return str(_json(self._http.request(**request))["batch_id"])
 
     def batch(self, batch_id: str, offset: int = 0, limit: int = 100) -> BatchProgress:
@@ -279,9 +294,10 @@ class AsyncClient:
     async def detect(
         self, image: Source, *, name: str | None = None, model: str | None = None,
         idempotency_key: str | None = None, max_side: int | None = None,
+        min_score: float | None = None,
     ) -> str:  # fmt: skip
         with ExitStack() as stack:
-            args = (image, name, model, idempotency_key, stack, max_side)
+            args = (image, name, model, idempotency_key, stack, max_side, min_score)
             if max_side:  # shrinking a photo takes a few hundred CPU-ms: not on the loop
                 request = await asyncio.to_thread(_Requests.detect, *args)
             else:
@@ -291,13 +307,13 @@ class AsyncClient:
     async def detect_wait(
         self, image: Source, *, wait: float = 120, name: str | None = None,
         model: str | None = None, idempotency_key: str | None = None,
-        max_side: int | None = None,
+        max_side: int | None = None, min_score: float | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """As `Client.detect_wait`."""
         started = time.monotonic()
         with ExitStack() as stack:
             first = min(wait, MAX_WAIT_S)
-            args = (image, name, model, idempotency_key, first, stack, max_side)
+            args = (image, name, model, idempotency_key, first, stack, max_side, min_score)
             if max_side:  # shrinking a photo takes a few hundred CPU-ms: not on the loop
                 request = await asyncio.to_thread(_Requests.detect_raw, *args)
             else:
@@ -316,9 +332,10 @@ class AsyncClient:
     async def create_batch(
         self, images: Sequence[Named], *, model: str | None = None,
         idempotency_key: str | None = None, max_side: int | None = None,
+        min_score: float | None = None,
     ) -> str:  # fmt: skip
         with ExitStack() as stack:
-            args = (images, model, idempotency_key, stack, max_side)
+            args = (images, model, idempotency_key, stack, max_side, min_score)
             if max_side:  # shrinking photos takes a few hundred CPU-ms each: not on the loop
                 request = await asyncio.to_thread(_Requests.batch, *args)
             else:

@@ -8,9 +8,12 @@ from typing import Any
 
 
 def merge_exports(fmt: str, exports: Sequence[bytes]) -> bytes:
-    """JSON Lines joined; CSV with one header; COCO with image and annotation ids renumbered."""
+    """JSON Lines joined; CSV with one header; Label Studio's task lists joined; COCO with
+    image and annotation ids renumbered."""
     if fmt == "jsonl":
         return b"".join(exports)
+    if fmt == "labelstudio":
+        return json.dumps([task for e in exports for task in json.loads(e)]).encode()
     if fmt == "csv":
         header, rows = b"", []
         for export in exports:

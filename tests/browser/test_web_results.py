@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ml_api.exports import CSV_COLUMNS
 from ml_common.palette import palette_json
 from tests.browser.conftest import Page, WebClient
 from tests.browser.pageparts import (
@@ -136,7 +137,9 @@ def test_results_can_be_taken_away(
     assert name == "chelsea-detections.csv"
     rows = list(csv.DictReader(io.StringIO(data.decode())))
     assert len(rows) == len(status["result"]["detections"])
-    assert {"label", "score", "x_min", "y_max"} <= set(rows[0])
+    # the batch export's format (ml_api.exports): the file's name, rounded numbers
+    assert tuple(rows[0]) == CSV_COLUMNS and rows[0]["file_name"].startswith("chelsea")
+    assert all(len(row["score"].partition(".")[2]) <= 4 for row in rows)
     name, data = _download(page, card.get_by_role("link", name="Annotated image"))
     assert name == "chelsea-annotated.jpg" and data[:3] == b"\xff\xd8\xff"
 

@@ -797,15 +797,16 @@ def test_any_file_name_exports_with_one_clean_header_and_no_formula(
                  "multipart/form-data; boundary=b0undary")  # fmt: skip
     assert r.status_code == 202, r.text
     client, headers = api
-    for fmt in ("jsonl", "csv", "coco"):
+    suffixes = {"coco": ".coco.json", "labelstudio": ".labelstudio.json", "yolo": ".yolo.zip",
+                "voc": ".voc.zip"}  # fmt: skip
+    for fmt in ("jsonl", "csv", "coco", "labelstudio", "yolo", "voc"):
         export = client.get(
             f"/api/v1/detections/{r.json()['task_id']}/export?format={fmt}", headers=headers
         )
         assert export.status_code == 200, export.text
         disposition = export.headers["content-disposition"]
         assert "\r" not in disposition and "\n" not in disposition
-        suffix = ".coco.json" if fmt == "coco" else f".{fmt}"
-        assert attachment_name(disposition) == saved_as + suffix
+        assert attachment_name(disposition) == saved_as + suffixes.get(fmt, f".{fmt}")
         if fmt == "csv":
             cells = [c for row in csv.reader(io.StringIO(export.text, newline="")) for c in row]
             assert not [c for c in cells if c.lstrip(" ").startswith(FORMULA_STARTS)], cells

@@ -146,3 +146,7 @@ def test_tf_od_api_detector_applies_threshold_and_cap(od_api_dir: Path) -> None:
     assert [d.label for d in detector.detect(dark).detections] == ["person"]
     bright = Image.new("RGB", (40, 40), (255, 255, 255))
     assert [d.label for d in detector.detect(bright).detections] == ["cup"]
+    # min_score, per call, in place of the threshold: the dark cup (0.2) is kept
+    assert [d.label for d in detector.detect(dark, min_score=0.1).detections] == ["person"]
+    two = TFODAPIDetector(od_api_dir, RunOptions("m", "1", COCO_80_LABELS, 0.5, max_detections=2))
+    assert [d.label for d in two.detect(dark, min_score=0.1).detections] == ["person", "cup"]

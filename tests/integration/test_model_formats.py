@@ -65,6 +65,15 @@ def test_yolox_nano_boxes_the_astronaut(yolox_settings: Settings) -> None:
     assert box_iou(person.box, ASTRONAUT_BOX) > 0.9
 
 
+def test_yolox_keeps_scores_down_to_min_score(yolox_settings: Settings) -> None:
+    detector = load_detector(yolox_settings, "yolox-nano")
+    default = detector.detect(photo("coffee")).detections
+    low = detector.detect(photo("coffee"), min_score=0.01).detections  # sure of the coffee
+    threshold = yolox_settings.score_threshold
+    assert min(d.score for d in low) < threshold <= min(d.score for d in default)
+    assert [d for d in low if d.score >= threshold] == default  # NMS keeps the same above it
+
+
 def test_a_worker_refuses_a_model_it_does_not_serve(yolox_settings: Settings) -> None:
     with pytest.raises(DetectorUnavailable, match="does not serve model 'nanodet-g-416'"):
         load_detector(yolox_settings, "nanodet-g-416")
@@ -192,6 +201,10 @@ def test_a_four_output_tflite_detector(tmp_path: Path, dtype: str) -> None:
     assert result.model_version.startswith("sha256-")
     black = encode(Image.new("RGB", (400, 300)), "PNG")
     assert analyse(black, settings, model="mine").detections == []  # below the threshold
+    grey = encode(Image.new("RGB", (400, 300), (51, 51, 51)), "PNG")  # scores 0.2
+    assert analyse(grey, settings, model="mine").detections == []
+    [low] = analyse(grey, settings, model="mine", min_score=0.1).detections  # asked for
+    assert low.label == "dog" and low.score == pytest.approx(0.2, abs=0.01)
 
 
 def test_a_tflite_file_of_another_layout_stops_the_worker(tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def test_no_endpoint_takes_a_path_from_the_request(security_settings: Settings) 
                 elif (param["in"], param["name"]) == ("query", "original_size"):
                     assert schema["type"] == "string", path  # WIDTHxHEIGHT, parsed as numbers
                 else:
-                    numbers = {"wait", "timeout", "offset", "limit"}
+                    numbers = {"wait", "timeout", "offset", "limit", "min_score"}
                     assert param["in"] == "query" and param["name"] in numbers, path
                     assert schema["type"] in ("number", "integer")
             body = operation.get("requestBody")

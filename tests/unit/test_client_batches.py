@@ -106,3 +106,27 @@ def test_a_compare_upload_is_kept_as_such_and_a_bad_group_is_refused(stack: Stac
     assert [t["compare_id"] for t in tasks if t["task_id"] == sent.json()["task_id"]] == [group]
     bad = stack.client.post("/app/uploads", files=files, data={"compare": "x"}, headers=headers)
     assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
+
+
+def test_the_pages_min_score_goes_with_the_batch_and_a_bad_one_is_422(stack: Stack) -> None:
+    token = sign_in(stack.client)
+    response = send(stack, token, ["a.jpg"], min_score="0.05")
+    assert response.status_code == 202, response.text
+    [payload] = stack.queue.submitted.values()
+    assert payload["min_score"] == 0.05
+    bad = send(stack, token, ["a.jpg"], min_score="0.01")
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_min_score"
+
+
+def test_the_page_exports_a_batch_for_labelling_tools(stack: Stack) -> None:
+    token = sign_in(stack.client)
+    body = send(stack, token, NAMES[:2]).json()
+    for item in body["items"]:
+        stack.finish(item["task_id"])
+    base = f"/app/batches/{body['batch_id']}/export"
+    tasks = stack.client.get(f"{base}?format=labelstudio")
+    assert tasks.headers["content-disposition"].endswith('-2-images.labelstudio.json"')
+    assert [t["data"]["image"] for t in tasks.json()] == NAMES[:2]
+    for fmt in ("yolo", "voc"):
+        archive = stack.client.get(f"{base}?format={fmt}")
+        assert archive.status_code == 200 and archive.content[:2] == b"PK"

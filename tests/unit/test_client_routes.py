@@ -321,3 +321,31 @@ def test_tasks_the_api_forgot_leave_the_history(stack: Stack) -> None:
     stack.redis.delete(records.record_key(task_id))  # expired in the API
     assert stack.client.get("/app/tasks").json() == {"tasks": []}
     assert stack.client.get(f"/app/tasks/{task_id}").status_code == 404
+
+
+def test_the_pages_min_score_reaches_the_worker_and_a_bad_one_is_422(stack: Stack) -> None:
+    token = sign_in(stack.client)
+    headers = {"X-CSRF-Token": token}
+    files = {"file": ("a.jpg", jpeg(), "image/jpeg")}
+    sent = stack.client.post("/app/uploads", files=files, data={"min_score": "0.1"},
+                             headers=headers)  # fmt: skip
+    assert sent.status_code == 202, sent.text
+    assert stack.queue.submitted[sent.json()["task_id"]]["min_score"] == 0.1
+    query = stack.client.post("/app/uploads?min_score=0.2", files=files, headers=headers)
+    assert stack.queue.submitted[query.json()["task_id"]]["min_score"] == 0.2
+    bad = stack.client.post("/app/uploads", files=files, data={"min_score": "2"}, headers=headers)
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_min_score"
+
+
+def test_a_tasks_csv_is_the_apis_in_the_batch_format(stack: Stack) -> None:
+    from ml_api.exports import CSV_COLUMNS
+
+    token = sign_in(stack.client)
+    task_id = upload(stack.client, token, jpeg(), "cat.jpg").json()["task_id"]
+    stack.finish(task_id)
+    answer = stack.client.get(f"/app/tasks/{task_id}/export?format=csv")
+    assert answer.status_code == 200 and answer.headers["content-disposition"] == "attachment"
+    header, row = answer.text.splitlines()[:2]
+    assert tuple(header.split(",")) == CSV_COLUMNS and row.startswith(f"cat.jpg,{task_id},")
+    sign_in(stack.client, "bob")
+    assert stack.client.get(f"/app/tasks/{task_id}/export?format=csv").status_code == 404

@@ -6,8 +6,11 @@ from unittest.mock import patch
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
+from ml_common import jpegscan
 from ml_common.errors import (
     ExtremeAspectRatio,
     ImageTooLarge,
@@ -230,3 +233,22 @@ def test_jpeg_structure_at_its_edges() -> None:
     ]:
         with pytest.raises(InvalidImage, match=words):
             check_jpeg(broken)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(min_size=0, max_size=600),
+            st.sampled_from([b"\xff\x00", b"\xff\xd3", b"\xff\xff", b"\xff\xd9", b"\xff\xc4"]),
+        ),
+        max_size=12,
+    ),
+    st.integers(0, 40),
+)
+def test_the_windowed_scan_end_matches_the_regex(parts: list[bytes], pos: int) -> None:
+    """The NumPy search for a scan's end (big scans) finds what the regex finds, window edges
+    included."""
+    data = b"".join(parts)
+    match = jpegscan.SCAN_END.search(data, pos)
+    with patch.object(jpegscan, "WINDOW", 64):
+        assert jpegscan._vector_scan_end(data, pos) == (match.start() if match else None)

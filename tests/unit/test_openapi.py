@@ -81,6 +81,18 @@ def test_form_fields_say_what_the_server_takes(doc: Doc, settings: Settings) -> 
     assert batch["original_size"]["examples"] == [[]]
 
 
+def test_min_score_says_the_deployments_floor_and_starts_empty(
+    doc: Doc, settings: Settings
+) -> None:
+    for path in ("/api/v1/detections", "/api/v1/batches"):
+        field = form(doc, path)["min_score"]
+        assert (field["type"], field["minimum"], field["maximum"]) == ("number", 0.05, 1)
+        assert field["examples"] == [""]  # "Try it out" sends no number: the threshold applies
+        [query] = [p for p in doc["paths"][path]["post"]["parameters"] if p["name"] == "min_score"]
+        assert (query["schema"]["minimum"], query["schema"]["maximum"]) == (0.05, 1)
+        assert "examples" not in query and "default" not in query["schema"]
+
+
 @pytest.mark.parametrize(
     "url",
     ["", "https://example.com/hook", "http://example.com:8080/h?x=1", "https://[2001:db8::1]/",

@@ -36,7 +36,8 @@ from ml_api.errors import documented
 from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_api.intake import UPLOAD_BODY, Intake, archive_limits, form_files
 from ml_api.results import build_status, state_of
-from ml_api.submit import fingerprint, start_batch
+from ml_api.scores import MIN_SCORE_QUERY, check_min_score
+from ml_api.submit import fingerprint, min_score_part, start_batch
 from ml_api.subscriber import Listener
 from ml_common.models import resolve_model
 from ml_common.records import TaskRecord, batch_events_channel
@@ -79,26 +80,33 @@ async def create_batch(
     claims: IdempotencyDep,
     limiter: LimiterDep,
     idempotency_key: IdempotencyKeyHeader = None,
+    min_score: MIN_SCORE_QUERY = None,
 ) -> BatchCreated:
     """Queue many images (several `files` parts, or one zip or tar archive) as one batch.
 
     The whole request is checked first (file count and bytes, the archive's paths, links and
     compression ratio, the key's daily quota); then each file becomes an ordinary detection
     task, and a file that is not an image fails alone. Batch items wait behind single uploads.
-    """
+    A form's `min_score` wins over the query's."""
     await limiter.hit(key.key_id, "batch")
     batch = BatchRecord.new(str(uuid.uuid4()), key.key_id)
-    form = form_files(request, settings.batch_max_files)
-    async with form as (files, requested, callback_url, sizes):
-        callback = check_callback_url(callback_url) if callback_url else key.callback_url
-        model = resolve_model(settings, requested)
-        intake = await run_in_threadpool(Intake.check, files, archive_limits(settings), sizes)
+    floor = settings.min_score_floor
+    check_min_score(min_score, floor)  # checked even where the form's field wins
+    async with form_files(request, settings.batch_max_files) as got:
+        callback = check_callback_url(got.callback_url) if got.callback_url else key.callback_url
+        model = resolve_model(settings, got.model)
+        score = check_min_score(got.min_score if got.min_score is not None else min_score, floor)
+        limits = archive_limits(settings)
+        intake = await run_in_threadpool(Intake.check, got.files, limits, got.sizes)
         files_digest = await run_in_threadpool(intake.fingerprint)  # names and bytes
-        digest = fingerprint(files_digest, model, callback, repr(sizes))
+        sizes = repr(got.sizes)
+        digest = fingerprint(files_digest, model, callback, sizes, *min_score_part(score))
         async with claims.once(key.key_id, idempotency_key, digest, batch.batch_id) as earlier:
             if earlier is None:  # each item is an upload: the key's per-minute limit counts it
                 await limiter.hit(key.key_id, "upload", cost=intake.count)
-                await start_batch(intake, batch, submitter, batches, settings, model, callback)
+                await start_batch(
+                    intake, batch, submitter, batches, settings, model, callback, score
+                )
     batch_id = earlier or batch.batch_id
     found = await batches.get(batch_id)
     links = links_for_batch(batch_id)
@@ -267,12 +275,13 @@ async def export_batch(
     tasks: TasksDep,
     storage: StorageDep,
     settings: SettingsDep,
-    format: Annotated[ExportFormat, Query(description="jsonl, csv, coco or zip")] = (
-        ExportFormat.jsonl
-    ),
+    format: Annotated[
+        ExportFormat, Query(description="jsonl, csv, coco, zip, labelstudio, yolo or voc")
+    ] = ExportFormat.jsonl,
 ) -> Response:
     """Every item once, named after its file: JSON Lines, CSV (one row per detection), COCO
-    detection JSON, or a zip of the annotated images of the succeeded items."""
+    detection JSON, a zip of the annotated images of the succeeded items, Label Studio tasks
+    with predictions (pre-annotations), or a zip of YOLO txt labels or Pascal VOC XML."""
     _, items = await _items(str(batch_id), key.key_id, batches, tasks)
     exported = [ExportItem(i.status(), i.record.name, i.record.upload_key) for i in items]
     return await export_response(exported, format, f"batch-{batch_id}", storage, settings)

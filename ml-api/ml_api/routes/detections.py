@@ -32,6 +32,7 @@ from ml_api.errors import documented
 from ml_api.exports import MEDIA_TYPES, ExportFormat, ExportItem
 from ml_api.originals import ORIGINAL_SIZE_QUERY, parse_original_size
 from ml_api.results import ResultReader, links_for, preferred_wait, watch
+from ml_api.scores import MIN_SCORE_QUERY, check_min_score
 from ml_api.submit import StageTimer, Upload, upload_fingerprint
 from ml_api.uploads import SINGLE_UPLOAD_BODY, Received, receive_upload
 from ml_common.apikeys import ApiKey
@@ -55,6 +56,9 @@ class SingleFormat(str, Enum):
     jsonl = "jsonl"
     csv = "csv"
     coco = "coco"
+    labelstudio = "labelstudio"
+    yolo = "yolo"
+    voc = "voc"
 
 
 SINGLE_MEDIA_TYPES = [MEDIA_TYPES[ExportFormat(f.value)].split(";")[0] for f in SingleFormat]
@@ -102,20 +106,22 @@ async def create_detection(
         str | None, Query(description="POSTed a signed event when the task ends (webhooks)")
     ] = None,
     original_size: ORIGINAL_SIZE_QUERY = None,
+    min_score: MIN_SCORE_QUERY = None,
 ) -> Response:
     """Accept an image and queue it for detection; poll or stream the returned links.
 
     The image comes as a multipart form's `file`, or as the whole body with its image
     Content-Type (or `application/octet-stream`): then its name goes in `?filename=` or a
     `Content-Disposition` header. A form's `model` and `callback_url` fields win over the
-    query's. With an `Idempotency-Key`, a retry with the same key, file, file name, model and
-    callback URL returns the same task; with anything else changed it is 409."""
+    query's, and so does its `min_score`. With an `Idempotency-Key`, a retry with the same key,
+    file, file name, model, callback URL and min_score returns the same task; with anything
+    else changed it is 409."""
     await uploading.limiter.hit(key.key_id, "upload")
     timer = StageTimer()
     got = await receive_upload(request, uploading.settings.max_upload_bytes)
     timer.lap("receive")
     query = {"filename": filename, "model": model, "callback_url": callback_url}
-    upload = _upload(got, key, uploading.settings, query, original_size)
+    upload = _upload(got, key, uploading.settings, query, original_size, min_score)
     wait_s = preferred_wait(prefer or "")
     if wait_s is None:
         task_id = await _submit_once(upload, uploading, idempotency_key, timer)
@@ -139,6 +145,7 @@ def _upload(
     settings: Settings,
     query: dict[str, str | None],
     original_size: str | None,
+    min_score: float | None = None,
 ) -> Upload:
     """The upload of `got`, its form's fields first, then the query's (`query`). A query value
     is checked even where the form's field wins: a request is never accepted with a bad one."""
@@ -148,6 +155,8 @@ def _upload(
         check_callback_url(query["callback_url"])
     if original_size:
         parse_original_size(original_size)
+    floor = settings.min_score_floor
+    check_min_score(min_score, floor)
     requested = got.callback_url if got.callback_url is not None else query["callback_url"]
     callback = check_callback_url(requested) if requested else key.callback_url
     size = got.original_size if got.original_size is not None else original_size
@@ -159,6 +168,7 @@ def _upload(
         model=resolve_model(settings, got.model if got.model is not None else query["model"]),
         callback_url=callback,
         original_size=parse_original_size(size) if size else None,
+        min_score=check_min_score(got.min_score if got.min_score is not None else min_score, floor),
     )
 
 
@@ -312,10 +322,13 @@ async def export_detection(
     results: ResultsDep,
     storage: StorageDep,
     settings: SettingsDep,
-    format: Annotated[SingleFormat, Query(description="jsonl, csv or coco")] = SingleFormat.jsonl,
+    format: Annotated[
+        SingleFormat, Query(description="jsonl, csv, coco, labelstudio, yolo or voc")
+    ] = SingleFormat.jsonl,
 ) -> Response:
-    """The task in JSON Lines, CSV (one row per detection) or COCO detection JSON, named after
-    the uploaded file."""
+    """The task in JSON Lines, CSV (one row per detection), COCO detection JSON, Label Studio
+    tasks with predictions, or a zip of its YOLO or Pascal VOC labels, named after the
+    uploaded file."""
     record, status = await results.lookup(str(task_id), key.key_id)
     item = ExportItem(status, record.name, record.upload_key)
     basename = posixpath.splitext(posixpath.basename(item.name))[0] or str(task_id)

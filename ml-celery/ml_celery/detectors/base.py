@@ -30,9 +30,12 @@ class Detector(Protocol):
         """The smallest size a width x height photo may be decoded at for this detector."""
         ...
 
-    def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
+    def detect(
+        self, image: Image.Image, source: Source | None = None, min_score: float | None = None
+    ) -> DetectionOutput:
         """Detect objects in an upright RGB image; boxes are in that image's pixels, or in the
-        `source`'s when `image` is a reduced decode of it."""
+        `source`'s when `image` is a reduced decode of it. Detections scored under `min_score`
+        (None: the detector's own threshold, from the settings) are dropped."""
         ...
 
     def warm_up(self) -> None:

@@ -22,7 +22,9 @@ class FakeDetector:
     def needed_size(self, width: int, height: int) -> tuple[int, int]:
         return width, height
 
-    def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
+    def detect(
+        self, image: Image.Image, source: Source | None = None, min_score: float | None = None
+    ) -> DetectionOutput:
         self.calls += 1
         width, height = (source.width, source.height) if source else image.size
         box = Box(x_min=width / 4, y_min=height / 4, x_max=width * 3 / 4, y_max=height * 3 / 4)

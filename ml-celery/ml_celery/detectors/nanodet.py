@@ -65,7 +65,9 @@ class NanoDet:
         pixels: the size it is resized to inside the network input."""
         return resized_size(make_geometry(width, height, self.input_size, self.resize_mode))
 
-    def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
+    def detect(
+        self, image: Image.Image, source: Source | None = None, min_score: float | None = None
+    ) -> DetectionOutput:
         start = time.perf_counter()
         batch, geometry = preprocess(image, self.input_size, self.resize_mode, source)
         preprocess_ms, start = elapsed_ms(start), time.perf_counter()
@@ -77,7 +79,7 @@ class NanoDet:
             geometry,
             COCO_80_LABELS,
             input_size=self.input_size,
-            score_threshold=self.score_threshold,
+            score_threshold=self.score_threshold if min_score is None else min_score,
             iou_threshold=self.iou_threshold,
             max_detections=self.max_detections,
         )

@@ -72,7 +72,9 @@ class TFODAPIDetector:
     def needed_size(self, width: int, height: int) -> tuple[int, int]:
         return width, height  # the model resizes inside its graph: it takes the whole photo
 
-    def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
+    def detect(
+        self, image: Image.Image, source: Source | None = None, min_score: float | None = None
+    ) -> DetectionOutput:
         start = time.perf_counter()
         batch = np.asarray(image.convert("RGB"), dtype=np.uint8)[np.newaxis]
         preprocess_ms, start = elapsed_ms(start), time.perf_counter()
@@ -80,17 +82,18 @@ class TFODAPIDetector:
         arrays = {name: tensor.numpy()[0] for name, tensor in outputs.items()}
         inference_ms, start = elapsed_ms(start), time.perf_counter()
         width, height = (source.width, source.height) if source else image.size
-        detections = self._to_detections(arrays, width, height)
+        threshold = self.score_threshold if min_score is None else min_score
+        detections = self._to_detections(arrays, width, height, threshold)
         return DetectionOutput(detections, preprocess_ms, inference_ms, elapsed_ms(start))
 
     def _to_detections(
-        self, arrays: dict[str, npt.NDArray[Any]], width: int, height: int
+        self, arrays: dict[str, npt.NDArray[Any]], width: int, height: int, threshold: float
     ) -> list[Detection]:
         count = int(arrays["num_detections"]) if "num_detections" in arrays else None
         scores = arrays["detection_scores"][:count].astype(np.float32)
         coco_ids = np.rint(arrays["detection_classes"][:count]).astype(np.int64)
         class_ids = np.array([COCO_91_TO_80.get(int(i), -1) for i in coco_ids], dtype=np.int64)
-        keep = np.flatnonzero(above_threshold(scores, self.score_threshold) & (class_ids >= 0))
+        keep = np.flatnonzero(above_threshold(scores, threshold) & (class_ids >= 0))
         keep = keep[np.argsort(-scores[keep], kind="stable")][: self.max_detections]
         y_min, x_min, y_max, x_max = arrays["detection_boxes"][:count][keep].astype(np.float32).T
         boxes = np.stack([x_min * width, y_min * height, x_max * width, y_max * height], axis=1)

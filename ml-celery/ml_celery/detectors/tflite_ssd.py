@@ -95,7 +95,9 @@ class TFLiteSSDDetector:
             return pixels[np.newaxis].astype(np.uint8)
         return ((pixels.astype(np.float32) - 127.5) / 127.5)[np.newaxis]
 
-    def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
+    def detect(
+        self, image: Image.Image, source: Source | None = None, min_score: float | None = None
+    ) -> DetectionOutput:
         start = time.perf_counter()
         batch = self._batch(image, source)
         preprocess_ms, start = _ms(start), time.perf_counter()
@@ -106,7 +108,8 @@ class TFLiteSSDDetector:
         scores = out["scores"].reshape(-1)[:count].astype(np.float32)
         class_ids = np.rint(out["classes"].reshape(-1)[:count]).astype(np.int64)
         known = (class_ids >= 0) & (class_ids < len(self.labels))
-        keep = np.flatnonzero(above_threshold(scores, self.score_threshold) & known)
+        threshold = self.score_threshold if min_score is None else min_score
+        keep = np.flatnonzero(above_threshold(scores, threshold) & known)
         keep = keep[np.argsort(-scores[keep], kind="stable")][: self.max_detections]
         y0, x0, y1, x1 = out["boxes"].reshape(-1, 4)[keep].astype(np.float32).T
         boxes = np.stack([x0 * width, y0 * height, x1 * width, y1 * height], axis=1)

@@ -141,17 +141,20 @@ class YoloxDetector:
     def needed_size(self, width: int, height: int) -> tuple[int, int]:
         return resized_size(make_geometry(width, height, self.input_size, "topleft"))
 
-    def detect(self, image: Image.Image, source: Source | None = None) -> DetectionOutput:
+    def detect(
+        self, image: Image.Image, source: Source | None = None, min_score: float | None = None
+    ) -> DetectionOutput:
         start = time.perf_counter()
         batch, geometry = topleft_bgr_input(image, self.input_size, PAD_VALUE, source)
         preprocess_ms, start = _ms(start), time.perf_counter()
         raw = self._session.run(None, {self._input: batch})[0][0]
         inference_ms, start = _ms(start), time.perf_counter()
-        detections = self._postprocess(raw, geometry)
+        threshold = self.score_threshold if min_score is None else min_score
+        detections = self._postprocess(raw, geometry, threshold)
         return DetectionOutput(detections, preprocess_ms, inference_ms, _ms(start))
 
-    def _postprocess(self, raw: FloatArray, geometry: Any) -> list[Detection]:
-        boxes, scores, class_ids = decode_yolox(raw, self.input_size, self.score_threshold)
+    def _postprocess(self, raw: FloatArray, geometry: Any, threshold: float) -> list[Detection]:
+        boxes, scores, class_ids = decode_yolox(raw, self.input_size, threshold)
         keep = batched_nms(boxes, scores, class_ids, self.iou_threshold)[: self.max_detections]
         return to_detections(boxes[keep], scores[keep], class_ids[keep], geometry, self.labels)
 
