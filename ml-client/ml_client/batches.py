@@ -44,7 +44,7 @@ async def create_batch(request: Request, uploads: UploadsDep) -> BatchStatus:
     created = await uploads.api.create_batch(files, model, min_score)
     batch = await uploads.api.batch(created.batch_id, limit=len(files))
     for item, (_, data, _) in zip(batch.items, files, strict=False):
-        await uploads.remember(item.task_id, item.file_name, data)
+        await uploads.remember(item.task_id, item.file_name, data, batch.batch_id)
     logger.info("user %s submitted batch %s (%d files)", uploads.user, batch.batch_id, len(files))
     return batch
 

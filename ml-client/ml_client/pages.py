@@ -13,7 +13,14 @@ from starlette.concurrency import run_in_threadpool
 from ml_client.auth import USER, check_csrf, csrf_token, sign_in, sign_out
 from ml_client.deps import LimiterDep, SettingsDep, TemplatesDep, UserDep, UsersDep
 from ml_client.errors import CsrfFailed
-from ml_common.errors import RateLimited
+from ml_common.errors import (
+    ExtremeAspectRatio,
+    ImageTooLarge,
+    InvalidImage,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMedia,
+)
 from ml_common.palette import palette_json
 from ml_common.schemas import FINAL_STATES, Health
 
@@ -21,6 +28,11 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["pages"])
 
 NO_STORE = {"Cache-Control": "no-store"}
+# The errors by which the API refuses a file before any detection runs: a batch records such an
+# item failed with the error's code, and the page words it as it words a single upload's answer.
+# What the page offers under the service's threshold: 0.05 is where COCO's AP is measured.
+LOWER_SCORES = (0.05, 0.1, 0.2)
+REFUSALS = (InvalidImage, UnsupportedMedia, PayloadTooLarge, ImageTooLarge, ExtremeAspectRatio)
 FLASH = "flash"
 FAVICON = Path(__file__).parent / "static" / "favicon.svg"
 
@@ -62,6 +74,9 @@ async def index(
         "api_public_url": settings.api_public_url,
         "palette": palette_json(),
         "final_states": [state.value for state in FINAL_STATES],
+        "refusals": {error.code: error.status for error in REFUSALS},
+        "score_threshold": settings.score_threshold,
+        "lower_scores": [s for s in LOWER_SCORES if s < settings.score_threshold],
     }
     return templates.TemplateResponse(request, "index.html", context, headers=NO_STORE)
 

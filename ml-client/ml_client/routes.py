@@ -17,7 +17,7 @@ from ml_client.deps import ApiDep, CsrfDep, HistoryDep, OriginalsDep, SignedIn, 
 from ml_client.errors import UpstreamError
 from ml_client.middleware import IMAGE_CSP
 from ml_client.schemas import HistoryEntry, HistoryItem, TaskList
-from ml_client.uploads import UploadsDep, chosen_min_score, chosen_model
+from ml_client.uploads import UploadsDep, chosen_min_score, chosen_model, compare_group
 from ml_common.errors import TaskNotFound
 from ml_common.schemas import ErrorOut, TaskCreated, TaskStatus
 
@@ -30,14 +30,15 @@ PRIVATE = {"Cache-Control": "private, max-age=3600", "Content-Security-Policy": 
 @router.post("/uploads", status_code=202, dependencies=[SignedIn, CsrfDep])
 async def upload(request: Request, uploads: UploadsDep) -> TaskCreated:
     """Send one image to the API; the body is read only after the session and token check."""
-    async with request.form(max_files=1, max_fields=4) as form:
+    async with request.form(max_files=1, max_fields=5) as form:
         filename, data, media_type = await uploads.read(form.get("file"))
         model = chosen_model(form.get("model"))
+        compare = compare_group(form.get("compare"))
         original_size = form.get("original_size")  # the page shrank the photo; the API checks
         min_score = chosen_min_score(form.get("min_score"), request.query_params.get("min_score"))
     size = original_size if isinstance(original_size, str) and original_size else None
     created = await uploads.api.submit(filename, data, media_type, model, size, min_score)
-    await uploads.remember(created.task_id, filename, data)
+    await uploads.remember(created.task_id, filename, data, compare_id=compare)
     logger.info("user %s submitted task %s", uploads.user, created.task_id)
     return created
 

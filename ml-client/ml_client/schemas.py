@@ -13,6 +13,8 @@ class HistoryEntry(BaseModel):
     task_id: str
     filename: str
     submitted_at: str
+    batch_id: str | None = None  # sent as an item of this batch (its exports stay reachable)
+    compare_id: str | None = None  # one of the uploads that compare the models on one photo
 
 
 class HistoryItem(HistoryEntry):

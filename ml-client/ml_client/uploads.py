@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from ml_client.api import FilePart
 from ml_client.deps import ApiDep, HistoryDep, OriginalsDep, SettingsDep, UserDep
 from ml_client.history import NAME_MAX
 from ml_client.schemas import HistoryEntry
-from ml_common.errors import InvalidImage, PayloadTooLarge
+from ml_common.errors import InvalidImage, PayloadTooLarge, ValidationFailed
 
 UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
 
@@ -24,9 +25,25 @@ def clean_filename(name: str | None) -> str:
     return cleaned[:NAME_MAX] or "image"
 
 
+def form_text(value: object) -> str | None:
+    """A text field of the form, passed on as sent (the API checks it); empty: not sent."""
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def compare_group(value: object) -> str | None:
+    """The form's `compare` field: the id the page gave one photo's uploads to each model."""
+    text = form_text(value)
+    if text is None:
+        return None
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise ValidationFailed("compare must be a UUID, as the page sends it") from None
+
+
 def chosen_model(value: object) -> str | None:
     """The form's `model` field; empty means the API's default."""
-    return (value.strip() or None) if isinstance(value, str) else None
+    return form_text(value)
 
 
 def chosen_min_score(field: object, query: str | None) -> str | None:
@@ -57,15 +74,21 @@ class Uploads:
             raise InvalidImage("choose an image file to upload")
         data = await file.read(self.max_bytes + 1)
         if len(data) > self.max_bytes:
-            limit_mb = self.max_bytes / 1024 / 1024
-            raise PayloadTooLarge(f"the file is larger than the limit of {limit_mb:.1f} MB")
+            limit_mib = self.max_bytes / 1024 / 1024
+            raise PayloadTooLarge(f"the file is larger than the limit of {limit_mib:.1f} MiB")
         media_type = file.content_type or "application/octet-stream"
         return clean_filename(file.filename), data, media_type
 
-    async def remember(self, task_id: str, name: str, data: bytes) -> None:
+    async def remember(
+        self, task_id: str, name: str, data: bytes, batch_id: str | None = None,
+        compare_id: str | None = None,
+    ) -> None:  # fmt: skip
         """Add a submitted task to the history and keep its original for the page."""
         now = datetime.now(timezone.utc).isoformat()
-        entry = HistoryEntry(task_id=task_id, filename=name, submitted_at=now)
+        entry = HistoryEntry(
+            task_id=task_id, filename=name, submitted_at=now, batch_id=batch_id,
+            compare_id=compare_id,
+        )  # fmt: skip
         dropped = await self.history.add(self.user, entry)
         await run_in_threadpool(self.originals.save, task_id, data)
         for old in dropped:

@@ -43,8 +43,10 @@ def upload_and_wait(page: Any, photo: Path) -> Any:
     return card
 
 
-def shoot(page: Any, artifacts: Path, name: str, screen: str, backend: str) -> None:
-    page.screenshot(path=artifacts / f"web-{name}-{screen}-{backend}.png", full_page=True)
+def shoot(
+    page: Any, artifacts: Path, name: str, screen: str, backend: str, full_page: bool = True
+) -> None:
+    page.screenshot(path=artifacts / f"web-{name}-{screen}-{backend}.png", full_page=full_page)
 
 
 def label_contrast(label: dict[str, Any]) -> float:

@@ -121,7 +121,11 @@ def test_the_model_choice_is_offered_and_each_card_names_its_model(
         select = page.get_by_label("Model", exact=True)
         expect()(select).to_have_value("yolox-nano")  # the API's default, listed first
         options = select.locator("option").all_inner_texts()
-        assert options == ["yolox-nano (default)", "nanodet-g-416"]
+        assert options == [
+            "yolox-nano (default)",
+            "nanodet-g-416",
+            "Compare models (each photo to every model)",
+        ]
         for model, photo in (("nanodet-g-416", "motorcycle_left"), ("yolox-nano", "chelsea")):
             select.select_option(model)
             upload(page, photos[photo])
@@ -129,6 +133,11 @@ def test_the_model_choice_is_offered_and_each_card_names_its_model(
             status = card.get_by_test_id("task-status")
             expect()(status).to_have_text("Done", timeout=DETECTION_TIMEOUT_MS)
             expect()(card.get_by_test_id("caption")).to_contain_text(f"{model} ")
+        select.select_option("nanodet-g-416")
+        page.reload()  # the choice is kept in the browser
+        expect()(page.get_by_label("Model", exact=True)).to_have_value("nanodet-g-416")
+        assert serious_violations(page, axe_script) == []
+        _compare(page, photos["chelsea"])
         assert serious_violations(page, axe_script) == []
     finally:
         page.context.close()
@@ -164,3 +173,30 @@ def test_photos_past_the_body_limit_go_in_parts_the_client_takes(
         expect()(status).to_have_text("Done", timeout=DETECTION_TIMEOUT_MS)
     assert answers == [202, 202], answers
     assert signed_in.watch.unexpected() == []
+
+
+def _compare(page: Any, photo: Path) -> None:
+    """With "Compare models" the photo goes to each model, the results side by side on a desktop,
+    each card with its own slider, class toggles and table."""
+    choice = "Compare models (each photo to every model)"
+    page.get_by_label("Model", exact=True).select_option(label=choice)
+    upload(page, photo)
+    cards = page.locator(".card--compare").filter(has_text=photo.name)
+    expect()(cards).to_have_count(2)
+    assert [c.get_attribute("data-model") for c in cards.all()] == ["yolox-nano", "nanodet-g-416"]
+    for card in cards.all():
+        model = card.get_attribute("data-model")
+        status = card.get_by_test_id("task-status")
+        expect()(status).to_have_text("Done", timeout=DETECTION_TIMEOUT_MS)
+        expect()(card.get_by_test_id("caption")).to_contain_text(f"{model} ")
+        expect()(card.get_by_role("slider")).to_be_visible()
+        expect()(card.get_by_test_id("detections-table")).to_be_visible()
+    left, right = (c.bounding_box() for c in cards.all())
+    assert left["x"] + left["width"] <= right["x"] and abs(left["y"] - right["y"]) < 1
+    page.reload()  # the history keeps them together: still side by side, each naming its model
+    cards = page.locator(".card--compare").filter(has_text=photo.name)
+    expect()(cards).to_have_count(2)
+    models = {c.get_attribute("data-model") for c in cards.all()}
+    assert models == {"yolox-nano", "nanodet-g-416"}
+    left, right = sorted((c.bounding_box() for c in cards.all()), key=lambda b: b["x"])
+    assert left["x"] + left["width"] <= right["x"] and abs(left["y"] - right["y"]) < 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 
@@ -72,6 +73,39 @@ def test_a_batch_needs_the_token_a_session_and_a_file(stack: Stack) -> None:
     big = stack.client.post("/app/batches", files=too_large, headers={"X-CSRF-Token": token})
     assert big.status_code == 413
     assert stack.queue.submitted == {}
+
+
+def test_each_item_keeps_its_batch_in_the_history_and_a_refused_one_its_code(
+    stack: Stack,
+) -> None:
+    """The page offers a batch's exports after a reload (the history names the batch), and
+    words a refused item as a single upload of it (the page is told the refusals' codes)."""
+    token = sign_in(stack.client)
+    body = send(stack, token, NAMES).json()
+    tasks = stack.client.get("/app/tasks").json()["tasks"]
+    assert {t["task_id"]: t["batch_id"] for t in tasks} == {
+        i["task_id"]: body["batch_id"] for i in body["items"]
+    }
+    page = stack.client.get("/").text
+    found = re.search(r'<script type="application/json" id="refusals">(.*?)</script>', page)
+    assert found is not None
+    refusals = json.loads(found.group(1))
+    assert refusals["invalid_image"] == 422 and refusals["unsupported_media_type"] == 415
+    refused = body["items"][2]
+    assert refused["status"] == "failed" and refused["error"]["type"] in refusals
+
+
+def test_a_compare_upload_is_kept_as_such_and_a_bad_group_is_refused(stack: Stack) -> None:
+    token = sign_in(stack.client)
+    group = "6f1c2a3e-0000-4000-8000-000000000001"
+    headers = {"X-CSRF-Token": token}
+    files = {"file": ("a.jpg", jpeg(), "image/jpeg")}
+    sent = stack.client.post("/app/uploads", files=files, data={"compare": group}, headers=headers)
+    assert sent.status_code == 202, sent.text
+    tasks = stack.client.get("/app/tasks").json()["tasks"]
+    assert [t["compare_id"] for t in tasks if t["task_id"] == sent.json()["task_id"]] == [group]
+    bad = stack.client.post("/app/uploads", files=files, data={"compare": "x"}, headers=headers)
+    assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
 
 
 def test_the_pages_min_score_goes_with_the_batch_and_a_bad_one_is_422(stack: Stack) -> None:

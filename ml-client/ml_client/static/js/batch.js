@@ -1,7 +1,9 @@
 // An upload of several files: sent as batches of the API (at most 50 files a request), each
 // item followed on its own card; the whole upload can be taken away as COCO JSON or CSV.
-import { attachTask, setMeta, setStatus } from "./cards.js";
+import { attachTask, setMeta, setStatus, state } from "./cards.js";
+import { batchLinks } from "./export.js";
 import { applyStatus, follow } from "./follow.js";
+import { chosenMinScore } from "./models.js";
 import { sendForm } from "./send.js";
 import { FINAL } from "./util.js";
 
@@ -36,15 +38,14 @@ function chunks(entries) {
 function addExports(batchId, count) {
   const n = exportsBox.querySelectorAll("a").length / 2;
   const suffix = count > 1 ? ` (part ${n + 1})` : "";
-  for (const [format, label] of [["coco", "COCO JSON"], ["csv", "CSV"]]) {
-    const a = document.createElement("a");
-    a.className = "button button--small";
-    a.href = `/app/batches/${batchId}/export?format=${format}`;
-    a.dataset.format = format;
-    a.textContent = `Download all as ${label}${suffix}`;
-    exportsBox.append(a);
-  }
+  exportsBox.append(...batchLinks(batchId, `all${suffix}`));
   exportsBox.hidden = false;
+}
+
+// The exports of an upload sent earlier (the page was reloaded since), one batch a part.
+export function showBatchExports(batchIds) {
+  exportsBox.replaceChildren();
+  for (const id of batchIds) addExports(id, batchIds.length);
 }
 
 // Bring each card up to its item's state; a newly succeeded one fetches its result.
@@ -97,6 +98,7 @@ function received(entries, body) {
   body.items.forEach((item, i) => {
     const { card } = entries[i];
     attachTask(card, item.task_id);
+    state(card).batchId = body.batch_id;
     setStatus(card, "queued");
     setMeta(card, { created_at: body.created_at });
   });
@@ -106,6 +108,7 @@ function received(entries, body) {
 function sendChunk(entries, model, count, done) {
   const form = new FormData();
   if (model) form.append("model", model);
+  if (chosenMinScore()) form.append("min_score", chosenMinScore());
   for (const { file } of entries) form.append("files", file, file.name || "image");
   const accepted = (body) => {
     received(entries, body);

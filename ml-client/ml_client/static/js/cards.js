@@ -33,13 +33,19 @@ export function updateCount() {
   countNote.textContent = n === 1 ? "1 image" : n ? `${n} images` : "";
 }
 
-export function createCard(filename, atTop) {
+// A card for `filename`; with `model`, one of the cards that compare the models on one photo.
+export function createCard(filename, atTop, model) {
   const card = template.content.firstElementChild.cloneNode(true);
   const id = `card-${++cardCount}`;
   const title = part(card, "title");
   title.id = `${id}-title`;
-  title.textContent = filename;
+  title.textContent = model ? `${filename} · ${model}` : filename;
+  if (model) {
+    card.classList.add("card--compare");
+    card.dataset.model = model;
+  }
   card.querySelector("article").setAttribute("aria-labelledby", title.id);
+  part(card, "objects").setAttribute("aria-label", `Detected objects in ${title.textContent}`);
   const slider = part(card, "slider");
   slider.id = `${id}-slider`;
   part(card, "slider-label").htmlFor = slider.id;
@@ -86,6 +92,10 @@ export function setMeta(card, status) {
 export function attachTask(card, taskId) {
   state(card).taskId = taskId;
   card.dataset.taskId = taskId;
+  // the history, read while this upload was under way, may have listed the task already
+  for (const other of cardList.querySelectorAll(`[data-task-id="${taskId}"]`)) {
+    if (other !== card) dispose(other);
+  }
 }
 
 // Stop following a card's task and free what it holds; the card leaves the page.

@@ -34,6 +34,18 @@ async function copy(card, text, what) {
   announce(note.textContent);
 }
 
+// The links that download a whole batch, as COCO JSON and as CSV; `what` names it in them.
+export function batchLinks(batchId, what) {
+  return [["coco", "COCO JSON"], ["csv", "CSV"]].map(([format, label]) => {
+    const a = document.createElement("a");
+    a.className = "button button--small";
+    a.href = `/app/batches/${batchId}/export?format=${format}`;
+    a.dataset.format = format;
+    a.textContent = `Download ${what} as ${label}`;
+    return a;
+  });
+}
+
 export function fillExports(card, status) {
   const { filename, taskId } = state(card);
   const name = stem(filename);
@@ -47,6 +59,9 @@ export function fillExports(card, status) {
   part(card, "download-csv").addEventListener("click", () =>
     save(`/app/tasks/${taskId}/export?format=csv`, `${name}-detections.csv`),
   );
+  const batch = part(card, "batch-exports");
+  batch.replaceChildren(...(state(card).batchId ? batchLinks(state(card).batchId, "its batch") : []));
+  batch.hidden = !state(card).batchId;
   part(card, "task-id").value = taskId;
   part(card, "copy-id").addEventListener("click", () => copy(card, taskId, "Task id"));
   const curl = `curl -H "Authorization: Bearer $MLPROD_API_KEY" \\\n  ${apiUrl}/api/v1/detections/${taskId}`;

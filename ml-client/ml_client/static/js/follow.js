@@ -4,6 +4,9 @@ import { renderResult } from "./result.js";
 import { FINAL, announce, plural } from "./util.js";
 
 const POLL_MAX_DELAY_MS = 15000;
+// The API's codes for a file refused before any detection, with the HTTP status a single upload
+// of it is answered with (ml_client/pages.py REFUSALS).
+const REFUSALS = JSON.parse(document.getElementById("refusals").textContent);
 const PREFIX = { 413: "Too large", 415: "Not an image", 422: "Not a usable image", 429: "Too many uploads", 503: "Service busy" };
 
 export function explainHttpError(card, status, body) {
@@ -13,7 +16,22 @@ export function explainHttpError(card, status, body) {
   return showError(card, prefix ? `${prefix}: ${detail}` : detail);
 }
 
+// A batch item the API refused (not an image, too large) was never sent to detection: its card
+// says so in the words a single upload of the same file gets, not "Detection failed".
+function applyRefusal(card, status) {
+  const error = status.error || {};
+  const code = REFUSALS[error.type];
+  if (status.status !== "failed" || !code) return false;
+  if (card.dataset.status !== "error") {
+    setStatus(card, "error");
+    setMeta(card, status);
+    explainHttpError(card, code, { detail: error.message });
+  }
+  return true;
+}
+
 export function applyStatus(card, status) {
+  if (applyRefusal(card, status)) return;
   const st = state(card);
   const changed = card.dataset.status !== status.status;
   setStatus(card, status.status);

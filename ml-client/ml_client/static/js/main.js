@@ -3,6 +3,7 @@ import { cardList } from "./cards.js";
 import { loadHistory, wireCompactView } from "./history.js";
 import { loadModels } from "./models.js";
 import "./remove.js";
+import { showBoxes } from "./result.js";
 import { enqueueFiles } from "./upload.js";
 import { openZoom } from "./zoom.js";
 
@@ -12,6 +13,20 @@ const input = document.getElementById("file-input");
 input.addEventListener("change", () => {
   enqueueFiles(input.files);
   input.value = "";
+});
+// Chromium opens the picker of a focused file input on Space only; Enter is what a keyboard
+// user tries first on something labelled as a button. Opened on the key's release, as Space
+// does: a picker opened from the keydown did not show in Chromium 156.
+let enterDown = false;
+input.addEventListener("keydown", (e) => {
+  if (e.key !== "Enter") return;
+  e.preventDefault();
+  enterDown = true;
+});
+input.addEventListener("keyup", (e) => {
+  if (e.key !== "Enter" || !enterDown) return;
+  enterDown = false;
+  input.click();
 });
 
 const hasFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types).includes("Files");
@@ -44,7 +59,9 @@ document.addEventListener("paste", (e) => {
 // The image itself (not a box on it) or the "Enlarge" button opens the large view.
 cardList.addEventListener("click", (e) => {
   const trigger = e.target.closest('[data-role="enlarge"], [data-role="image"]');
-  if (trigger) openZoom(trigger.closest(".card"));
+  if (!trigger) return;
+  const card = trigger.closest(".card");
+  openZoom(card, (overlay) => showBoxes(card, overlay));
 });
 
 wireCompactView();

@@ -1,12 +1,13 @@
 // A finished result: image with boxes, the table, the score slider and a toggle per class.
-import { boxFor, drawOverlay } from "./boxes.js";
+import { boxParts, drawOverlay } from "./boxes.js";
 import { state } from "./cards.js";
 import { fillExports } from "./export.js";
 import { colourFor, formatNumber, part, plural } from "./util.js";
 
+const SLIDER_STEP = 0.05;
+
 function highlight(card, index, on) {
-  const g = boxFor(card, index);
-  if (g) g.classList.toggle("is-highlighted", on);
+  for (const g of boxParts(part(card, "overlay"), index)) g.classList.toggle("is-highlighted", on);
   const tr = part(card, "rows").querySelector(`tr[data-index="${index}"]`);
   if (tr) tr.classList.toggle("is-highlighted", on);
   if (tr && on && part(card, "rows").contains(tr)) tr.scrollIntoView({ block: "nearest" });
@@ -81,9 +82,10 @@ function wireBoxes(card) {
     current = g ? g.dataset.index : null;
     if (current !== null) highlight(card, current, true);
   };
-  overlay.addEventListener("pointerover", (e) => select(e.target.closest("g.box")));
+  const target = (e) => e.target.closest("g[data-index]");
+  overlay.addEventListener("pointerover", (e) => select(target(e)));
   overlay.addEventListener("pointerleave", () => select(null));
-  overlay.addEventListener("click", (e) => select(e.target.closest("g.box")));
+  overlay.addEventListener("click", (e) => select(target(e)));
 }
 
 export function renderResult(card, status) {
@@ -94,11 +96,15 @@ export function renderResult(card, status) {
   st.size = [W, H];
   st.status = status;
   part(card, "result").hidden = false;
-  // the slider starts where the worker cut off: every box it returned is shown
+  // the slider starts where the worker cut off: every box it returned is shown; it goes lower
+  // when the result holds lower scores (an upload sent with a lower `min_score`)
   const slider = part(card, "slider");
-  slider.min = String(result.score_threshold);
-  slider.value = String(result.score_threshold);
+  const lowest = Math.min(result.score_threshold, ...st.detections.map((d) => d.score));
+  slider.min = (Math.floor(Math.max(0, lowest) / SLIDER_STEP + 1e-9) * SLIDER_STEP).toFixed(2);
+  slider.value = slider.min;
   slider.addEventListener("input", () => applyThreshold(card));
+  // a portrait photo is never taller than most of the screen
+  part(card, "stage").style.width = `min(100%, calc(82svh * ${W / H}))`;
 
   const img = part(card, "image");
   img.width = W;
@@ -110,9 +116,13 @@ export function renderResult(card, status) {
     img.dataset.fallback = "1";
     part(card, "overlay").setAttribute("display", "none");
     img.src = `/app/tasks/${st.taskId}/image`;
+    part(card, "thumb").src = img.src;
     part(card, "caption").prepend("The original upload is no longer kept; showing the server's annotated copy. ");
   });
   img.src = st.objectUrl || `/app/tasks/${st.taskId}/original`;
+  const thumb = part(card, "thumb");
+  thumb.src = img.src;
+  thumb.hidden = false;
   redraw(card);
   wireBoxes(card);
   if ("ResizeObserver" in window && !st.resizeObserver) {
@@ -139,19 +149,30 @@ export function renderResult(card, status) {
   applyThreshold(card);
 }
 
+function hiddenClasses(card) {
+  return new Set(
+    Array.from(part(card, "classes").querySelectorAll('[aria-pressed="false"]'), (b) => b.dataset.label),
+  );
+}
+
+// Show in `overlay` (the card's own, or the large view's) the boxes the card's controls let through.
+export function showBoxes(card, overlay) {
+  const t = Number(part(card, "slider").value);
+  const off = hiddenClasses(card);
+  for (const g of overlay.querySelectorAll("g[data-index]")) {
+    const visible = Number(g.dataset.score) >= t && !off.has(g.dataset.label);
+    g.setAttribute("display", visible ? "inline" : "none");
+  }
+}
+
 export function applyThreshold(card) {
   const slider = part(card, "slider");
   const t = Number(slider.value);
   part(card, "slider-value").textContent = t.toFixed(2);
   slider.setAttribute("aria-valuetext", `${Math.round(t * 100)}%`);
-  const off = new Set(
-    Array.from(part(card, "classes").querySelectorAll('[aria-pressed="false"]'), (b) => b.dataset.label),
-  );
+  const off = hiddenClasses(card);
   const counts = new Map();
-  for (const g of part(card, "overlay").querySelectorAll("g.box")) {
-    const visible = Number(g.dataset.score) >= t && !off.has(g.dataset.label);
-    g.setAttribute("display", visible ? "inline" : "none");
-  }
+  showBoxes(card, part(card, "overlay"));
   let shown = 0;
   let total = 0;
   for (const tr of part(card, "rows").querySelectorAll("tr[data-score]")) {

@@ -1,11 +1,11 @@
 // Uploads with progress, two at a time, and a summary line for an upload of several files.
 import { sendBatch } from "./batch.js";
-import { attachTask, cardList, createCard, setMeta, setStatus, showError } from "./cards.js";
+import { attachTask, cardList, createCard, setMeta, setStatus, showError, statusText } from "./cards.js";
 import { follow } from "./follow.js";
-import { chosenModel } from "./models.js";
+import { COMPARE, chosenMinScore, chosenModel, servedModels } from "./models.js";
 import { sendForm } from "./send.js";
 import { mayShrink, shrinkPhoto } from "./shrink.js";
-import { announce, formatBytes, formatNumber, part } from "./util.js";
+import { FINAL, announce, formatBytes, formatNumber, newId, part } from "./util.js";
 
 const MAX_PARALLEL_UPLOADS = 2;
 const dropzone = document.getElementById("dropzone");
@@ -15,16 +15,25 @@ const uploadQueue = [];
 let activeUploads = 0;
 let batch = [];
 
+// The states in the order the summary names them: those still moving, then those that ended.
+const SUMMARY_ORDER = ["waiting", "uploading", "queued", "started", "failed", "error", "cancelled"];
+const ENDED = new Set([...FINAL, "error"]);
+const rank = (status) => (SUMMARY_ORDER.includes(status) ? SUMMARY_ORDER.indexOf(status) : SUMMARY_ORDER.length);
+
+// The summary is read off the cards' own states, so that it always says what they show.
 function updateSummary() {
   if (batch.length < 2) return;
-  const count = (statuses) => batch.filter((c) => statuses.includes(c.dataset.status)).length;
-  const done = count(["succeeded"]);
-  const failed = count(["failed", "error", "unavailable", "expired"]);
+  const counts = new Map();
+  for (const card of batch) counts.set(card.dataset.status, (counts.get(card.dataset.status) || 0) + 1);
+  const done = counts.get("succeeded") || 0;
+  const others = [...counts.keys()].filter((s) => s !== "succeeded");
+  others.sort((a, b) => rank(a) - rank(b));
   const bits = [`${formatNumber(done)} of ${formatNumber(batch.length)} done`];
-  if (failed) bits.push(`${formatNumber(failed)} failed`);
+  for (const s of others) bits.push(`${formatNumber(counts.get(s))} ${statusText(s).toLowerCase()}`);
   summary.textContent = bits.join(", ");
   summary.hidden = false;
-  part(summary.parentElement, "summary-bar").value = (done + failed) / batch.length;
+  const ended = batch.filter((card) => ENDED.has(card.dataset.status)).length;
+  part(summary.parentElement, "summary-bar").value = ended / batch.length;
 }
 cardList.addEventListener("card-status", (e) => {
   if (batch.includes(e.detail.card)) updateSummary();
@@ -33,6 +42,13 @@ cardList.addEventListener("card-status", (e) => {
 function tooLarge(card, file, size) {
   setStatus(card, "error");
   showError(card, `“${file.name}” is ${formatBytes(size)}; the limit is ${formatBytes(maxBytes)}`);
+}
+
+const isNotImage = (file) => file.type && !file.type.startsWith("image/");
+
+function notAnImage(card, file) {
+  setStatus(card, "error");
+  showError(card, `“${file.name}” is not an image; choose a JPEG, PNG, WebP, BMP or GIF file`);
 }
 
 async function upload(card, file, model, done) {
@@ -47,6 +63,8 @@ async function upload(card, file, model, done) {
   const form = new FormData();
   form.append("file", body, file.name || "image");
   if (model) form.append("model", model);
+  if (chosenMinScore()) form.append("min_score", chosenMinScore());
+  if (card.dataset.compare) form.append("compare", card.dataset.compare); // kept in the history
   if (shrunk) form.append("original_size", shrunk.originalSize);
   const accepted = (body) => {
     attachTask(card, body.task_id);
@@ -68,6 +86,30 @@ function pumpUploads() {
   }
 }
 
+// Each photo to every served model, one card per model side by side, with the same controls.
+function compare(files) {
+  const models = servedModels();
+  for (const file of files) {
+    const group = newId();
+    // prepended one by one: the last made is shown first, so the default model comes first
+    for (const model of [...models].reverse()) {
+      const card = createCard(file.name || "pasted image", true, model);
+      card.dataset.compare = group;
+      batch.push(card);
+      setStatus(card, "waiting");
+      if (isNotImage(file)) {
+        notAnImage(card, file);
+      } else {
+        uploadQueue.push({ card, file, model });
+      }
+    }
+  }
+  updateSummary();
+  const what = files.length === 1 ? files[0].name || "1 image" : `${files.length} images`;
+  announce(`Sending ${what} to ${models.length} models to compare them`);
+  pumpUploads();
+}
+
 export function enqueueFiles(files) {
   const list = Array.from(files || []);
   if (!list.length) return;
@@ -75,14 +117,17 @@ export function enqueueFiles(files) {
   summary.hidden = true;
   part(summary.parentElement, "summary-bar").hidden = list.length < 2;
   const model = chosenModel();
+  if (model === COMPARE) {
+    compare(list);
+    return;
+  }
   const accepted = [];
   for (const file of list) {
     const card = createCard(file.name || "pasted image", true);
     batch.push(card);
     setStatus(card, "waiting");
-    if (file.type && !file.type.startsWith("image/")) {
-      setStatus(card, "error");
-      showError(card, `“${file.name}” is not an image; choose a JPEG, PNG, WebP, BMP or GIF file`);
+    if (isNotImage(file)) {
+      notAnImage(card, file);
     } else if (file.size > maxBytes && !(list.length === 1 && mayShrink(file))) {
       tooLarge(card, file, file.size); // one photo may come under the limit once shrunk
     } else {

@@ -18,7 +18,8 @@ export function formatNumber(n) {
 }
 
 export function formatBytes(n) {
-  return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1024))} kB`;
+  // binary units, named as such: the limits are set in bytes (ML_MAX_UPLOAD_BYTES = 10 MiB)
+  return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB` : `${Math.max(1, Math.round(n / 1024))} KiB`;
 }
 
 // Numbers of five digits or more in a server message get thousands separators.
@@ -37,6 +38,15 @@ export function svg(name, attrs) {
   const el = document.createElementNS(SVG_NS, name);
   for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
   return el;
+}
+
+// A random UUID (crypto.randomUUID needs a secure context; the page may be served over http).
+export function newId() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 export function stem(filename) {
