@@ -302,8 +302,9 @@ build() {  # Dockerfile directory
   fi || { tail -n 40 "$WORK/build-$1.log"; echo "build of $1 failed"; return 1; }
   printf 'built mlprod/%s:%s at %ds\n' "$1" "$TAG" $((SECONDS - started))
 }
-# the names `load` gives images that the other engine saved: podman's `localhost/mlprod/x`
-# is Docker's `mlprod/x` (docker.io), and Docker's `mlprod/x` is podman's `docker.io/mlprod/x`
+# the names the images that the other engine saved get here: podman's `localhost/mlprod/x`
+# loads into Docker as is, where the compose file's `mlprod/x` means `docker.io/mlprod/x`;
+# Docker's `mlprod/x` loads into podman as `localhost/mlprod/x` (4.3; others may say docker.io)
 rename_loaded() {
   local image from to
   for image in "${OUR_IMAGES[@]}"; do
@@ -323,7 +324,7 @@ if [ -n "$LOAD" ]; then
   [ -e "$LOAD" ] || echo "no $LOAD: the other pass built no images; building them here"
 fi
 if [ -n "$LOAD" ] && [ -e "$LOAD" ]; then
-  engine load -i "$LOAD" | tail -n 8
+  engine load -q -i "$LOAD"
   rename_loaded
   printf 'loaded at %ds\n' $((SECONDS - started))
 else
@@ -340,9 +341,10 @@ fi
 
 step "the images hold exactly uv.lock's packages"
 # each image's installed distributions against `uv export` of its extra, markers evaluated in
-# the image (deploy/checks/image_lock.py)
+# the image (deploy/checks/image_lock.py); with no network, so that no engine makes firewall
+# rules for it (while the other engine's pass compares its own before and after)
 for pair in ml-api:api ml-celery:worker ml-client:client; do
-  engine run --rm -i "mlprod/${pair%%:*}:$TAG" python - --probe <deploy/checks/image_lock.py \
+  engine run --rm -i --network none "mlprod/${pair%%:*}:$TAG" python - --probe <deploy/checks/image_lock.py \
     >"$WORK/probe.json"
   printf '%s: ' "${pair%%:*}"
   "$PY" deploy/checks/image_lock.py "${pair#*:}" <"$WORK/probe.json"
