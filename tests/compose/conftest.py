@@ -38,13 +38,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @dataclass(frozen=True)
 class Deployment:
-    """The running compose project: its public address, an API key, a web user, its CLI."""
+    """The running compose project: its public address, an API key, a web user, its compose
+    command and its engine's own CLI (`podman`, or Debian's `docker` for Docker Engine)."""
 
     url: str
     api_key: str
     user: str
     password: str
     compose: list[str]
+    engine: list[str]
 
     def run(self, *args: str, timeout: float = 300) -> str:
         """A compose command against the running project; its standard output."""
@@ -78,6 +80,28 @@ class Deployment:
 
     def containers(self, service: str) -> list[str]:
         return self.run("ps", "-q", service).split()
+
+    def logs(self, container: str) -> str:
+        """A container's log, from its engine."""
+        done = subprocess.run(
+            [*self.engine, "logs", container],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout + done.stderr
+
+    def state(self, container: str, field: str) -> str:
+        """One field of the engine's `inspect` of a container (`.State.Pid`, `.RestartCount`)."""
+        done = subprocess.run(
+            [*self.engine, "inspect", "--format", f"{{{{{field}}}}}", container],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip()
 
     def api(self) -> httpx.Client:
         return httpx.Client(
@@ -125,33 +149,20 @@ class Deployment:
         raise AssertionError(f"/readyz not ready with {workers} workers in {timeout_s}s: {body}")
 
 
-def container_logs(container: str) -> str:
-    done = subprocess.run(
-        ["podman", "logs", container], capture_output=True, text=True, timeout=60, check=True
-    )
-    return done.stdout + done.stderr
-
-
-def container_state(container: str, field: str) -> str:
-    done = subprocess.run(
-        ["podman", "inspect", "--format", f"{{{{{field}}}}}", container],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
 @pytest.fixture(scope="session")
 def deployment() -> Deployment:
-    names = ("URL", "API_KEY", "USER", "PASSWORD", "COMMAND")
+    names = ("URL", "API_KEY", "USER", "PASSWORD", "COMMAND", "ENGINE_CLI")
     missing = [f"COMPOSE_CI_{n}" for n in names if not os.environ.get(f"COMPOSE_CI_{n}")]
     if missing:
         pytest.fail(f"run through scripts/compose_ci.sh: {', '.join(missing)} not set")
     env = {n: os.environ[f"COMPOSE_CI_{n}"] for n in names}
     return Deployment(
-        env["URL"], env["API_KEY"], env["USER"], env["PASSWORD"], shlex.split(env["COMMAND"])
+        env["URL"],
+        env["API_KEY"],
+        env["USER"],
+        env["PASSWORD"],
+        shlex.split(env["COMMAND"]),
+        shlex.split(env["ENGINE_CLI"]),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.compose.conftest import Deployment, container_logs, container_state
+from tests.compose.conftest import Deployment
 
 pytestmark = pytest.mark.compose
 
@@ -90,13 +90,13 @@ def _succeeded_ids(logs: str) -> set[str]:
 
 def test_two_workers_both_take_tasks(deployment: Deployment, photo_file: Path) -> None:
     workers = _scale_workers(deployment, 2)
-    before = {w: _succeeded_ids(container_logs(w)) for w in workers}
+    before = {w: _succeeded_ids(deployment.logs(w)) for w in workers}
     with deployment.api() as api:
         ids = [deployment.submit(api, photo_file.read_bytes()) for _ in range(10)]
         assert all(deployment.wait_final(api, t)["status"] == "succeeded" for t in ids)
     KEPT["unseen"] = ids[0]  # its annotated image is drawn from the upload only after down/up
     for worker in workers:
-        took = (_succeeded_ids(container_logs(worker)) - before[worker]) & set(ids)
+        took = (_succeeded_ids(deployment.logs(worker)) - before[worker]) & set(ids)
         assert took, f"worker {worker[:12]} took none of {len(ids)} tasks"
 
 
@@ -105,14 +105,14 @@ def _in_flight(logs: str) -> set[str]:
     return received - _succeeded_ids(logs)
 
 
-def _find_and_kill(workers: list[str], ours: set[str]) -> str | None:
+def _find_and_kill(deployment: Deployment, workers: list[str], ours: set[str]) -> str | None:
     """SIGKILL the first worker with a task of ours in flight; that worker, or None."""
     for worker in workers:
-        pid = int(container_state(worker, ".State.Pid"))  # 0 while it restarts
-        if pid > 0 and _in_flight(container_logs(worker)) & ours:
+        pid = int(deployment.state(worker, ".State.Pid"))  # 0 while it restarts
+        if pid > 0 and _in_flight(deployment.logs(worker)) & ours:
             subprocess.run(["kill", f"-{signal.SIGKILL.name}", str(pid)], check=True)
             time.sleep(1)  # the log is final once its process is gone
-            if _in_flight(container_logs(worker)) & ours:  # else it ended just before the kill
+            if _in_flight(deployment.logs(worker)) & ours:  # else it ended just before the kill
                 return worker
     return None
 
@@ -122,7 +122,7 @@ def test_a_worker_killed_mid_task_comes_back_and_the_task_succeeds(
 ) -> None:
     service, model = deployment.default_worker()
     workers = deployment.containers(service)
-    restarts = {w: int(container_state(w, ".RestartCount")) for w in workers}
+    restarts = {w: int(deployment.state(w, ".RestartCount")) for w in workers}
     with deployment.api() as api:
         # uploads keep coming until a kill lands: a batch sent all at once can be done by the
         # time the logs are first read, when the workers keep pace with the uploads
@@ -132,23 +132,24 @@ def test_a_worker_killed_mid_task_comes_back_and_the_task_succeeds(
         while killed is None and time.monotonic() < deadline:
             if len(ids) < 40:
                 ids += [deployment.submit(api, big_photo, "big.png", "image/png") for _ in range(2)]
-            killed = _find_and_kill(workers, set(ids))
+            killed = _find_and_kill(deployment, workers, set(ids))
         if killed is None:
-            seen = {w[:12]: len(_succeeded_ids(container_logs(w)) & set(ids)) for w in workers}
+            seen = {w[:12]: len(_succeeded_ids(deployment.logs(w)) & set(ids)) for w in workers}
             pytest.fail(f"no task of ours was running when a worker was killed; done: {seen}")
         results = {t: deployment.wait_final(api, t) for t in ids}
     assert all(r["status"] == "succeeded" for r in results.values()), results
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and container_state(killed, ".State.Status") != "running":
+    while time.monotonic() < deadline and deployment.state(killed, ".State.Status") != "running":
         time.sleep(1)
-    assert container_state(killed, ".State.Status") == "running"
-    assert int(container_state(killed, ".RestartCount")) > restarts[killed]
+    assert deployment.state(killed, ".State.Status") == "running"
+    assert int(deployment.state(killed, ".RestartCount")) > restarts[killed]
     deployment.wait_ready(workers=2, model=model)
 
 
-# `compose restart` here kills the rabbitmq node at once (podman's Docker API restarts with no
-# grace period unless given one): what the API accepted must be on the broker's disk already
-# (publisher confirms, ml_common.celery_config), not in its memory.
+# `compose restart` with its own default grace period, on either engine: Docker Engine stops the
+# node with the container's stop_grace_period (a clean stop); podman's Docker API kills it at
+# once (no grace period unless given one), so what the API accepted must be on the broker's
+# disk already (publisher confirms, ml_common.celery_config), not in its memory.
 def test_redis_and_rabbitmq_restarts_lose_nothing_accepted(
     deployment: Deployment, photo_file: Path
 ) -> None:
