@@ -35,6 +35,14 @@ REQUIRE_SERVICES = os.environ.get("ML_REQUIRE_SERVICES") == "1"
 # `make test-s3`: every stack the tests start keeps its files in a SeaweedFS bucket (a fresh
 # prefix each) instead of a folder; a test that is about the folder itself skips, saying why
 ON_BUCKET = os.environ.get("ML_TEST_STORAGE") == "s3"
+
+
+def storage_independent(what: str) -> pytest.MarkDecorator:
+    """The mark of a module whose subject never touches the storage: `make test` runs it,
+    `make test-s3` (the same suites on a bucket) skips it, which keeps CI's two suites short."""
+    return pytest.mark.skipif(ON_BUCKET, reason=f"{what}: the same on any storage (make test)")
+
+
 TEST_BUCKET = "mlprod-tests"
 _SESSION_S3: list[SeaweedS3] = []  # the session's server under ML_TEST_STORAGE=s3
 MODEL_DIR = Path(os.environ.get("ML_MODEL_DIR", ROOT / "ml-storages/models/nanodet-g-416"))

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LiveStack
+from tests.conftest import LiveStack, storage_independent
 
 pytestmark = [
+    storage_independent("the API docs page"),
     pytest.mark.browser,
     pytest.mark.parametrize("live_stack", ["rabbitmq-redis"], indirect=True, scope="session"),
 ]

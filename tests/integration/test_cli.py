@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MLPROD, ROOT, LiveStack, encode, need, photo
+from tests.conftest import MLPROD, ROOT, LiveStack, encode, need, photo, storage_independent
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    storage_independent("the CLI's exits, messages and COCO output"),
+]
 ONE_STACK = pytest.mark.parametrize("live_stack", ["valkey"], indirect=True)
 EVAL_DIR = ROOT.parent / "shared" / "eval" / "coco-val2017-158"
 RESUME = "run the same command again"

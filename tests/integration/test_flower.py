@@ -15,9 +15,9 @@ import pytest
 
 from ml_tools.ports import free_port
 from ml_tools.processes import wait_http
-from tests.conftest import LiveStack, launch_stack
+from tests.conftest import LiveStack, launch_stack, storage_independent
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, storage_independent("Flower")]
 
 USER, PASSWORD = "operator", "flower-test-password"
 WAIT_S = 60

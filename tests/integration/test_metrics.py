@@ -32,12 +32,13 @@ from tests.conftest import (
     need_rabbitmq,
     need_redis,
     redis_db,
+    storage_independent,
 )
 from tests.unit.test_ops_files import DEPLOY, dashboard_expressions, used_metrics
 
 ROOT = DEPLOY.parent
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, storage_independent("metrics and alert rules")]
 
 TASKS_SENT = 3
 PROMETHEUS_WAIT_S = 120

@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from ml_api.exports import CSV_COLUMNS
-from tests.conftest import MLPROD, ROOT, LiveStack, encode, photo
+from tests.conftest import MLPROD, ROOT, LiveStack, encode, photo, storage_independent
 from tests.integration.test_batches import export, post_batch, wait_batch
 from tests.unit.test_labelformats import LS_CONFIG
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, storage_independent("min_score and the label formats")]
 ONE_STACK = pytest.mark.parametrize("live_stack", ["valkey"], indirect=True)
 DETECTIONS = "/api/v1/detections"
 LS_VALIDATOR = ROOT / "tests/labelstudio/validate_tasks.py"

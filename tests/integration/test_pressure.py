@@ -25,10 +25,13 @@ from PIL import Image
 from ml_api.batches import BatchRecord
 from ml_common.apikeys import ApiKeyStore
 from ml_common.records import TaskRecord, batch_items_key, batch_key, record_key
-from tests.conftest import LiveStack, encode, launch_stack
+from tests.conftest import LiveStack, encode, launch_stack, storage_independent
 from tests.integration.test_batches import post_batch, tiny_jpeg
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    storage_independent("the API memory and Redis pressure tests"),
+]
 MIB = 1024 * 1024
 BOMB_SIZE = (16383, 2441)  # 40.0 Mpx, under the 40 Mpx cap and the 20:1 aspect ratio
 DECODE_MEMORY_MB = 700

@@ -30,9 +30,10 @@ from tests.conftest import (
     need,
     need_rabbitmq,
     storage_env,
+    storage_independent,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, storage_independent("Redis ACLs")]
 
 START = ROOT / "deploy" / "redis" / "start.sh"
 USERS = {
