@@ -64,7 +64,7 @@ def test_a_big_photo_is_sent_shrunk_and_its_boxes_are_drawn_in_place(
     natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert natural == [width, height]
     strongest = max(result["detections"], key=lambda d: d["score"])
-    frame = card.locator('[data-testid="detection-box"][data-index="0"] rect').first
+    frame = card.locator('g.frame[data-index="0"] rect.box__frame').first
     shown, drawn = image.bounding_box(), frame.bounding_box()
     scale = shown["width"] / width
     box = strongest["box"]
