@@ -19,13 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ON_BUCKET, ROOT, LiveStack, launch_stack, need
+from tests.conftest import ROOT, LiveStack, launch_stack, need, storage_independent
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        ON_BUCKET, reason="the document and its clients do not depend on the storage: make test"
-    ),
+    storage_independent("the document and its clients"),
 ]
 TS_PROJECT = ROOT / "tests/openapi/ts"
 TS_FILES = ("package.json", "package-lock.json", "tsconfig.json", "generate.mjs", "*.ts")
