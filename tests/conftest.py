@@ -337,6 +337,14 @@ def _bucket_for_every_stack(request: pytest.FixtureRequest) -> Iterator[None]:
         _SESSION_S3.clear()
 
 
+# The default deployment's stack alone (RabbitMQ broker, Redis results): for tests whose subject
+# is the same on every backend, such as the web page and the docs page. The backends' own
+# behaviour is the integration suite's; the page's headline flow (tests/browser/test_web_client)
+# still runs on both.
+DEFAULT_STACK = pytest.mark.parametrize(
+    "live_stack", ["rabbitmq-redis"], indirect=True, scope="session"
+)
+
 # "s3": RabbitMQ + Redis with the files in a SeaweedFS bucket; a module that runs on it too
 # adds this mark to its pytestmark (tests/integration/test_pipeline.py)
 STORAGE_PARAMS = pytest.mark.parametrize(

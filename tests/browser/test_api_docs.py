@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LiveStack, storage_independent
+from tests.conftest import DEFAULT_STACK, LiveStack, storage_independent
 
 pytestmark = [
     storage_independent("the API docs page"),
     pytest.mark.browser,
-    pytest.mark.parametrize("live_stack", ["rabbitmq-redis"], indirect=True, scope="session"),
+    DEFAULT_STACK,
 ]
 
 

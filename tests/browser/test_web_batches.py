@@ -17,12 +17,13 @@ from ml_tools.devstack import wait_http
 from tests.browser.conftest import Page, WebClient
 from tests.browser.pageparts import DETECTION_TIMEOUT_MS, card_for, expect, shoot, upload
 from tests.browser.test_web_lists import _serious_violations as serious_violations
-from tests.conftest import LiveStack
+from tests.conftest import DEFAULT_STACK, LiveStack
 from tests.integration.test_model_routing import two_model_stack, wait_models
 
 pytestmark = pytest.mark.browser
 
 
+@DEFAULT_STACK
 def test_three_files_go_as_one_batch_and_export_as_coco(
     signed_in: Page, photos: dict[str, Path], astronaut_file: Path, artifacts: Path,
     web_client: WebClient, browser: Any,
@@ -143,6 +144,7 @@ def test_the_model_choice_is_offered_and_each_card_names_its_model(
         page.context.close()
 
 
+@DEFAULT_STACK
 def test_photos_past_the_body_limit_go_in_parts_the_client_takes(
     signed_in: Page, tmp_path: Path, web_client: WebClient
 ) -> None:

@@ -21,8 +21,9 @@ from tests.browser.pageparts import (
     upload,
     upload_and_wait,
 )
+from tests.conftest import DEFAULT_STACK
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, DEFAULT_STACK]
 
 
 def test_enter_on_the_focused_file_input_opens_the_picker(
@@ -30,7 +31,9 @@ def test_enter_on_the_focused_file_input_opens_the_picker(
 ) -> None:
     page = signed_in.page
     page.wait_for_selector("html[data-ready]", state="attached")
-    page.get_by_label("Choose images…").focus()
+    picker = page.get_by_label("Choose images…")
+    picker.focus()
+    expect()(picker).to_be_focused()  # Enter goes where the focus is once it is there
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
     chooser.value.set_files(str(photos["chelsea"]))

@@ -29,9 +29,9 @@ from tests.browser.pageparts import (
     upload_and_wait,
 )
 from tests.browser.test_web_viewer import open_zoom
-from tests.conftest import LiveStack
+from tests.conftest import DEFAULT_STACK, LiveStack
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, DEFAULT_STACK]
 
 
 def test_a_multi_file_upload_is_summed_up_and_a_long_list_goes_compact(

@@ -24,8 +24,9 @@ from tests.browser.pageparts import (
     shoot,
     upload_and_wait,
 )
+from tests.conftest import DEFAULT_STACK
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, DEFAULT_STACK]
 
 
 def test_every_label_is_readable_strongest_on_top_in_the_servers_palette(

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from tests.browser.conftest import DESKTOP, Watch
-from tests.conftest import phone_photo
+from tests.conftest import DEFAULT_STACK, phone_photo
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.parametrize("live_stack", ["rabbitmq-redis"], indirect=True, scope="session"),
+    DEFAULT_STACK,
 ]
 DETECTION_TIMEOUT_MS = 120_000
 PAGE_MAX_SIDE = 1280  # ClientSettings.client_shrink_max_side's default

@@ -14,8 +14,9 @@ import pytest
 from ml_common.palette import contrast, hex_rgb
 from tests.browser.conftest import Page, WebClient
 from tests.browser.pageparts import LABELS_JS, expect, shoot, upload_and_wait
+from tests.conftest import DEFAULT_STACK
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, DEFAULT_STACK]
 
 # The large view's geometry: the view, the photo in it, and each shown label's rectangle.
 GEOMETRY_JS = """zoom => {

@@ -3,6 +3,7 @@
 In order: the web page in Chromium, the API with a key, /readyz; then, on the running
 containers, two workers, a worker killed mid-task, Redis and RabbitMQ restarted, and the whole
 project taken down and up again. Every request goes through the proxy's published port.
+The fault steps carry the mark `compose_faults` (COMPOSE_CI_FAULTS=0 leaves them out).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def _succeeded_ids(logs: str) -> set[str]:
     return set(re.findall(r"\[([0-9a-f-]{36})\] succeeded", logs))
 
 
+@pytest.mark.compose_faults
 def test_two_workers_both_take_tasks(deployment: Deployment, photo_file: Path) -> None:
     workers = _scale_workers(deployment, 2)
     before = {w: _succeeded_ids(deployment.logs(w)) for w in workers}
@@ -117,6 +119,7 @@ def _find_and_kill(deployment: Deployment, workers: list[str], ours: set[str]) -
     return None
 
 
+@pytest.mark.compose_faults
 def test_a_worker_killed_mid_task_comes_back_and_the_task_succeeds(
     deployment: Deployment, big_photo: bytes
 ) -> None:
@@ -150,6 +153,7 @@ def test_a_worker_killed_mid_task_comes_back_and_the_task_succeeds(
 # node with the container's stop_grace_period (a clean stop); podman's Docker API kills it at
 # once (no grace period unless given one), so what the API accepted must be on the broker's
 # disk already (publisher confirms, ml_common.celery_config), not in its memory.
+@pytest.mark.compose_faults
 def test_redis_and_rabbitmq_restarts_lose_nothing_accepted(
     deployment: Deployment, photo_file: Path
 ) -> None:
@@ -169,6 +173,7 @@ def test_redis_and_rabbitmq_restarts_lose_nothing_accepted(
         assert deployment.wait_final(api, fresh)["status"] == "succeeded"
 
 
+@pytest.mark.compose_faults
 def test_down_and_up_keeps_results_and_uploads(deployment: Deployment) -> None:
     deployment.run("down", "--timeout", "30")
     deployment.run("up", "-d", "--no-build", "--wait", timeout=600)

@@ -175,7 +175,10 @@ def test_same_idempotency_key_twice_at_once_makes_one_task(live_stack: LiveStack
 
 @pytest.fixture(scope="module")
 def lone_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    with launch_stack("rabbitmq-redis", tmp_path_factory.mktemp("batch-stack")) as live:
+    # one key sends 1,560 files here within a minute or two; its subject is not the rate limit
+    # (600 files a minute by default), which a quick machine would reach between the tests
+    env = {"ML_RATE_LIMIT_PER_MINUTE": "100000"}
+    with launch_stack("rabbitmq-redis", tmp_path_factory.mktemp("batch-stack"), env) as live:
         yield live
 
 
