@@ -26,6 +26,9 @@ from tests.conftest import DEFAULT_STACK
 pytestmark = [pytest.mark.browser, DEFAULT_STACK]
 
 
+# a keyboard's Enter is the desktop's; under the phone's emulation (touch, mobile) the picker
+# did not open on 2 of about 8 runs in whole suites, never alone: not what a phone user meets
+@pytest.mark.parametrize("screen", ["desktop"], indirect=True)
 def test_enter_on_the_focused_file_input_opens_the_picker(
     signed_in: Page, photos: dict[str, Path]
 ) -> None:
