@@ -122,7 +122,8 @@ cleanup() {
     printf '%s: left of project %s: %d containers, %d networks, %d volumes\n' "$ENGINE_NAME" \
       "$PROJECT" "$(project_ids container | wc -l)" "$(project_ids network | wc -l)" \
       "$(project_ids volume | wc -l)"
-    if [ "$KEEP" != 1 ]; then
+    # (Docker Engine's images go with its data root, below: removing them first is time lost)
+    if [ "$KEEP" != 1 ] && [ "$ENGINE_NAME" = podman ]; then
       for image in "${OUR_IMAGES[@]}"; do engine rmi -f "mlprod/$image:$TAG" >/dev/null 2>&1; done
       ids=$(engine images -q --filter "reference=$PREFIX/*" 2>/dev/null)
       [ -n "$ids" ] && engine rmi -f $ids >/dev/null 2>&1
