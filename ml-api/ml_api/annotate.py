@@ -63,8 +63,10 @@ def place_tags(
 
 
 def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Image.Image:
-    """A copy of the RGB `image` with a box and a "label score" tag for each detection; the
-    strongest is drawn last, and tags are moved apart so that every one stays readable."""
+    """A copy of the RGB `image` with a box and a "label score" tag for each detection, drawn
+    as the page draws them: each box and tag outlined in its contrasting colour (black or
+    white), every box under every tag, the strongest last, and tags moved apart so that every
+    one stays readable."""
     annotated = image.convert("RGB")  # always a copy, so the caller's image stays untouched
     draw = ImageDraw.Draw(annotated)
     short_side = min(annotated.size)
@@ -75,13 +77,18 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Imag
     extents = [draw.textbbox((0, 0), caption, font=font) for caption in captions]
     sizes = [(r - left + 2 * pad, b - t + 2 * pad) for left, t, r, b in extents]
     tags = place_tags([d.box for d in strongest], sizes, annotated.size)
+    halo = max(1, pad // 2)  # the outline's width on each side of a box's line
+    for d in reversed(strongest):
+        colour = class_colour(d.class_id)
+        x0, y0, x1, y1 = d.box.x_min, d.box.y_min, d.box.x_max, d.box.y_max
+        outline = (x0 - halo, y0 - halo, x1 + halo, y1 + halo)
+        draw.rectangle(outline, outline=text_colour(colour), width=pad + 2 * halo)
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=pad)
     for d, caption, (left, top, _, _), (x, y, w, h) in reversed(
         list(zip(strongest, captions, extents, tags, strict=True))
     ):
         colour = class_colour(d.class_id)
-        box = (d.box.x_min, d.box.y_min, d.box.x_max, d.box.y_max)
-        draw.rectangle(box, outline=colour, width=pad)
-        draw.rectangle((x, y, x + w, y + h), fill=colour)
+        draw.rectangle((x, y, x + w, y + h), fill=colour, outline=text_colour(colour), width=1)
         draw.text((x + pad - left, y + pad - top), caption, fill=text_colour(colour), font=font)
     return annotated
 

@@ -162,3 +162,28 @@ def test_the_strongest_box_is_drawn_on_top() -> None:
     weak = weak.model_copy(update={"score": 0.4})
     annotated = draw_detections(Image.new("RGB", (200, 100)), [strong, weak])
     assert annotated.getpixel((20, 65)) == class_colour(0)
+
+
+@pytest.mark.parametrize("text", [(0, 0, 0), (255, 255, 255)])
+def test_a_box_is_outlined_in_its_contrasting_colour_on_both_sides_of_its_line(
+    text: tuple[int, int, int],
+) -> None:
+    """As the page draws it: a dark box on dry grass, a light one on a bus, both still seen."""
+    class_id = next(i for i in range(80) if text_colour(class_colour(i)) == text)
+    image = Image.new("RGB", (200, 100), (128, 128, 128))
+    annotated = draw_detections(image, [detection(class_id, "thing", (20, 40, 120, 90))])
+    # the line is 2 px wide on a 100 px short side (x 20-21), the outline 1 px either side
+    row = [annotated.getpixel((x, 70)) for x in (18, 19, 20, 21, 22, 23)]
+    colour = class_colour(class_id)
+    assert row == [(128, 128, 128), text, colour, colour, text, (128, 128, 128)]
+
+
+def test_every_box_is_drawn_under_every_tag() -> None:
+    """A strong box's line never runs through a weaker detection's tag: all lines first."""
+    weak = detection(2, "car", (60, 50, 180, 95)).model_copy(update={"score": 0.4})
+    strong = detection(0, "person", (80, 10, 120, 45))  # its left line crosses the car's tag
+    annotated = draw_detections(Image.new("RGB", (200, 100)), [strong, weak])
+    tag = [annotated.getpixel((80, y)) for y in range(38, 46)]  # the tag: y 37-50, above the car
+    assert class_colour(0) not in tag, tag
+    assert class_colour(2) in tag
+    assert annotated.getpixel((80, 30)) == class_colour(0)  # the person's line above the tag
