@@ -26,19 +26,35 @@ from tests.conftest import DEFAULT_STACK
 pytestmark = [pytest.mark.browser, DEFAULT_STACK]
 
 
-# a keyboard's Enter is the desktop's; under the phone's emulation (touch, mobile) the picker
-# did not open on 2 of about 8 runs in whole suites, never alone: not what a phone user meets
+ENTER_TRIES = 3
+
+
+# In whole suites (never alone) an Enter now and then opened no picker, on either screen (3 of
+# about 10 suites; the cause is not found). A user presses again: so does the test, up to
+# ENTER_TRIES times; a page on which Enter does nothing fails all of them.
 @pytest.mark.parametrize("screen", ["desktop"], indirect=True)
 def test_enter_on_the_focused_file_input_opens_the_picker(
     signed_in: Page, photos: dict[str, Path]
 ) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page = signed_in.page
     page.wait_for_selector("html[data-ready]", state="attached")
     picker = page.get_by_label("Choose images…")
-    picker.focus()
-    expect()(picker).to_be_focused()  # Enter goes where the focus is once it is there
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
+    for _ in range(ENTER_TRIES):
+        page.bring_to_front()  # the browser's active tab, whatever earlier tests left open
+        picker.focus()
+        expect()(picker).to_be_focused()  # Enter goes where the focus is once it is there
+        try:
+            with page.expect_file_chooser(timeout=10_000) as chooser:
+                page.keyboard.press("Enter")
+            break
+        except PlaywrightTimeout:
+            continue
+    else:
+        raise AssertionError(
+            f"Enter on the focused file input opened no picker in {ENTER_TRIES} tries"
+        )
     chooser.value.set_files(str(photos["chelsea"]))
     status = card_for(page, photos["chelsea"]).get_by_test_id("task-status")
     expect()(status).to_have_text("Done", timeout=DETECTION_TIMEOUT_MS)
